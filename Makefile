@@ -1,0 +1,46 @@
+# The two commands that matter: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## run: run examples/parent.yaml with the embedded local runtime and print its trace tree
+run: venv
+	$(VENV)/bin/flowpods run examples/parent.yaml
+
+## test: lint, unit tests and end-to-end tests on a real control plane and Jaeger
+test: venv testenv-bins
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest
+
+## unit: the fast tests only (no servers)
+unit: venv
+	$(VENV)/bin/pytest tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger and helm from their Go modules
+testenv-bins:
+	bash tests/testenv/build.sh
+
+## testenv: start the control plane, node agent and Jaeger in the background; writes .testenv/env
+testenv: venv testenv-bins
+	$(PY) -m tests.testenv up
+
+testenv-down:
+	$(PY) -m tests.testenv down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
