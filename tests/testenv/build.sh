@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Build the test-environment binaries (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl, jaeger, helm) from their Go modules into a cache outside the repo.
+# Idempotent: a binary that already exists in the cache is skipped.
+# Usage: bash tests/testenv/build.sh        (prints the bin dir on the last line)
+#        bash tests/testenv/build.sh --print-bin-dir   (only prints where binaries go)
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck disable=SC1091
+source "$here/versions.env"
+
+GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+cache_root="${FLOWPODS_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flowpods/testenv}"
+key="$(grep -v '^#' "$here/versions.env" | sha256sum | cut -c1-12)"
+bin_dir="$cache_root/$key/bin"
+src_dir="$cache_root/$key/src"
+
+if [[ "${1:-}" == "--print-bin-dir" ]]; then
+  echo "$bin_dir"
+  exit 0
+fi
+
+mkdir -p "$bin_dir" "$src_dir"
+export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+kube_minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
+kube_ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
+-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor \
+-X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION \
+-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
+helm_ldflags="-s -w -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor \
+-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+
+STAGING="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go cloud-provider \
+cluster-bootstrap code-generator component-base component-helpers controller-manager cri-api cri-client \
+csi-translation-lib dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator \
+kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils \
+pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
+
+total_start=$(date +%s)
+failed=0
+
+fail() {  # binary, log file
+  echo "BUILD FAILED: $1 (log: $2); last lines:" >&2
+  tail -n 40 "$2" >&2 || true
+  exit 1
+}
+
+# prepare_module DIR SETUP_FUNC: create a throwaway tools module once.
+prepare_module() {
+  local dir="$1" setup="$2"
+  if [[ -f "$dir/.ready" ]]; then return 0; fi
+  rm -rf "$dir"; mkdir -p "$dir"
+  (cd "$dir" && "$GO" mod init flowpods-testenv-tools >/dev/null 2>&1 && "$setup") \
+    >"$dir/setup.log" 2>&1 || fail "$(basename "$dir") (module setup)" "$dir/setup.log"
+  touch "$dir/.ready"
+}
+
+setup_etcd() {
+  "$GO" get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+}
+setup_kube() {
+  local m
+  for m in $STAGING; do
+    "$GO" mod edit -replace "k8s.io/$m=k8s.io/$m@$KUBE_STAGING_VERSION"
+  done
+  "$GO" get -tool "k8s.io/kubernetes/cmd/kube-apiserver@$KUBE_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-controller-manager@$KUBE_VERSION" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$KUBE_VERSION" \
+    "k8s.io/kubernetes/cmd/kubectl@$KUBE_VERSION"
+}
+setup_jaeger() {
+  "$GO" mod edit -replace "github.com/Shopify/sarama=github.com/Shopify/sarama@v1.33.0"
+  "$GO" get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION"
+}
+setup_helm() {
+  "$GO" get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+# build NAME FAMILY PACKAGE LDFLAGS
+build() {
+  local name="$1" family="$2" pkg="$3" ldflags="$4"
+  if [[ -x "$bin_dir/$name" ]]; then
+    echo "cached  $name"
+    return 0
+  fi
+  local dir="$src_dir/$family"
+  prepare_module "$dir" "setup_$family"
+  local start log
+  start=$(date +%s)
+  log="$dir/build-$name.log"
+  echo "building $name ($pkg) ..."
+  if ! (cd "$dir" && "$GO" build -p 2 -trimpath -ldflags "$ldflags" -o "$bin_dir/$name.tmp" "$pkg") \
+      >"$log" 2>&1; then
+    rm -f "$bin_dir/$name.tmp"
+    fail "$name" "$log"
+  fi
+  mv "$bin_dir/$name.tmp" "$bin_dir/$name"
+  echo "built   $name in $(( $(date +%s) - start ))s"
+}
+
+build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
+build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$kube_ldflags"
+build kube-controller-manager kube k8s.io/kubernetes/cmd/kube-controller-manager "$kube_ldflags"
+build kube-scheduler kube k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
+build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
+build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "-s -w"
+build helm helm helm.sh/helm/v3/cmd/helm "$helm_ldflags"
+
+echo "all binaries ready in $(( $(date +%s) - total_start ))s; cache size: $(du -sh "$cache_root/$key" | cut -f1)"
+echo "$bin_dir"
