@@ -1,0 +1,159 @@
+"""The stored state of an execution: what the Execution's `status` holds, and what spans derive from.
+
+Everything here is plain data that survives a JSON round trip through the Kubernetes API, so that any
+operator process, restarted at any moment, reads back the same facts and derives the same decisions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class State(StrEnum):
+    """Kestra's states."""
+
+    CREATED = "CREATED"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    KILLING = "KILLING"
+    SUCCESS = "SUCCESS"
+    WARNING = "WARNING"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+    CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def failed(self) -> bool:
+        return self in (State.FAILED, State.KILLED, State.CANCELLED)
+
+
+TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
+
+
+class Stored(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Transition(Stored):
+    state: State
+    at: datetime
+
+
+class Attempt(Stored):
+    """One try of a worker task: one pod (or one local process)."""
+
+    number: int
+    state: State = State.CREATED
+    createdAt: datetime
+    scheduledAt: datetime | None = None
+    startedAt: datetime | None = None
+    endedAt: datetime | None = None
+    exitCode: int | None = None
+    reason: str | None = Field(default=None, description="Why it failed: exit code, deadline, pod deleted ...")
+    pod: str | None = None
+    node: str | None = None
+    closedIn: int | None = Field(default=None, description="The change that recorded its end")
+
+
+class TaskRun(Stored):
+    """One run of one task (one per ForEach value), with its attempts."""
+
+    id: str
+    taskId: str
+    parentId: str | None = None
+    value: str | None = None
+    state: State = State.CREATED
+    history: list[Transition] = Field(default_factory=list)
+    attempts: list[Attempt] = Field(default_factory=list)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+    retryAt: datetime | None = None
+    branch: str | None = Field(default=None, description="If/Switch: the branch taken")
+    iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
+    child: str | None = Field(default=None, description="Subflow: the child execution's name")
+    createdIn: int = 0
+    closedIn: int | None = None
+
+    @property
+    def startDate(self) -> datetime | None:
+        return self.history[0].at if self.history else None
+
+    @property
+    def endDate(self) -> datetime | None:
+        return self.history[-1].at if self.history and self.state.terminal else None
+
+    def set_state(self, state: State, at: datetime) -> None:
+        if state != self.state or not self.history:
+            self.state = state
+            self.history.append(Transition(state=state, at=at))
+
+
+class Change(Stored):
+    """One committed status change: the basis of one EXECUTOR span."""
+
+    n: int
+    start: datetime = Field(description="When what caused the change happened")
+    end: datetime = Field(description="When the executor decided it")
+    state: State
+    cause: str
+    created: list[str] = Field(default_factory=list, description="Task runs and attempts started")
+    finished: list[str] = Field(default_factory=list, description="Task runs and attempts that ended")
+
+
+class ExecutionStatus(Stored):
+    """The whole stored state of one execution."""
+
+    state: State = State.CREATED
+    history: list[Transition] = Field(default_factory=list)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    taskRuns: list[TaskRun] = Field(default_factory=list)
+    changes: list[Change] = Field(default_factory=list)
+    error: str | None = None
+    closedIn: int | None = None
+    exported: int = Field(default=0, description="Spans of changes up to this number were exported")
+
+    @property
+    def startDate(self) -> datetime | None:
+        return self.history[0].at if self.history else None
+
+    @property
+    def endDate(self) -> datetime | None:
+        return self.history[-1].at if self.history and self.state.terminal else None
+
+    def set_state(self, state: State, at: datetime) -> None:
+        if state != self.state or not self.history:
+            self.state = state
+            self.history.append(Transition(state=state, at=at))
+
+    def taskrun(self, taskrun_id: str) -> TaskRun | None:
+        return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)
+
+
+class RunInfo(BaseModel):
+    """What identifies an execution and never changes after it was created."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(description="The execution's name (the Execution resource's metadata.name)")
+    uid: str = Field(description="A unique id (the resource's metadata.uid); all span ids derive from it")
+    namespace: str = Field(description="The flow's namespace (Kestra sense)")
+    flowId: str
+    flowRevision: int | None = None
+    k8sNamespace: str | None = None
+    trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, kubectl, local")
+    triggerData: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
+    tracestate: str | None = None
+    createdAt: datetime
