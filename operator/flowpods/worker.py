@@ -1,0 +1,570 @@
+"""`flowpods worker`: run exactly one task-run attempt inside a pod (or a local subprocess) and report back.
+
+The executor has already rendered the task; the worker only runs it, under a `WORKER - <type>` span that is
+the child of the TRACEPARENT it was given, and writes a TaskResult as JSON to the termination-message file,
+which is how Kubernetes hands at most 4 KiB back to the operator without any other channel.
+
+Conventions (the operator and the local runner rely on them):
+- exit codes: 0 success, 1 task failure, 2 invalid task run (unreadable, unknown or executor-side type),
+  124 timeout (as coreutils `timeout`), 143 cancelled by SIGTERM (128 + 15).
+- `timeoutSeconds` (else the task's own `timeout`) bounds Sleep, Shell, Python and http.Request: a script's
+  whole process group is killed, the result's error says "timed out after Ns", span result `timeout`.
+- log lines on stdout: `<UTC time, ms>Z <LEVEL> [trace_id=<32 hex> span_id=<16 hex>] <taskId>: <message>`,
+  ids of the WORKER span; one line per line of a multi-line message.
+- outputs: Log none; Return {"value"}; OutputValues {"values"}; Sleep and Fail none;
+  http.Request {"code", "headers" (name -> list of values, names lowercase, as Kestra), "body", "uri"};
+  Shell and Python {"exitCode", "vars"}. A failed attempt reports no outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace as trace_api
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import ValidationError
+
+from flowpods.model import (
+    TYPE_ALIASES,
+    Fail,
+    HttpRequest,
+    Log,
+    OutputValues,
+    Python,
+    Return,
+    Shell,
+    Sleep,
+    TaskBase,
+    describe_errors,
+)
+from flowpods.otel import TraceLevel, span_ids, trace_level, tracer_provider_from_env
+from flowpods.records import (
+    DEFAULT_TERMINATION_LOG,
+    MAX_TERMINATION_MESSAGE,
+    OUTPUTS_ENV,
+    TASKRUN_ENV,
+    TASKRUN_FILE_ENV,
+    TERMINATION_LOG_ENV,
+    TaskResult,
+    WorkItem,
+)
+
+EXIT_SUCCESS = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
+EXIT_TIMEOUT = 124
+EXIT_CANCELLED = 143
+
+WORKER_SERVICE = "flowpods-worker"
+RESULT_ATTRIBUTE = "cicd.pipeline.task.run.result"
+FALSY_CONDITIONS = frozenset({"", "false", "0", "null", "none"})
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
+SECRET_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "signature", "sig")
+REDACTED = "REDACTED"
+_TRACE_ENV = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
+
+
+class InvalidWorkItem(Exception):
+    """The task run cannot be run at all (exit 2): nothing was attempted."""
+
+
+class TaskFailure(Exception):
+    """The attempt ran and failed (exit 1)."""
+
+    result = "failure"
+    exit_code = EXIT_FAILURE
+
+
+class TaskTimeout(TaskFailure):
+    result = "timeout"
+    exit_code = EXIT_TIMEOUT
+
+
+class Cancelled(BaseException):
+    """SIGTERM (pod deleted): a BaseException so no task code swallows it."""
+
+
+# --- pure helpers ---------------------------------------------------------------------------------------
+
+
+def format_log_line(when: datetime, level: str, trace_id: str, span_id: str, task_id: str, message: str) -> str:
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    return f"{stamp} {level} [trace_id={trace_id} span_id={span_id}] {task_id}: {message}"
+
+
+def is_falsy(condition: str) -> bool:
+    """Kestra's Fail `condition` is a rendered string: these spellings mean "do not fail"."""
+    return condition.strip().lower() in FALSY_CONDITIONS
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_HEADERS or any(word in lowered for word in SECRET_WORDS)
+
+
+def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers fit for a log line: credentials replaced, the rest kept so a request can be debugged."""
+    return {name: REDACTED if _is_secret_name(name) else value for name, value in headers.items()}
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and `url.full`: userinfo and secret-looking query values replaced (semconv)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}:{REDACTED}@" + netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, REDACTED if _is_secret_name(k) else v) for k, v in pairs], safe=REDACTED)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def parse_output_line(line: str) -> dict[str, Any] | None:
+    """Kestra's `::{"outputs": {...}}::` stdout convention; None when the line is ordinary output."""
+    text = line.strip()
+    if len(text) < 5 or not (text.startswith("::{") and text.endswith("}::")):
+        return None
+    try:
+        data = json.loads(text[2:-2])
+    except json.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("outputs"), dict):
+        return data["outputs"]
+    return None
+
+
+def parse_outputs_file(text: str) -> dict[str, Any]:
+    """What a script wrote to $FLOWPODS_OUTPUTS: nothing, or one JSON object."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise TaskFailure(f"${OUTPUTS_ENV} must hold a JSON object; it held {text[:200]!r}")
+    return data
+
+
+def encode_result(result: TaskResult) -> tuple[TaskResult, str]:
+    """The result and its compact JSON, made to fit the 4 KiB termination message.
+
+    Outputs that do not fit fail the task (a silently truncated output would be worse); an error message
+    that does not fit is shortened.
+    """
+    text = result.model_dump_json()
+    size = len(text.encode())
+    if size <= MAX_TERMINATION_MESSAGE:
+        return result, text
+    error = result.error
+    if result.outputs:
+        error = (
+            f"the task's outputs were {size} bytes of JSON; at most {MAX_TERMINATION_MESSAGE} bytes fit "
+            "in a termination message"
+        )
+    assert error is not None
+    keep = len(error)
+    while True:
+        candidate = error if keep == len(error) else error[:keep] + " ...(truncated)"
+        limited = TaskResult(error=candidate)
+        text = limited.model_dump_json()
+        excess = len(text.encode()) - MAX_TERMINATION_MESSAGE
+        if excess <= 0:
+            return limited, text
+        keep = max(0, keep - excess)  # every character is at least one byte, so this converges
+
+
+def parse_termination_message(text: str | None, exit_code: int | None) -> TaskResult:
+    """Read back what a worker reported; anything unreadable becomes an error naming the exit code."""
+    code = "unknown" if exit_code is None else str(exit_code)
+    if not text or not text.strip():
+        if exit_code == 0:
+            return TaskResult(error="the worker exited with code 0 but reported no result")
+        return TaskResult(error=f"the worker exited with code {code} without reporting a result")
+    try:
+        result = TaskResult.model_validate_json(text)
+    except ValidationError:
+        return TaskResult(error=f"the worker exited with code {code} and reported no valid result: {text[:200]!r}")
+    if exit_code not in (0, None) and result.error is None:
+        return TaskResult(outputs=result.outputs, error=f"the worker exited with code {code}")
+    return result
+
+
+def parent_context(environ: Mapping[str, str]) -> tuple[otel_context.Context, str | None]:
+    """The W3C context from TRACEPARENT/TRACESTATE/BAGGAGE, and a warning when TRACEPARENT was unusable."""
+    carrier = {name.lower(): environ[name] for name in _TRACE_ENV if environ.get(name)}
+    ctx = TraceContextTextMapPropagator().extract(carrier)
+    ctx = W3CBaggagePropagator().extract(carrier, context=ctx)
+    warning = None
+    if "traceparent" in carrier and not trace_api.get_current_span(ctx).get_span_context().is_valid:
+        warning = f"TRACEPARENT {carrier['traceparent'][:80]!r} is not a valid W3C traceparent; starting a new trace"
+    return ctx, warning
+
+
+def trace_env(ctx: otel_context.Context | None = None) -> dict[str, str]:
+    """TRACEPARENT/TRACESTATE/BAGGAGE for a child process, so instrumented programs nest their spans."""
+    carrier: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(carrier, context=ctx)
+    W3CBaggagePropagator().inject(carrier, context=ctx)
+    return {name.upper(): value for name, value in carrier.items()}
+
+
+# --- the imperative shell -------------------------------------------------------------------------------
+
+
+class TaskLog:
+    """Log lines on stdout carrying the WORKER span's ids; thread-safe (script output is relayed)."""
+
+    def __init__(self, stream: IO[str], task_id: str, trace_id: str, span_id: str):
+        self.stream, self.task_id, self.trace_id, self.span_id = stream, task_id, trace_id, span_id
+        self._lock = threading.Lock()
+
+    def __call__(self, level: str, message: str) -> None:
+        now = datetime.now(UTC)
+        lines = [
+            format_log_line(now, level, self.trace_id, self.span_id, self.task_id, line)
+            for line in (message.splitlines() or [""])
+        ]
+        with self._lock:
+            self.stream.write("".join(line + "\n" for line in lines))
+            self.stream.flush()
+
+
+@dataclass
+class Context:
+    item: WorkItem
+    log: TaskLog
+    environ: Mapping[str, str]
+    tracer: trace_api.Tracer
+    timeout: float | None
+
+
+def load_work_item(taskrun_file: str | None, environ: Mapping[str, str]) -> WorkItem:
+    path = taskrun_file or environ.get(TASKRUN_FILE_ENV)
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidWorkItem(f"cannot read the task run file {path}: {exc.strerror or exc}") from None
+        source = path
+    elif environ.get(TASKRUN_ENV):
+        text, source = environ[TASKRUN_ENV], f"${TASKRUN_ENV}"
+    else:
+        raise InvalidWorkItem(f"no task run given: pass --taskrun-file, or set {TASKRUN_FILE_ENV} or {TASKRUN_ENV}")
+    try:
+        return WorkItem.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidWorkItem(f"invalid task run in {source}: {problems}") from None
+
+
+def validate_task(item: WorkItem) -> TaskBase:
+    cls = TYPE_ALIASES.get(item.taskType)
+    if cls is None:
+        raise InvalidWorkItem(f"unknown task type {item.taskType!r}")
+    if not cls.runs_in_worker:
+        raise InvalidWorkItem(f"{item.taskType} runs in the executor, not in a worker")
+    data = {"id": item.taskId, "type": item.taskType, **item.task}
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(describe_errors(exc, data))
+        raise InvalidWorkItem(f"task '{item.taskId}' ({item.taskType}): {problems}") from None
+
+
+def write_termination_message(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        print(f"flowpods worker: cannot write the result to {path}: {exc.strerror or exc}", file=sys.stderr)
+
+
+def run_log(task: Log, ctx: Context) -> dict[str, Any]:
+    for message in [task.message] if isinstance(task.message, str) else task.message:
+        ctx.log(task.level, message)
+    return {}
+
+
+def run_sleep(task: Sleep, ctx: Context) -> dict[str, Any]:
+    seconds = task.duration.total_seconds()
+    if ctx.timeout is not None and ctx.timeout < seconds:
+        time.sleep(max(ctx.timeout, 0))
+        raise TaskTimeout(f"timed out after {ctx.timeout:g}s (sleeping {seconds:g}s)")
+    time.sleep(max(seconds, 0))
+    return {}
+
+
+def run_fail(task: Fail, ctx: Context) -> dict[str, Any]:
+    if task.condition is not None and is_falsy(task.condition):
+        ctx.log("INFO", f"condition {task.condition!r} is false: not failing")
+        return {}
+    raise TaskFailure(task.errorMessage)
+
+
+def run_http(task: HttpRequest, ctx: Context) -> dict[str, Any]:
+    url = httpx.URL(task.uri)
+    shown = redact_url(task.uri)
+    headers = dict(task.headers)
+    if task.contentType and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = task.contentType
+    attributes: dict[str, Any] = {
+        "http.request.method": task.method,
+        "url.full": shown,
+        "server.address": url.host,
+        "server.port": url.port or (443 if url.scheme == "https" else 80),
+    }
+    timeout = httpx.Timeout(ctx.timeout) if ctx.timeout is not None else httpx.Timeout(None, connect=30.0)
+    with ctx.tracer.start_as_current_span(
+        task.method, kind=SpanKind.CLIENT, attributes=attributes, record_exception=False,
+        set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        for name in [k for k in headers if k.lower() in ("traceparent", "tracestate")]:
+            del headers[name]
+        TraceContextTextMapPropagator().inject(headers)
+        ctx.log("INFO", f"{task.method} {shown}")
+        ctx.log("DEBUG", f"request headers: {redact_headers(headers)}")
+        try:
+            with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+                response = client.request(task.method, url, headers=headers, content=task.body)
+        except httpx.HTTPError as exc:
+            span.set_attribute("error.type", f"{type(exc).__module__}.{type(exc).__qualname__}")
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            if isinstance(exc, httpx.TimeoutException):
+                raise TaskTimeout(f"{task.method} {shown} timed out after {ctx.timeout:g}s") from exc
+            raise TaskFailure(f"{task.method} {shown} failed: {type(exc).__name__}: {exc}") from exc
+        span.set_attribute("http.response.status_code", response.status_code)
+        ctx.log("INFO", f"{task.method} {shown} -> {response.status_code} ({len(response.content)} bytes)")
+        if response.status_code >= 400:
+            span.set_attribute("error.type", str(response.status_code))
+            span.set_status(Status(StatusCode.ERROR))
+            raise TaskFailure(
+                f"{task.method} {shown} returned HTTP {response.status_code} {response.reason_phrase}".rstrip()
+            )
+    response_headers: dict[str, list[str]] = {}
+    for name, value in response.headers.multi_items():
+        response_headers.setdefault(name.lower(), []).append(value)
+    return {"code": response.status_code, "headers": response_headers, "body": response.text, "uri": task.uri}
+
+
+def _relay(stream: IO[bytes], level: str, ctx: Context, outputs: dict[str, Any] | None) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        if outputs is not None and (found := parse_output_line(line)) is not None:
+            outputs.update(found)
+            continue
+        ctx.log(level, line)
+    stream.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with suppress(Exception):
+        proc.wait(timeout=10)
+
+
+def run_process(argv: list[str], task_env: Mapping[str, str], ctx: Context, tmp: Path) -> dict[str, Any]:
+    """Run a script in its own process group: stdout/stderr relayed, outputs from file and `::{}::` lines."""
+    outputs_file = tmp / "outputs.json"
+    outputs_file.touch()
+    workdir = tmp / "work"
+    workdir.mkdir(exist_ok=True)
+    env = {k: v for k, v in ctx.environ.items() if k not in _TRACE_ENV}
+    env.update(task_env)
+    env[OUTPUTS_ENV] = str(outputs_file)
+    env.update(trace_env())  # the WORKER span is current here
+    proc = subprocess.Popen(
+        argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    line_outputs: dict[str, Any] = {}
+    assert proc.stdout is not None and proc.stderr is not None
+    relays = [
+        threading.Thread(target=_relay, args=(proc.stdout, "INFO", ctx, line_outputs), daemon=True),
+        threading.Thread(target=_relay, args=(proc.stderr, "WARN", ctx, None), daemon=True),
+    ]
+    for thread in relays:
+        thread.start()
+    try:
+        code = proc.wait(timeout=ctx.timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise TaskTimeout(f"timed out after {ctx.timeout:g}s; the process group was killed") from None
+    finally:
+        if proc.poll() is None:  # cancelled (SIGTERM) while waiting
+            _kill_group(proc)
+        for thread in relays:
+            thread.join(timeout=5)
+    if code != 0:
+        raise TaskFailure(f"Command failed with exit code {code}")
+    variables = parse_outputs_file(outputs_file.read_text(encoding="utf-8", errors="replace"))
+    variables.update(line_outputs)
+    return {"exitCode": code, "vars": variables}
+
+
+def run_shell(task: Shell, ctx: Context) -> dict[str, Any]:
+    script = "set -e\n" + "\n".join(task.commands)
+    with tempfile.TemporaryDirectory(prefix="flowpods-") as tmp:
+        return run_process(["/bin/sh", "-c", script], task.env, ctx, Path(tmp))
+
+
+def run_python(task: Python, ctx: Context) -> dict[str, Any]:
+    search_path = task.env.get("PATH", ctx.environ.get("PATH"))
+    python = shutil.which("python3", path=search_path) or sys.executable
+    with tempfile.TemporaryDirectory(prefix="flowpods-") as tmp:
+        script = Path(tmp) / "script.py"
+        script.write_text(task.script, encoding="utf-8")
+        return run_process([python, str(script)], task.env, ctx, Path(tmp))
+
+
+RUNNERS: dict[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] = {
+    Log: run_log,
+    Return: lambda task, ctx: {"value": task.format},
+    OutputValues: lambda task, ctx: {"values": task.values},
+    Sleep: run_sleep,
+    Fail: run_fail,
+    HttpRequest: run_http,
+    Shell: run_shell,
+    Python: run_python,
+}
+
+
+def effective_timeout(item: WorkItem, task: TaskBase) -> float | None:
+    """The executor's timeoutSeconds, else the task's own `timeout`."""
+    if item.timeoutSeconds is not None:
+        return item.timeoutSeconds
+    return task.timeout.total_seconds() if task.timeout is not None else None
+
+
+def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str], stream: IO[str]) -> tuple[str, int]:
+    """Run the attempt under its WORKER span; the result's JSON and the exit code."""
+    tracer = provider.get_tracer("flowpods.worker")
+    parent, warning = parent_context(environ)
+    attributes = {
+        "flowpods.taskrun_id": item.taskRunId,
+        "flowpods.task_id": item.taskId,
+        "flowpods.task_type": item.taskType,
+        "flowpods.attempt": item.attempt,
+        "flowpods.execution_id": item.executionId,
+        "flowpods.namespace": item.namespace,
+        "flowpods.flow_id": item.flowId,
+    }
+    with tracer.start_as_current_span(
+        f"WORKER - {item.taskType}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
+        record_exception=False, set_status_on_exception=False,
+    ) as span:  # fmt: skip
+        trace_id, span_id = span_ids(span)
+        log = TaskLog(stream, item.taskId, trace_id, span_id)
+        if warning:
+            log("WARN", warning)
+        started = time.monotonic()
+        outputs: dict[str, Any] = {}
+        error: str | None = None
+        outcome, code = "success", EXIT_SUCCESS
+        try:
+            task = validate_task(item)
+            ctx = Context(item, log, environ, tracer, effective_timeout(item, task))
+            log("INFO", f"attempt {item.attempt} of task run {item.taskRunId} ({item.taskType})")
+            outputs = RUNNERS[type(task)](task, ctx)
+        except InvalidWorkItem as exc:
+            span.record_exception(exc)
+            error, outcome, code = str(exc), "error", EXIT_INVALID
+        except TaskFailure as exc:
+            span.record_exception(exc)
+            error, outcome, code = str(exc), exc.result, exc.exit_code
+        except Cancelled as exc:
+            span.record_exception(exc)
+            error, outcome, code = f"cancelled: {exc}", "cancellation", EXIT_CANCELLED
+        except Exception as exc:  # a bug or an OS error: still a reported, traced failure
+            span.record_exception(exc)
+            error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
+        result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error))
+        if error is None and result.error is not None:
+            span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})
+            outcome, code = "failure", EXIT_FAILURE
+        elapsed = time.monotonic() - started
+        if result.error is None:
+            log("INFO", f"succeeded in {elapsed:.3f}s")
+        else:
+            span.set_status(Status(StatusCode.ERROR, result.error[:1024]))
+            span.set_attribute("error.type", outcome)
+            log("ERROR", f"{outcome} after {elapsed:.3f}s: {result.error}")
+        span.set_attribute(RESULT_ATTRIBUTE, outcome)
+    return text, code
+
+
+@contextmanager
+def _sigterm_cancels() -> Iterator[None]:
+    """Turn SIGTERM into Cancelled so the span ends, the result is written and spans are flushed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Cancelled(f"received signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    """Run one task-run attempt; returns the exit code (see the module docstring)."""
+    termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
+    try:
+        item = load_work_item(taskrun_file, environ)
+    except InvalidWorkItem as exc:
+        print(f"flowpods worker: {exc}", file=sys.stderr)
+        write_termination_message(termination_log, encode_result(TaskResult(error=str(exc)))[1])
+        return EXIT_INVALID
+    if trace_level(environ) == TraceLevel.DISABLED:
+        provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
+    else:
+        provider = tracer_provider_from_env(WORKER_SERVICE, environ)
+    try:
+        with _sigterm_cancels():
+            text, code = execute(item, provider, environ, sys.stdout)
+        write_termination_message(termination_log, text)
+    finally:
+        provider.shutdown()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowpods worker", description="Run one task-run attempt.")
+    parser.add_argument("--taskrun-file", help=f"the WorkItem JSON (else ${TASKRUN_FILE_ENV} or ${TASKRUN_ENV})")
+    args = parser.parse_args(argv)
+    return run(args.taskrun_file)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
