@@ -188,15 +188,19 @@ def encode_result(result: TaskResult) -> tuple[TaskResult, str]:
             "in a termination message"
         )
     assert error is not None
-    keep = len(error)
-    while True:
-        candidate = error if keep == len(error) else error[:keep] + " ...(truncated)"
-        limited = TaskResult(error=candidate)
-        text = limited.model_dump_json()
-        excess = len(text.encode()) - MAX_TERMINATION_MESSAGE
-        if excess <= 0:
-            return limited, text
-        keep = max(0, keep - excess)  # every character is at least one byte, so this converges
+
+    def fitted(keep: int) -> tuple[TaskResult, str]:
+        limited = TaskResult(error=error if keep >= len(error) else error[:keep] + " ...(truncated)")
+        return limited, limited.model_dump_json()
+
+    low, high = 0, len(error)  # the longest prefix that fits: escapes make bytes per character vary
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(fitted(middle)[1].encode()) <= MAX_TERMINATION_MESSAGE:
+            low = middle
+        else:
+            high = middle - 1
+    return fitted(low)
 
 
 def parse_termination_message(text: str | None, exit_code: int | None) -> TaskResult:
