@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import pytest
 from flowpods.otel import read_span_file
 from flowpods.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
 from flowpods.worker import (
+    EXIT_CANCELLED,
     EXIT_FAILURE,
     EXIT_INVALID,
     EXIT_SUCCESS,
@@ -478,3 +480,35 @@ def test_worker_as_a_subprocess(tmp_path: Path) -> None:
     assert worker.parent_span_id == PARENT_ID and worker.status == "ERROR"
     line = next(line for line in proc.stdout.splitlines() if line.endswith("t1: from-pod"))
     assert f"[trace_id={TRACE_ID} span_id={worker.span_id}]" in line
+
+
+def test_sigterm_cancels_reports_and_flushes(tmp_path: Path) -> None:
+    """A deleted pod gets SIGTERM: the attempt ends as cancelled, with its result written and its span kept."""
+    termination, spans = tmp_path / "termination", tmp_path / "spans.jsonl"
+    item = tmp_path / "item.json"
+    item.write_text(json.dumps(work_item("Shell", {"commands": ["echo started", "sleep 30"]})))
+    env = {
+        "PATH": os.environ["PATH"],
+        "FLOWPODS_TERMINATION_LOG": str(termination),
+        "FLOWPODS_SPAN_FILE": str(spans),
+        "TRACEPARENT": TRACEPARENT,
+    }
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "flowpods", "worker", "--taskrun-file", str(item)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.rstrip().endswith("t1: started"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - started < 25
+    assert code == EXIT_CANCELLED, proc.stderr.read() if proc.stderr else ""
+    result = parse_termination_message(termination.read_text(), code)
+    assert result.error == "cancelled: received signal SIGTERM"
+    (worker,) = read_span_file(spans)
+    assert worker.attributes["cicd.pipeline.task.run.result"] == "cancellation" and worker.status == "ERROR"
