@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from flowpods.otel import read_span_file
 from flowpods.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
 from flowpods.worker import (
