@@ -1,0 +1,209 @@
+"""The `flowpods` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+EXIT_BAD_INPUT = 2
+# worker log lines carry a timestamp and the trace context; progress output shows the level and message only
+LOG_PREFIX = re.compile(r"^\S+ (\w+) \[trace_id=\w+ span_id=\w+\] ")
+
+RUN_HELP = """\
+Run a flow on this machine with the embedded runtime: the same executor the operator uses, each task-run
+attempt done by the same worker code as in a pod, started here as a local subprocess with TRACEPARENT
+set. Shell and Python tasks run directly on this machine, without a container (their containerImage is
+ignored). Subflows are looked up among the flow files in --flows (default: the flow file's folder).
+
+FLOW is a Flow resource (apiVersion/kind/metadata/spec) or a plain Kestra flow file (id, namespace,
+tasks at the top). At the end the trace tree is printed, the slowest task marked. When
+OTEL_EXPORTER_OTLP_ENDPOINT is set, the spans are also exported over OTLP (OTEL_EXPORTER_OTLP_PROTOCOL:
+grpc, the default, or http/protobuf).
+
+Exit status: 0 when the execution ends SUCCESS or WARNING, 1 when it fails or is killed, 2 when the
+flow or an input is invalid.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowpods",
+        description="Kestra-style flows run as Kubernetes pods, traced end to end with OpenTelemetry.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="run a flow locally and print its trace tree",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("flow", metavar="FLOW", help="a flow file (Flow resource or Kestra flow YAML)")
+    run.add_argument(
+        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input value (repeatable)"
+    )
+    run.add_argument("--flows", metavar="DIR", help="folder of flow files for subflows (default: FLOW's folder)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress lines or task logs, only the result")
+    run.add_argument("--json", action="store_true", help="print the execution's final status as JSON")
+
+    worker = commands.add_parser(
+        "worker",
+        help="run one task-run attempt (the command of every worker pod)",
+        description=(
+            "Run one rendered task-run attempt, given as JSON in FLOWPODS_TASKRUN, or in the file named by "
+            "--taskrun-file or FLOWPODS_TASKRUN_FILE. Records the WORKER span as a child of TRACEPARENT and "
+            "writes the outputs as JSON to the termination-message file (FLOWPODS_TERMINATION_LOG, default "
+            "/dev/termination-log). Exit status 0 on success, 1 when the task failed, 2 for a bad task run."
+        ),
+    )
+    worker.add_argument("--taskrun-file", metavar="PATH", help="the task run as a JSON file")
+
+    validate = commands.add_parser("validate", help="check flow files and say what is wrong with them")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        from flowpods import worker
+
+        return worker.run(args.taskrun_file)
+    if args.command == "validate":
+        return _validate(args.files)
+    return _run(args)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--input takes KEY=VALUE, not '{pair}'")
+        values[key.strip()] = value
+    return values
+
+
+def _validate(files: list[str]) -> int:
+    from flowpods.loader import load_flow_file
+    from flowpods.model import FlowError
+
+    console = Console(stderr=True)
+    status = 0
+    for name in files:
+        try:
+            flow = load_flow_file(name)
+            console.print(f"[green]✔[/] {escape(name)}: {flow.namespace}.{flow.id}, {len(flow.all_tasks())} tasks")
+        except FlowError as exc:
+            status = EXIT_BAD_INPUT
+            for problem in exc.problems:
+                console.print(f"[red]✘[/] {escape(problem)}")
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flowpods.inputs import resolve_inputs
+    from flowpods.loader import FlowCatalog, load_flow_file
+    from flowpods.local import LocalExecution, LocalRunner
+    from flowpods.model import FlowError
+    from flowpods.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
+    from flowpods.status import Change
+    from flowpods.treeview import format_duration, trace_tree
+
+    width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
+    out = Console(highlight=False, width=width)
+    err = Console(stderr=True, highlight=False, width=width)
+    try:
+        flow = load_flow_file(args.flow)
+        given = parse_assignments(args.input)
+        resolve_inputs(flow, given)
+    except (FlowError, ValueError) as exc:
+        problems = exc.problems if isinstance(exc, FlowError) else [str(exc)]
+        err.print(f"[red bold]flowpods: cannot run {escape(args.flow)}[/]: " + escape("; ".join(problems)) + ".")
+        err.print("Fix the flow or the inputs (see `flowpods run --help`) and run it again.")
+        return EXIT_BAD_INPUT
+
+    catalog = FlowCatalog(args.flows or Path(args.flow).resolve().parent, flows=[flow])
+    exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods")
+
+    def on_change(execution: LocalExecution, change: Change) -> None:
+        if args.quiet:
+            return
+        indent = "  " * execution.depth
+        label = f"{execution.run.namespace}.{execution.run.flowId}"
+        for item in change.created:
+            if "#" in item or "->" in item:
+                out.print(f"{indent}[cyan]▶[/] {escape(label)} {escape(item)}")
+        for item in change.finished:
+            if "#" not in item:
+                tr = next((t for t in execution.status.taskRuns if item.split("[")[0] == t.taskId), None)
+                state = _taskrun_state(execution, item) or (tr.state.value if tr else "")
+                out.print(f"{indent}{_mark(state)} {escape(label)} {escape(item)} {state}")
+        if change.state.terminal:
+            out.print(f"{indent}{_mark(change.state.value)} [bold]{escape(label)}[/] {change.state.value}")
+
+    def on_log(execution: LocalExecution, action: Any, text: str) -> None:
+        if args.quiet:
+            return
+        indent = "  " * (execution.depth + 1)
+        for line in text.rstrip().splitlines()[-20:]:
+            line = LOG_PREFIX.sub(r"\1 ", line)
+            out.print(f"{indent}[dim]│ {escape(line)}[/]")
+
+    if not args.quiet:
+        out.print(f"[bold]flowpods[/] running {escape(flow.namespace)}.{escape(flow.id)} locally")
+    runner = LocalRunner(catalog, exporter=exporter, on_change=on_change, on_log=on_log)
+    try:
+        result = runner.run(flow, given)
+    finally:
+        if exporter is not None:
+            exporter.shutdown()
+
+    root = result.root
+    if args.json:
+        print(root.status.model_dump_json(indent=2))
+        return 0 if root.status.state.value in ("SUCCESS", "WARNING") else 1
+    out.print()
+    for tree in trace_tree(result.spans):
+        out.print(tree)
+    state = root.status.state.value
+    started, ended = root.status.startDate, root.status.endDate
+    took = format_duration((ended - started).total_seconds()) if started and ended else "?"
+    out.print()
+    out.print(f"{_mark(state)} execution [bold]{root.run.id}[/] {state} in {took}")
+    if root.status.error:
+        out.print(f"  reason: {escape(root.status.error)}")
+    if root.status.outputs:
+        out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
+    from flowpods import engine
+
+    out.print(f"  trace id: {engine.trace_id(root.run)}")
+    if exporter is not None:
+        endpoint = otlp_traces_endpoint(os.environ, otlp_protocol(os.environ))
+        out.print(f"  spans exported to {endpoint} ({otlp_protocol(os.environ)})")
+    return 0 if state in ("SUCCESS", "WARNING") else 1
+
+
+def _taskrun_state(execution: Any, item: str) -> str | None:
+    task_id, _, value = item.partition("[")
+    value = value.rstrip("]") or None
+    for tr in execution.status.taskRuns:
+        if tr.taskId == task_id and tr.value == value:
+            return tr.state.value
+    return None
+
+
+def _mark(state: str) -> str:
+    return {"SUCCESS": "[green]✔[/]", "WARNING": "[yellow]![/]"}.get(state, "[red]✘[/]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

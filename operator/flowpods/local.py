@@ -1,0 +1,324 @@
+"""The embedded runtime: runs a flow on this machine with the same executor the operator uses.
+
+Each task-run attempt is the same worker code the pods run, started as a local subprocess with
+TRACEPARENT set, so a local run produces the same trace as a run in a cluster. Shell and Python tasks
+run on this machine, without a container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flowpods import engine, ids
+from flowpods.engine import (
+    AttemptFinished,
+    ChildFinished,
+    Decision,
+    Kill,
+    KillSubflow,
+    RunTask,
+    Start,
+    StartSubflow,
+    StopTask,
+    Tick,
+)
+from flowpods.loader import FlowCatalog
+from flowpods.model import Flow
+from flowpods.otel import SpanRecordExporter, read_span_file
+from flowpods.records import SPAN_FILE_ENV, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, SpanRecord
+from flowpods.spans import derive_spans, spans_to_export
+from flowpods.status import Change, ExecutionStatus, RunInfo, State
+from flowpods.worker import parse_termination_message
+
+MAX_SUBFLOW_DEPTH = 10
+TIMEOUT_GRACE_SECONDS = 10.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class LocalExecution:
+    flow: Flow
+    run: RunInfo
+    status: ExecutionStatus
+    depth: int = 0
+    parent: tuple[str, str] | None = None  # (execution id, Subflow task-run id)
+    reported_to_parent: bool = False
+    wake_at: datetime | None = None
+
+
+@dataclass
+class _Process:
+    execution: str
+    action: RunTask
+    popen: subprocess.Popen[bytes]
+    started: datetime
+    deadline: float | None
+    termination_file: Path
+    log_file: Path
+
+
+@dataclass
+class LocalResult:
+    root: LocalExecution
+    executions: dict[str, LocalExecution]
+    spans: list[SpanRecord]
+    logs: dict[str, Path] = field(default_factory=dict)
+
+
+ChangeListener = Callable[[LocalExecution, Change], None]
+LogListener = Callable[[LocalExecution, RunTask, str], None]
+
+
+class LocalRunner:
+    """Drives executions to their end, one worker subprocess per task-run attempt."""
+
+    def __init__(
+        self,
+        catalog: FlowCatalog,
+        exporter: SpanRecordExporter | None = None,
+        on_change: ChangeListener | None = None,
+        on_log: LogListener | None = None,
+        work_dir: str | Path | None = None,
+        environ: dict[str, str] | None = None,
+    ):
+        self.catalog = catalog
+        self.exporter = exporter
+        self.on_change = on_change or (lambda execution, change: None)
+        self.on_log = on_log or (lambda execution, action, text: None)
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="flowpods-run-"))
+        self.environ = dict(os.environ if environ is None else environ)
+        self.span_file = self.work_dir / "worker-spans.jsonl"
+        self.executions: dict[str, LocalExecution] = {}
+        self.processes: dict[tuple[str, str, int], _Process] = {}
+        self.logs: dict[str, Path] = {}
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    def run(
+        self, flow: Flow, inputs: dict[str, Any] | None = None, labels: dict[str, str] | None = None
+    ) -> LocalResult:
+        root_id = f"{engine.dns_label(flow.id, 40)}-{uuid.uuid4().hex[:8]}"
+        parent = self.environ.get("TRACEPARENT")
+        run = RunInfo(
+            id=root_id,
+            uid=str(uuid.uuid4()),
+            namespace=flow.namespace,
+            flowId=flow.id,
+            trigger="local",
+            labels=labels or {},
+            parentTraceparent=parent if ids.parse_traceparent(parent) else None,
+            tracestate=self.environ.get("TRACESTATE") if ids.parse_traceparent(parent) else None,
+            createdAt=utcnow(),
+        )
+        root = self._create(flow, run, inputs or {}, depth=0, parent=None)
+        try:
+            while not root.status.state.terminal:
+                try:
+                    self._step()
+                except KeyboardInterrupt:
+                    self._advance(root.run.id, [Kill(at=utcnow())])
+            while self.processes:  # let killed workers exit and leave their spans
+                self._reap(block=True)
+        finally:
+            for process in self.processes.values():
+                process.popen.kill()
+        spans = [record for ex in self.executions.values() for _, record in derive_spans(ex.run, ex.flow, ex.status)]
+        spans += read_span_file(self.span_file) if self.span_file.exists() else []
+        return LocalResult(root=root, executions=self.executions, spans=spans, logs=self.logs)
+
+    def _step(self) -> None:
+        events: dict[str, list[Any]] = defaultdict(list)
+        for execution_id, event in self._reap(block=False):
+            events[execution_id].append(event)
+        now = utcnow()
+        for execution in self.executions.values():
+            if execution.wake_at is not None and execution.wake_at <= now and not execution.status.state.terminal:
+                events[execution.run.id].append(Tick(at=now))
+        if not events:
+            time.sleep(0.01)
+            return
+        for execution_id, batch in events.items():
+            self._advance(execution_id, batch)
+
+    def _create(
+        self, flow: Flow, run: RunInfo, inputs: dict[str, Any], depth: int, parent: tuple[str, str] | None
+    ) -> LocalExecution:
+        execution = LocalExecution(flow=flow, run=run, status=ExecutionStatus(), depth=depth, parent=parent)
+        self.executions[run.id] = execution
+        self._advance(run.id, [Start(at=run.createdAt, inputs=inputs)])
+        return execution
+
+    def _advance(self, execution_id: str, events: list[Any]) -> None:
+        execution = self.executions[execution_id]
+        decision = engine.advance(execution.flow, execution.run, execution.status, events, utcnow())
+        self._commit(execution, decision)
+        for action in decision.actions:
+            self._act(execution, action)
+        self._report_to_parent(execution)
+
+    def _commit(self, execution: LocalExecution, decision: Decision) -> None:
+        execution.status = decision.status
+        execution.wake_at = decision.wakeAt
+        if not decision.changed:
+            return
+        self.on_change(execution, decision.status.changes[-1])
+        if self.exporter is not None:
+            fresh, watermark = spans_to_export(execution.run, execution.flow, execution.status)
+            if not fresh or self.exporter.export(fresh):
+                execution.status.exported = watermark
+
+    def _report_to_parent(self, execution: LocalExecution) -> None:
+        if execution.parent is None or execution.reported_to_parent or not execution.status.state.terminal:
+            return
+        execution.reported_to_parent = True
+        parent_id, taskrun_id = execution.parent
+        event = ChildFinished(
+            at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs
+        )
+        self._advance(parent_id, [event])
+
+    # -- actions --------------------------------------------------------------------------------------
+
+    def _act(self, execution: LocalExecution, action: Any) -> None:
+        if isinstance(action, RunTask):
+            self._spawn(execution, action)
+        elif isinstance(action, StopTask):
+            process = self.processes.get((execution.run.id, action.taskRunId, action.attempt))
+            if process is not None and process.popen.poll() is None:
+                process.popen.terminate()
+        elif isinstance(action, StartSubflow):
+            self._start_subflow(execution, action)
+        elif isinstance(action, KillSubflow):
+            child = self.executions.get(action.name)
+            if child is not None and not child.status.state.terminal:
+                self._advance(action.name, [Kill(at=utcnow())])
+
+    def _start_subflow(self, execution: LocalExecution, action: StartSubflow) -> None:
+        if action.name in self.executions:
+            return
+        flow = self.catalog.get(action.namespace, action.flowId)
+        problem = None
+        if flow is None:
+            problem = f"flow {action.namespace}.{action.flowId} not found"
+        elif execution.depth + 1 > MAX_SUBFLOW_DEPTH:
+            problem = f"subflows nest deeper than {MAX_SUBFLOW_DEPTH}"
+        if problem is not None or flow is None:
+            failed = ChildFinished(
+                at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}
+            )
+            self._advance(execution.run.id, [failed])
+            return
+        run = RunInfo(
+            id=action.name,
+            uid=ids.trace_id_for(execution.run.uid, action.name),
+            namespace=flow.namespace,
+            flowId=flow.id,
+            trigger="subflow",
+            triggerData={"executionId": execution.run.id, "namespace": execution.run.namespace,
+                         "flowId": execution.run.flowId},
+            labels=action.labels,
+            parentTraceparent=action.traceparent,
+            tracestate=execution.run.tracestate,
+            createdAt=utcnow(),
+        )  # fmt: skip
+        self._create(flow, run, action.inputs, execution.depth + 1, (execution.run.id, action.taskRunId))
+
+    def _spawn(self, execution: LocalExecution, action: RunTask) -> None:
+        key = (execution.run.id, action.work.taskRunId, action.work.attempt)
+        if key in self.processes:
+            return
+        stem = f"{execution.run.id}-{action.work.taskRunId}-{action.work.attempt}"
+        item_file = self.work_dir / f"{stem}.json"
+        item_file.write_text(action.work.model_dump_json())
+        termination_file = self.work_dir / f"{stem}.result"
+        log_file = self.work_dir / f"{stem}.log"
+        env = {
+            **self.environ,
+            TASKRUN_FILE_ENV: str(item_file),
+            TERMINATION_LOG_ENV: str(termination_file),
+            SPAN_FILE_ENV: str(self.span_file),
+            "TRACEPARENT": action.traceparent,
+            "OTEL_SERVICE_NAME": "flowpods-worker",
+            "OTEL_RESOURCE_ATTRIBUTES": ",".join(
+                f"{key}={value}"
+                for key, value in {
+                    "cicd.pipeline.name": execution.run.flowId,
+                    "cicd.pipeline.run.id": execution.run.id,
+                    "cicd.pipeline.task.run.id": action.work.taskRunId,
+                }.items()
+            ),
+        }
+        env.pop("TRACESTATE", None)
+        if action.tracestate:
+            env["TRACESTATE"] = action.tracestate
+        env.pop("FLOWPODS_TASKRUN", None)
+        with log_file.open("wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "flowpods", "worker"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.work_dir,
+            )
+        deadline = time.monotonic() + action.timeoutSeconds + TIMEOUT_GRACE_SECONDS if action.timeoutSeconds else None
+        self.processes[key] = _Process(execution.run.id, action, popen, utcnow(), deadline, termination_file, log_file)
+        self.logs[f"{execution.run.id}/{action.work.taskId}#{action.work.attempt}"] = log_file
+
+    def _reap(self, block: bool) -> list[tuple[str, AttemptFinished]]:
+        """Collect the attempts whose process ended (or whose deadline passed) as events."""
+        done: list[tuple[str, AttemptFinished]] = []
+        while True:
+            for key, process in list(self.processes.items()):
+                code = process.popen.poll()
+                timed_out = False
+                if code is None and process.deadline is not None and time.monotonic() > process.deadline:
+                    process.popen.kill()
+                    code = process.popen.wait()
+                    timed_out = True
+                if code is None:
+                    continue
+                del self.processes[key]
+                text = process.termination_file.read_text() if process.termination_file.exists() else None
+                result = parse_termination_message(text, code)
+                log_text = process.log_file.read_text(errors="replace") if process.log_file.exists() else ""
+                execution = self.executions[process.execution]
+                if log_text.strip():
+                    self.on_log(execution, process.action, log_text)
+                if timed_out:
+                    reason = f"timeout after {process.action.timeoutSeconds:g}s"
+                else:
+                    reason = result.error or (f"exit code {code}" if code else None)
+                done.append(
+                    (
+                        process.execution,
+                        AttemptFinished(
+                            at=utcnow(),
+                            taskRunId=process.action.work.taskRunId,
+                            attempt=process.action.work.attempt,
+                            success=code == 0 and result.error is None and not timed_out,
+                            outputs=result.outputs,
+                            reason=reason,
+                            exitCode=code,
+                            startedAt=process.started,
+                            timedOut=timed_out or (reason or "").lower().startswith("timeout"),
+                        ),
+                    )
+                )
+            if done or not block or not self.processes:
+                return done
+            time.sleep(0.01)

@@ -1,0 +1,196 @@
+"""Span derivation: the RUN, EXECUTOR and TASKRUN spans of an execution, computed from its stored status.
+
+Pure functions of stored facts with deterministic ids, so any process (the operator after a restart, the
+local runner, a test) derives the same spans; `spans_to_export` uses the status's watermark (`exported`,
+a change number) so each span leaves exactly once: a span is complete in the change that closed it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from flowpods import engine
+from flowpods.model import Flow, TaskBase
+from flowpods.records import SpanEvent, SpanRecord
+from flowpods.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
+
+RESULTS = {
+    State.SUCCESS: "success",
+    State.WARNING: "success",
+    State.FAILED: "failure",
+    State.KILLED: "cancellation",
+    State.CANCELLED: "cancellation",
+    State.SKIPPED: "skip",
+}
+
+
+def execution_attributes(run: RunInfo) -> dict[str, Any]:
+    """The attributes every span of an execution carries (Kestra's, under flowpods.*, and CI/CD semconv)."""
+    return {
+        "flowpods.namespace": run.namespace,
+        "flowpods.flow_id": run.flowId,
+        "flowpods.execution_id": run.id,
+        "cicd.pipeline.name": run.flowId,
+        "cicd.pipeline.run.id": run.id,
+    }
+
+
+def derive_spans(run: RunInfo, flow: Flow, status: ExecutionStatus) -> list[tuple[int, SpanRecord]]:
+    """Every span that is complete in the stored status, each with the change number that completed it."""
+    trace = engine.trace_id(run)
+    sampled = engine.sampled(run)
+    common = execution_attributes(run)
+    run_id = engine.run_span_id(run)
+    spans: list[tuple[int, SpanRecord]] = []
+
+    def span(closed_in: int, **fields: Any) -> None:
+        fields["attributes"] = {**common, **fields.get("attributes", {})}
+        spans.append((closed_in, SpanRecord(trace_id=trace, sampled=sampled, **fields)))
+
+    if status.state.terminal and status.closedIn is not None and status.endDate:
+        parent = engine.ids.parse_traceparent(run.parentTraceparent)
+        attributes: dict[str, Any] = {
+            "flowpods.trigger": run.trigger,
+            "flowpods.state": status.state.value,
+            "cicd.pipeline.result": RESULTS.get(status.state, "error"),
+        }
+        if run.flowRevision is not None:
+            attributes["flowpods.flow_revision"] = run.flowRevision
+        if status.state.failed:
+            attributes["error.type"] = status.state.value
+        span(
+            status.closedIn,
+            name=f"RUN {run.flowId}",
+            span_id=run_id,
+            parent_span_id=parent.span_id if parent else None,
+            start=run.createdAt,
+            end=status.endDate,
+            attributes=attributes,
+            status="ERROR" if status.state.failed else "OK",
+            status_message=status.error if status.state.failed else None,
+        )
+
+    for change in status.changes:
+        attributes = {"flowpods.state": change.state.value, "flowpods.change": change.n, "flowpods.cause": change.cause}
+        if change.created:
+            attributes["flowpods.taskruns.created"] = list(change.created)
+        if change.finished:
+            attributes["flowpods.taskruns.finished"] = list(change.finished)
+        span(
+            change.n,
+            name=f"EXECUTOR - {run.namespace}_{run.flowId}",
+            span_id=engine.change_span_id(run, change.n),
+            parent_span_id=run_id,
+            start=change.start,
+            end=change.end,
+            attributes=attributes,
+        )
+
+    by_id = {tr.id: tr for tr in status.taskRuns}
+    tasks = {task.id: task for task in flow.all_tasks()}
+    for tr in status.taskRuns:
+        task = tasks.get(tr.taskId)
+        if task is None:
+            continue
+        parent_id = _parent_span(run, by_id, tr)
+        if not task.runs_in_worker:
+            if tr.closedIn is not None and tr.endDate is not None and tr.startDate is not None:
+                span(tr.closedIn, **_executor_task_span(run, task, tr, parent_id))
+            continue
+        for attempt in tr.attempts:
+            if attempt.closedIn is not None and attempt.endedAt is not None:
+                span(attempt.closedIn, **_attempt_span(run, task, tr, attempt, parent_id))
+    return spans
+
+
+def spans_to_export(run: RunInfo, flow: Flow, status: ExecutionStatus) -> tuple[list[SpanRecord], int]:
+    """The spans completed after the watermark, and the watermark to store once they are exported."""
+    last = status.changes[-1].n if status.changes else 0
+    fresh = [record for closed_in, record in derive_spans(run, flow, status) if status.exported < closed_in <= last]
+    return fresh, last
+
+
+def _parent_span(run: RunInfo, by_id: dict[str, TaskRun], tr: TaskRun) -> str:
+    """Nested task runs hang under their flowable's EXECUTOR span; top-level ones under RUN."""
+    return engine.taskrun_span_id(run, tr.parentId) if tr.parentId in by_id else engine.run_span_id(run)
+
+
+def _label(tr: TaskRun) -> str:
+    return tr.taskId if tr.value is None else f"{tr.taskId} [{tr.value}]"
+
+
+def _executor_task_span(run: RunInfo, task: TaskBase, tr: TaskRun, parent_id: str) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "cicd.pipeline.task.name": task.id,
+        "cicd.pipeline.task.run.id": tr.id,
+        "cicd.pipeline.task.run.result": RESULTS.get(tr.state, "error"),
+        "flowpods.taskrun_id": tr.id,
+        "flowpods.task_type": task.kind,
+        "flowpods.state": tr.state.value,
+    }
+    if tr.value is not None:
+        attributes["flowpods.value"] = tr.value
+    if tr.branch is not None:
+        attributes["flowpods.branch"] = tr.branch
+    if tr.child:
+        attributes["flowpods.child_execution_id"] = tr.child
+    return {
+        "name": f"EXECUTOR - {task.kind}",
+        "span_id": engine.taskrun_span_id(run, tr.id),
+        "parent_span_id": parent_id,
+        "start": tr.startDate,
+        "end": tr.endDate,
+        "attributes": attributes,
+        "status": "ERROR" if tr.state.failed else "OK",
+        "status_message": tr.error if tr.state.failed else None,
+    }
+
+
+def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, parent_id: str) -> dict[str, Any]:
+    result = RESULTS.get(attempt.state, "error")
+    if attempt.reason and attempt.reason.lower().startswith(("timeout", "deadline")):
+        result = "timeout"
+    attributes: dict[str, Any] = {
+        "cicd.pipeline.task.name": task.id,
+        "cicd.pipeline.task.run.id": tr.id,
+        "cicd.pipeline.task.run.result": result,
+        "flowpods.taskrun_id": tr.id,
+        "flowpods.task_type": task.kind,
+        "flowpods.attempt": attempt.number,
+        "flowpods.state": attempt.state.value,
+    }
+    if tr.value is not None:
+        attributes["flowpods.value"] = tr.value
+    if attempt.pod:
+        attributes["k8s.pod.name"] = attempt.pod
+    if run.k8sNamespace:
+        attributes["k8s.namespace.name"] = run.k8sNamespace
+    if attempt.node:
+        attributes["k8s.node.name"] = attempt.node
+    if attempt.exitCode is not None:
+        attributes["process.exit.code"] = attempt.exitCode
+    events = []
+    if attempt.scheduledAt:
+        events.append(SpanEvent(name="pod scheduled", time=attempt.scheduledAt))
+    if attempt.startedAt:
+        events.append(SpanEvent(name="container started", time=attempt.startedAt))
+    if attempt.endedAt and attempt.state != State.KILLED:
+        extra = {"process.exit.code": attempt.exitCode} if attempt.exitCode is not None else {}
+        events.append(SpanEvent(name="container terminated", time=attempt.endedAt, attributes=extra))
+    failed = attempt.state.failed
+    return {
+        "name": f"TASKRUN {_label(tr)}",
+        "span_id": engine.attempt_span_id(run, tr.id, attempt.number),
+        "parent_span_id": parent_id,
+        "start": attempt.createdAt,
+        "end": max(attempt.endedAt, attempt.createdAt) if attempt.endedAt else attempt.createdAt,
+        "attributes": attributes,
+        "events": events,
+        "status": "ERROR" if failed else "OK",
+        "status_message": attempt.reason if failed else None,
+    }
+
+
+def duration_seconds(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds(), 0.0)

@@ -1,0 +1,80 @@
+"""The trace tree a person reads at the end of a local run: where did the time go?"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from rich.text import Text
+from rich.tree import Tree
+
+from flowpods.records import SpanRecord
+
+BAR_WIDTH = 24
+STATE_STYLES = {"SUCCESS": "green", "WARNING": "yellow", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan"}
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.2f}s"
+    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
+
+
+def _seconds(start: datetime, end: datetime) -> float:
+    return max((end - start).total_seconds(), 0.0)
+
+
+def slowest_task(spans: list[SpanRecord]) -> SpanRecord | None:
+    """The slowest task-run attempt (its pod's whole life): the place to look first."""
+    attempts = [span for span in spans if span.name.startswith("TASKRUN ")]
+    return max(attempts, key=lambda span: _seconds(span.start, span.end), default=None)
+
+
+def trace_tree(spans: list[SpanRecord]) -> list[Tree]:
+    """One rich Tree per trace, children in start order, each line with a duration and a timeline bar."""
+    by_id = {span.span_id: span for span in spans}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in spans:
+        parent = span.parent_span_id if span.parent_span_id in by_id else None
+        children.setdefault(parent, []).append(span)
+    for group in children.values():
+        group.sort(key=lambda span: (span.start, span.name))
+    slowest = slowest_task(spans)
+    trees = []
+    for root in children.get(None, []):
+        origin, total = root.start, max(_seconds(root.start, root.end), 1e-6)
+        tree = Tree(_label(root, origin, total, slowest), guide_style="dim")
+
+        _grow(tree, root, children, origin, total, slowest)
+        trees.append(tree)
+    return trees
+
+
+def _grow(
+    node: Tree,
+    span: SpanRecord,
+    children: dict[str | None, list[SpanRecord]],
+    origin: datetime,
+    total: float,
+    slowest: SpanRecord | None,
+) -> None:
+    for child in children.get(span.span_id, []):
+        _grow(node.add(_label(child, origin, total, slowest)), child, children, origin, total, slowest)
+
+
+def _label(span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord | None) -> Text:
+    seconds = _seconds(span.start, span.end)
+    offset = min(int(_seconds(origin, span.start) / total * BAR_WIDTH), BAR_WIDTH - 1)
+    width = max(1, min(round(seconds / total * BAR_WIDTH), BAR_WIDTH - offset))
+    bar = " " * offset + "█" * width + " " * (BAR_WIDTH - offset - width)
+    state = str(span.attributes.get("flowpods.state") or ("ERROR" if span.status == "ERROR" else ""))
+    text = Text()
+    text.append(f"{span.name}", style="bold" if span.name.startswith("RUN ") else "")
+    text.append(f"  {format_duration(seconds)}", style="cyan")
+    if state:
+        text.append(f"  {state}", style=STATE_STYLES.get(state, "red" if state == "ERROR" else ""))
+    text.append(f"  ▕{bar}▏", style="dim")
+    if slowest is not None and span.span_id == slowest.span_id:
+        text.append("  ◀ slowest", style="bold magenta")
+    return text
