@@ -39,8 +39,9 @@ testenv-bins:
 testenv: venv testenv-bins
 	$(PY) -m tests.testenv up
 
+## testenv-down: stop what `make testenv` started (stdlib only, works without the venv)
 testenv-down:
-	$(PY) -m tests.testenv down
+	$(PYTHON) -m tests.testenv down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

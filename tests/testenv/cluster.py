@@ -157,7 +157,7 @@ class EnvInfo:
         return {
             "KUBECONFIG": str(self.kubeconfig),
             "FLOWPODS_TESTENV_STATE": str(self.dir),
-            "FLOWPODS_TESTENV_BIN": self.bin_dir,
+            "FLOWPODS_TESTENV_BIN_DIR": self.bin_dir,
             "FLOWPODS_KUBE_API": self.api_url,
             "FLOWPODS_ADMIN_TOKEN": self.admin_token,
             "FLOWPODS_TEST_USER": TEST_USER,
@@ -371,6 +371,8 @@ def jaeger_config(info: EnvInfo) -> str:
             "jaeger_storage": {"backends": {"mem": {"memory": {"max_traces": 100000}}}},
             "jaeger_query": {
                 "storage": {"traces": "mem"},
+                # Jaeger would otherwise trace itself to 127.0.0.1:4317, whoever listens there.
+                "enable_tracing": False,
                 "http": {"endpoint": f"127.0.0.1:{info.jaeger_query_port}"},
                 "grpc": {"endpoint": f"127.0.0.1:{info.jaeger_grpc_port}"},
             },
