@@ -7,6 +7,7 @@ import json
 import os
 import select
 import subprocess
+import sys
 import time
 import uuid
 
@@ -388,3 +389,67 @@ def test_env_file_and_status(testenv_info):
     )
     assert out.stdout.split() == [f"node/{testenv_info.node_name}", str(testenv_info.kubeconfig)]
     assert all(testenv.status(testenv_info.dir).values())
+
+
+def test_missing_binaries_fail_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWPODS_TESTENV_BIN", str(tmp_path))
+    with pytest.raises(testenv.TestEnvError, match=r"make testenv-bins.*") as err:
+        testenv.require_binaries()
+    assert "kube-apiserver" in str(err.value) and "jaeger" in str(err.value)
+
+
+def test_cli_up_instant_mode_and_down_leave_nothing_running(tmp_path, testenv_info):
+    """`python -m tests.testenv up/down` (what make testenv runs) on a second environment, with the
+    node agent in benchmark mode: pods complete at once with the given termination message."""
+    state = tmp_path / "env2"
+    cli = [sys.executable, "-m", "tests.testenv"]
+    up = subprocess.run(
+        [*cli, "up", "--state-dir", str(state), "--instant-message", '{"ok": true}'],
+        cwd=testenv.cluster.REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "source" in up.stdout and str(state / "env") in up.stdout
+        info = testenv.EnvInfo.load(state)
+        assert info.apiserver_port != testenv_info.apiserver_port
+        pids = dict(info.pids)
+        assert set(pids) == set(testenv.cluster.COMPONENTS)
+        testenv.kubectl(info, "run", "quick", "--image=none", "--restart=Never", "--command", "--", "false")
+        out = testenv.wait_for(
+            lambda: (
+                testenv.kubectl(
+                    info,
+                    "get",
+                    "pod",
+                    "quick",
+                    "-o",
+                    "jsonpath={.status.phase} {.status.containerStatuses[0].state.terminated.message}",
+                ).stdout.startswith("Succeeded")
+                and testenv.kubectl(
+                    info,
+                    "get",
+                    "pod",
+                    "quick",
+                    "-o",
+                    "jsonpath={.status.containerStatuses[0].state.terminated.message}",
+                ).stdout
+            ),
+            30,
+            "instant-mode pod to succeed",
+        )
+        assert out == '{"ok": true}'
+    finally:
+        down = subprocess.run(
+            [*cli, "down", "--state-dir", str(state)],
+            cwd=testenv.cluster.REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert down.returncode == 0, down.stderr
+    alive = {name: pid for name, pid in pids.items() if testenv.cluster._alive(pid)}
+    assert not alive, f"still running after down: {alive}"
+    assert not (state / "pids" / "kube-apiserver.pid").exists()

@@ -152,6 +152,10 @@ class EnvInfo:
     def kubectl(self) -> Path:
         return Path(self.bin_dir) / "kubectl"
 
+    def helm(self) -> Path:
+        """helm 3 built by build.sh (not needed by the environment itself)."""
+        return Path(self.bin_dir) / "helm"
+
     def env_vars(self) -> dict[str, str]:
         """Variables for clients (also written to `<state>/env`)."""
         return {
