@@ -401,7 +401,6 @@ class PodWorker(threading.Thread):
             "hostIPs": [{"ip": "127.0.0.1"}],
             "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,
-            "qosClass": "BestEffort",
             "reason": self.reason,
             "message": self.message,
             "conditions": list(self.conditions.values()),
