@@ -40,7 +40,6 @@ kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-
 pod-security-admission sample-apiserver sample-cli-plugin sample-controller"
 
 total_start=$(date +%s)
-failed=0
 
 fail() {  # binary, log file
   echo "BUILD FAILED: $1 (log: $2); last lines:" >&2
@@ -52,10 +51,14 @@ fail() {  # binary, log file
 prepare_module() {
   local dir="$1" setup="$2"
   if [[ -f "$dir/.ready" ]]; then return 0; fi
+  local start
+  start=$(date +%s)
   rm -rf "$dir"; mkdir -p "$dir"
+  echo "preparing tools module $(basename "$dir") (downloads modules) ..."
   (cd "$dir" && "$GO" mod init flowpods-testenv-tools >/dev/null 2>&1 && "$setup") \
     >"$dir/setup.log" 2>&1 || fail "$(basename "$dir") (module setup)" "$dir/setup.log"
   touch "$dir/.ready"
+  echo "module  $(basename "$dir") ready in $(( $(date +%s) - start ))s"
 }
 
 setup_etcd() {
@@ -109,5 +112,5 @@ build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "-s -w"
 build helm helm helm.sh/helm/v3/cmd/helm "$helm_ldflags"
 
-echo "all binaries ready in $(( $(date +%s) - total_start ))s; cache size: $(du -sh "$cache_root/$key" | cut -f1)"
+echo "all binaries ready in $(( $(date +%s) - total_start ))s; binaries: $(du -sh "$bin_dir" | cut -f1) in $bin_dir"
 echo "$bin_dir"
