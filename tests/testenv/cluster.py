@@ -395,11 +395,25 @@ def jaeger_config(info: EnvInfo) -> str:
     return json.dumps(cfg, indent=2)
 
 
-def start(state_dir: Path | str, timeout: float = 90.0, agent_args: list[str] | None = None) -> EnvInfo:
+def start(
+    state_dir: Path | str, timeout: float = 90.0, agent_args: list[str] | None = None, attempts: int = 2
+) -> EnvInfo:
     """Start the whole environment in `state_dir` (wiped first) and wait until it is usable.
 
-    On failure everything started so far is stopped and TestEnvError carries the log tail.
+    On failure everything started so far is stopped and TestEnvError carries the log tail. A
+    failed start is retried with new ports (another environment may have taken a free port
+    between choosing it and binding it).
     """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _start_once(state_dir, timeout, agent_args)
+        except TestEnvError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | None) -> EnvInfo:
     bins = require_binaries()
     state = Path(state_dir).resolve()
     if (state / "state.json").exists():
