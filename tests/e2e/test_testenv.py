@@ -453,3 +453,38 @@ def test_cli_up_instant_mode_and_down_leave_nothing_running(tmp_path, testenv_in
     alive = {name: pid for name, pid in pids.items() if testenv.cluster._alive(pid)}
     assert not alive, f"still running after down: {alive}"
     assert not (state / "pids" / "kube-apiserver.pid").exists()
+
+
+def test_agent_env_sources_and_init_containers(testenv_info, namespace, core_v1):
+    """What the flowpods worker pods rely on: configMap/secret env, envFrom, $(VAR) expansion,
+    init containers before the main one, a shared per-pod working dir."""
+    core_v1.create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cfg"), data={"color": "red", "n": "3"})
+    )
+    core_v1.create_namespaced_secret(
+        namespace, client.V1Secret(metadata=client.V1ObjectMeta(name="sec"), string_data={"pw": "s3cret"})
+    )
+    pod = pod_manifest(
+        "envs",
+        ["sh", "-c", 'printf "%s|%s|%s|%s|%s" "$COLOR" "$PW" "$CFG_n" "$(cat init.txt)" "$NODE" '
+                     '> "$FLOWPODS_TERMINATION_LOG"'],
+        container={
+            "env": [
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
+                {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+            ],
+            "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        },
+        initContainers=[
+            {"name": "init", "image": "x", "command": ["sh", "-c", "echo from-init-$(POD) > init.txt"],
+             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}
+        ],
+    )  # fmt: skip
+    core_v1.create_namespaced_pod(namespace, pod)
+    st = testenv.wait_for_pod_phase(core_v1, namespace, "envs", ("Succeeded", "Failed"))["status"]
+    assert st["phase"] == "Succeeded", st
+    assert st["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
+    term = st["containerStatuses"][0]["state"]["terminated"]
+    assert term["message"] == f"red|s3cret|3|from-init-envs|{testenv_info.node_name}"
+    assert st["initContainerStatuses"][0]["state"]["terminated"]["finishedAt"] <= term["startedAt"]
