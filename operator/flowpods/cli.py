@@ -66,6 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--taskrun-file", metavar="PATH", help="the task run as a JSON file")
 
+    commands.add_parser(
+        "operator",
+        help="run the Kubernetes operator (kopf) with its settings from FLOWPODS_* and OTEL_* variables",
+        description=(
+            "Run the operator: watch Flows and Executions, run one worker pod per task-run attempt, record "
+            "executor spans. Configured from the environment: FLOWPODS_NAMESPACES (comma-separated; empty: all), "
+            "FLOWPODS_WORKER_IMAGE, FLOWPODS_WORKER_COMMAND, FLOWPODS_WORKER_SERVICE_ACCOUNT, "
+            "FLOWPODS_WORKER_OTLP_ENDPOINT, FLOWPODS_TRACES (DEFAULT, DISABLED, FINE), FLOWPODS_POD_CLEANUP "
+            "(keep, on-success, on-completion), FLOWPODS_EXECUTION_TTL (seconds), FLOWPODS_HEALTH_PORT, and the "
+            "standard OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME. The cluster "
+            "is reached through the pod's service account, or else the kubeconfig named by KUBECONFIG."
+        ),
+    )
+
     validate = commands.add_parser("validate", help="check flow files and say what is wrong with them")
     validate.add_argument("files", nargs="+", metavar="FILE")
     return parser
@@ -77,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowpods import worker
 
         return worker.run(args.taskrun_file)
+    if args.command == "operator":
+        from flowpods import operator
+
+        return operator.run()
     if args.command == "validate":
         return _validate(args.files)
     return _run(args)

@@ -208,6 +208,17 @@ def advance(flow: Flow, run: RunInfo, status: ExecutionStatus | None, events: li
     return machine.decision(events)
 
 
+def failed_start(run: RunInfo, reason: str, now: datetime) -> ExecutionStatus:
+    """The status of an execution that cannot start at all (its flow is missing or invalid)."""
+    status = ExecutionStatus()
+    status.set_state(State.CREATED, run.createdAt)
+    status.set_state(State.FAILED, now)
+    status.error = reason
+    status.closedIn = 1
+    status.changes.append(Change(n=1, start=now, end=now, state=State.FAILED, cause="start"))
+    return status
+
+
 def pending_actions(flow: Flow, run: RunInfo, status: ExecutionStatus, now: datetime) -> list[Action]:
     """Actions for everything the status says is under way: to re-create what an adapter may have lost."""
     machine = _Machine(flow, run, status.model_copy(deep=True), now)
@@ -236,8 +247,13 @@ def render_context(
     now: datetime,
     task: TaskBase | None = None,
     taskrun: TaskRun | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
-    """Kestra's template variables, computed from the stored status."""
+    """Kestra's template variables, computed from the stored status.
+
+    `taskrun.attemptsCount` is the number of attempts before the one being rendered (0 on the first), so
+    that rendering an attempt again (after an operator restart) gives the same result.
+    """
     outputs: dict[str, Any] = {}
     for tr in status.taskRuns:
         if not tr.outputs:
@@ -266,7 +282,7 @@ def render_context(
         context["taskrun"] = {
             "id": taskrun.id,
             "value": taskrun.value,
-            "attemptsCount": len(taskrun.attempts),
+            "attemptsCount": (attempt - 1) if attempt is not None else len(taskrun.attempts),
             "parentId": taskrun.parentId,
             "startDate": taskrun.startDate.isoformat() if taskrun.startDate else None,
         }
@@ -507,7 +523,7 @@ class _Machine:
     def run_action(self, task: TaskBase, tr: TaskRun, number: int) -> RunTask | str:
         """The RunTask for an attempt, or the rendering error that prevents it."""
         raw = task.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=WORKER_FIELDS_EXCLUDED)
-        context = render_context(self.flow, self.run, self.status, self.now, task, tr)
+        context = render_context(self.flow, self.run, self.status, self.now, task, tr, attempt=number)
         try:
             rendered = render(raw, context)
         except RenderError as exc:

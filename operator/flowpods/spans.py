@@ -36,7 +36,7 @@ def execution_attributes(run: RunInfo) -> dict[str, Any]:
     }
 
 
-def derive_spans(run: RunInfo, flow: Flow, status: ExecutionStatus) -> list[tuple[int, SpanRecord]]:
+def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> list[tuple[int, SpanRecord]]:
     """Every span that is complete in the stored status, each with the change number that completed it."""
     trace = engine.trace_id(run)
     sampled = engine.sampled(run)
@@ -88,7 +88,7 @@ def derive_spans(run: RunInfo, flow: Flow, status: ExecutionStatus) -> list[tupl
         )
 
     by_id = {tr.id: tr for tr in status.taskRuns}
-    tasks = {task.id: task for task in flow.all_tasks()}
+    tasks = {task.id: task for task in flow.all_tasks()} if flow else {}
     for tr in status.taskRuns:
         task = tasks.get(tr.taskId)
         if task is None:
@@ -104,7 +104,7 @@ def derive_spans(run: RunInfo, flow: Flow, status: ExecutionStatus) -> list[tupl
     return spans
 
 
-def spans_to_export(run: RunInfo, flow: Flow, status: ExecutionStatus) -> tuple[list[SpanRecord], int]:
+def spans_to_export(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> tuple[list[SpanRecord], int]:
     """The spans completed after the watermark, and the watermark to store once they are exported."""
     last = status.changes[-1].n if status.changes else 0
     fresh = [record for closed_in, record in derive_spans(run, flow, status) if status.exported < closed_in <= last]

@@ -33,9 +33,18 @@ def _from_json(value: str) -> Any:
     return json.loads(value)
 
 
+class _KestraEnvironment(ImmutableSandboxedEnvironment):
+    """Mapping keys win over methods, as in Kestra: `outputs.task.values` is the output named values."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = _KestraEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update(json=_to_json, toJson=_to_json, fromJson=_from_json, jsonDecode=_from_json)
     return env
 

@@ -174,6 +174,16 @@ def test_replaying_an_event_changes_nothing():
     assert twice.actions == [] and twice.status == once.status
 
 
+def test_a_rerendered_attempt_sees_the_same_attempt_count():
+    flow = make_flow([log("a", message="{{ taskrun.attemptsCount }}", retry={"maxAttempts": 3, "interval": "PT1S"})])
+    sim = Simulation(flow)
+    sim.finish("a", success=False)
+    sim.tick_to_wake()
+    (second,) = sim.outstanding.values()
+    (again,) = pending_actions(sim.flow, RUN, sim.status, sim.now)
+    assert second.work.task["message"] == again.work.task["message"] == "1"
+
+
 def test_pending_actions_recreate_what_is_under_way():
     sim = Simulation(make_flow([{"id": "p", "type": "Parallel", "tasks": [log("a"), log("b")]}]))
     again = pending_actions(sim.flow, RUN, sim.status, sim.now)
@@ -191,11 +201,21 @@ def test_attempt_started_marks_the_task_run_running():
 
 # --- properties over generated flows and event orders --------------------------------------------------
 
-_ids = iter(range(10**9))
-
-
 def _task_id() -> str:
-    return f"t{next(_ids)}"
+    return "placeholder"  # renumbered per flow, so that the same draws give the same ids
+
+
+def _renumber(document: dict) -> None:
+    counter = iter(range(10**6))
+
+    def walk(tasks: list[dict]) -> None:
+        for task in tasks:
+            task["id"] = f"t{next(counter)}"
+            for key in ("tasks", "then", "else"):
+                walk(task.get(key, []))
+
+    for section in ("tasks", "errors", "finally"):
+        walk(document.get(section, []))
 
 
 @st.composite
@@ -238,6 +258,7 @@ def flows_strategy(draw) -> Flow:
         document["errors"] = draw(st.lists(tasks_strategy(1), min_size=1, max_size=2))
     if draw(st.booleans()):
         document["finally"] = draw(st.lists(tasks_strategy(1), min_size=1, max_size=2))
+    _renumber(document)
     return parse_flow(document)
 
 

@@ -19,6 +19,10 @@ def test_undefined_variable_is_an_error_naming_the_expression():
     assert "price" in str(caught.value)
 
 
+def test_mapping_keys_win_over_dict_methods():
+    assert render_string("{{ outputs.t.values.items }}", {"outputs": {"t": {"values": {"items": 3}}}}) == "3"
+
+
 def test_json_filters_round_trip():
     assert render_string("{{ data | json }}", {"data": {"a": [1, 2]}}) == '{"a":[1,2]}'
     assert render_string("{{ (text | fromJson).a }}", {"text": '{"a": 7}'}) == "7"

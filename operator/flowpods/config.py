@@ -1,0 +1,87 @@
+"""The operator's configuration, read once from environment variables with documented defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, field_validator
+
+from flowpods.otel import TraceLevel, trace_level
+
+
+class PodCleanup(StrEnum):
+    """When worker pods are deleted (their logs go with them)."""
+
+    KEEP = "keep"
+    ON_SUCCESS = "on-success"
+    ON_COMPLETION = "on-completion"
+
+
+class OperatorConfig(BaseModel):
+    namespaces: list[str] = Field(
+        default_factory=list, description="FLOWPODS_NAMESPACES: comma-separated namespaces to watch; empty: all"
+    )
+    worker_image: str = Field(
+        default="ghcr.io/flowpods/flowpods:0.1.0", description="FLOWPODS_WORKER_IMAGE: the image of worker pods"
+    )
+    worker_command: list[str] = Field(
+        default_factory=lambda: ["flowpods", "worker"],
+        description="FLOWPODS_WORKER_COMMAND: the worker's command, space-separated",
+    )
+    worker_service_account: str | None = Field(
+        default=None, description="FLOWPODS_WORKER_SERVICE_ACCOUNT: service account of worker pods"
+    )
+    worker_otlp_endpoint: str | None = Field(
+        default=None,
+        description="FLOWPODS_WORKER_OTLP_ENDPOINT: OTLP endpoint for worker pods (default: OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    worker_otlp_protocol: str = Field(
+        default="grpc", description="FLOWPODS_WORKER_OTLP_PROTOCOL (default: OTEL_EXPORTER_OTLP_PROTOCOL or grpc)"
+    )
+    traces: TraceLevel = Field(default=TraceLevel.DEFAULT, description="FLOWPODS_TRACES: DEFAULT, DISABLED or FINE")
+    pod_cleanup: PodCleanup = Field(default=PodCleanup.KEEP, description="FLOWPODS_POD_CLEANUP")
+    execution_ttl_seconds: float | None = Field(
+        default=None, description="FLOWPODS_EXECUTION_TTL: seconds a finished Execution is kept; unset: forever"
+    )
+    api_port: int = Field(default=8080, description="FLOWPODS_API_PORT: the HTTP API's port")
+    health_port: int = Field(default=8081, description="FLOWPODS_HEALTH_PORT: kopf's liveness endpoint")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> OperatorConfig:
+        def get(name: str) -> str | None:
+            value = environ.get(name)
+            return value if value not in (None, "") else None
+
+        values: dict[str, object] = {
+            "namespaces": get("FLOWPODS_NAMESPACES") or [],
+            "worker_otlp_endpoint": get("FLOWPODS_WORKER_OTLP_ENDPOINT")
+            or get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            "worker_otlp_protocol": get("FLOWPODS_WORKER_OTLP_PROTOCOL")
+            or get("OTEL_EXPORTER_OTLP_PROTOCOL")
+            or "grpc",
+            "traces": trace_level(environ),
+        }
+        optional = {
+            "worker_image": "FLOWPODS_WORKER_IMAGE",
+            "worker_service_account": "FLOWPODS_WORKER_SERVICE_ACCOUNT",
+            "pod_cleanup": "FLOWPODS_POD_CLEANUP",
+            "execution_ttl_seconds": "FLOWPODS_EXECUTION_TTL",
+            "api_port": "FLOWPODS_API_PORT",
+            "health_port": "FLOWPODS_HEALTH_PORT",
+        }
+        for field, name in optional.items():
+            if get(name) is not None:
+                values[field] = get(name)
+        if get("FLOWPODS_WORKER_COMMAND"):
+            values["worker_command"] = (get("FLOWPODS_WORKER_COMMAND") or "").split()
+        return cls.model_validate(values)

@@ -1,0 +1,117 @@
+"""A thin, synchronous Kubernetes client for the operator's few calls, returning plain dicts.
+
+The reconciler runs these in a thread; kopf's own watches run in the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from flowpods.resources import GROUP, VERSION
+
+
+class Conflict(Exception):
+    """The object changed since it was read: read it again and recompute."""
+
+
+def load_client_config() -> None:
+    """In a pod, the service account; elsewhere the kubeconfig named by KUBECONFIG (or the default one)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+class Kube:
+    def __init__(self, api_client: client.ApiClient | None = None):
+        self.api = api_client or client.ApiClient()
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        return json.loads(response.data)
+
+    # -- executions and flows -------------------------------------------------------------------------
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        result = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
+        )
+        return result.get("items", [])
+
+    def replace_status(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the whole status; the body's resourceVersion makes it fail (Conflict) if the object moved."""
+        meta = body["metadata"]
+        try:
+            return self.custom.replace_namespaced_custom_object_status(
+                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(meta["name"]) from None
+            raise
+
+    def create(self, plural: str, body: dict[str, Any]) -> bool:
+        """Create; False when it already exists (creates are idempotent by name)."""
+        try:
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, body["metadata"]["namespace"], plural, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def annotate(self, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, {"metadata": {"annotations": annotations}}
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    # -- pods -----------------------------------------------------------------------------------------
+
+    def create_pod(self, body: dict[str, Any]) -> bool:
+        try:
+            self.core.create_namespaced_pod(body["metadata"]["namespace"], body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,419 @@
+"""Kubernetes shapes, as pure functions: Execution and Flow resources in, pods and status bodies out.
+
+Nothing here calls the API. Pod specs are built as data and tested as data; pods and child executions
+read back into the executor's events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from flowpods import engine, ids
+from flowpods.config import OperatorConfig
+from flowpods.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
+from flowpods.loader import flow_document
+from flowpods.model import Flow, FlowError, Schedule, Webhook, parse_flow
+from flowpods.otel import TraceLevel
+from flowpods.records import TASKRUN_ENV
+from flowpods.status import Attempt, ExecutionStatus, RunInfo, State
+from flowpods.worker import parse_termination_message
+
+GROUP = "flowpods.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+LABEL_EXECUTION = f"{GROUP}/execution"
+LABEL_FLOW = f"{GROUP}/flow"
+LABEL_TASK_ID = f"{GROUP}/task-id"
+LABEL_TASKRUN_ID = f"{GROUP}/taskrun-id"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_PARENT = f"{GROUP}/parent-execution"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+
+ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
+ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
+ANNOTATION_KILL = f"{GROUP}/kill"
+ANNOTATION_TRACE_ID = f"{GROUP}/trace-id"
+ANNOTATION_SPAN_ID = f"{GROUP}/span-id"
+
+WORKER_UID = 65532
+TASK_CONTAINER = "task"
+IMAGE_ERRORS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+DEADLINE_GRACE_SECONDS = 5
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def label_value(text: str) -> str:
+    """A valid label value (63 characters, alphanumeric ends); long values keep a hash for uniqueness."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-_.")
+    if len(cleaned) > 63:
+        cleaned = f"{cleaned[:52].rstrip('-_.')}-{ids.short_id(text)}"
+    return cleaned or "x"
+
+
+def pod_name(execution: str, taskrun_id: str, attempt: int) -> str:
+    return f"{engine.dns_label(execution, 200)}-{taskrun_id}-{attempt}"
+
+
+# --- flows ---------------------------------------------------------------------------------------------
+
+
+def load_flow(resource: dict[str, Any]) -> Flow:
+    """The Flow resource's flow; raises FlowError with what is wrong."""
+    return parse_flow(flow_document(resource))
+
+
+def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Flow | None, str | None]:
+    """The Flow's status (Ready or Invalid condition), the parsed flow, and the problem if invalid."""
+    generation = resource.get("metadata", {}).get("generation")
+    try:
+        flow = load_flow(resource)
+    except FlowError as exc:
+        message = "; ".join(exc.problems)
+        condition = {"type": "Ready", "status": "False", "reason": "Invalid", "message": message}
+        flow, problem = None, message
+    else:
+        condition = {"type": "Ready", "status": "True", "reason": "Valid", "message": "the flow is valid"}
+        problem = None
+    condition.update(lastTransitionTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation)
+    status: dict[str, Any] = {
+        "conditions": [condition],
+        "observedGeneration": generation,
+        "revision": generation,
+        "message": problem,
+        "taskCount": len(flow.all_tasks()) if flow else None,
+        "triggers": ",".join(sorted({type(t).__name__ for t in flow.triggers})) if flow and flow.triggers else None,
+    }
+    return status, flow, problem
+
+
+def schedules(flow: Flow) -> list[Schedule]:
+    return [t for t in flow.triggers if isinstance(t, Schedule) and not t.disabled]
+
+
+def webhooks(flow: Flow) -> list[Webhook]:
+    return [t for t in flow.triggers if isinstance(t, Webhook) and not t.disabled]
+
+
+# --- executions ----------------------------------------------------------------------------------------
+
+
+def run_info(execution: dict[str, Any], flow: Flow, revision: int | None) -> RunInfo:
+    """What never changes about an execution, read from its resource."""
+    meta = execution["metadata"]
+    spec = execution.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    trigger = spec.get("trigger") or {}
+    parent = annotations.get(ANNOTATION_TRACEPARENT)
+    valid_parent = ids.parse_traceparent(parent) is not None
+    return RunInfo(
+        id=meta["name"],
+        uid=meta["uid"],
+        namespace=flow.namespace,
+        flowId=flow.id,
+        flowRevision=revision,
+        k8sNamespace=meta.get("namespace"),
+        trigger=trigger.get("type") or "kubectl",
+        triggerData=trigger.get("data") or {},
+        labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
+        parentTraceparent=parent if valid_parent else None,
+        tracestate=annotations.get(ANNOTATION_TRACESTATE) if valid_parent else None,
+        createdAt=parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
+    )
+
+
+def stored_status(execution: dict[str, Any]) -> ExecutionStatus | None:
+    status = execution.get("status") or {}
+    if not status.get("history"):
+        return None
+    return ExecutionStatus.model_validate(status)
+
+
+def stored_flow(execution: dict[str, Any]) -> tuple[Flow, int | None] | None:
+    """The flow snapshot the execution started with: later edits of the Flow do not change a running execution."""
+    status = execution.get("status") or {}
+    if not status.get("flow"):
+        return None
+    return parse_flow(status["flow"]), status.get("flowRevision")
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{rest:02d}s" if hours else f"{minutes}m{rest:02d}s"
+
+
+def status_body(
+    run: RunInfo | None,
+    status: ExecutionStatus,
+    flow_doc: dict[str, Any] | None,
+    revision: int | None,
+    traces: TraceLevel = TraceLevel.DEFAULT,
+) -> dict[str, Any]:
+    """The Execution's whole `.status`: the executor's state plus what printer columns and people read."""
+    body = status.model_dump(mode="json")
+    start, end = status.startDate, status.endDate
+    body.update(
+        startDate=start.isoformat().replace("+00:00", "Z") if start else None,
+        endDate=end.isoformat().replace("+00:00", "Z") if end else None,
+        duration=format_duration((end - start).total_seconds()) if start and end else None,
+        message=status.error,
+        flow=flow_doc,
+        flowRevision=revision,
+    )
+    if run is not None and traces != TraceLevel.DISABLED:
+        body["traceId"] = engine.trace_id(run)
+        body["traceparent"] = engine.traceparent_of(run, engine.run_span_id(run))
+    return body
+
+
+# --- pods ----------------------------------------------------------------------------------------------
+
+
+def build_pod(
+    config: OperatorConfig, execution: dict[str, Any], run: RunInfo, flow_resource: str, action: RunTask
+) -> dict[str, Any]:
+    """The worker pod of one task-run attempt."""
+    meta = execution["metadata"]
+    work = action.work
+    name = pod_name(meta["name"], work.taskRunId, work.attempt)
+    parent = ids.parse_traceparent(action.traceparent)
+    resource_attributes = {
+        "k8s.pod.name": "$(FLOWPODS_POD_NAME)",
+        "k8s.namespace.name": meta["namespace"],
+        "cicd.pipeline.name": run.flowId,
+        "cicd.pipeline.run.id": run.id,
+        "cicd.pipeline.task.name": work.taskId,
+        "cicd.pipeline.task.run.id": work.taskRunId,
+    }
+    env: list[dict[str, Any]] = [
+        {"name": "FLOWPODS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": TASKRUN_ENV, "value": work.model_dump_json()},
+        {"name": "OTEL_SERVICE_NAME", "value": "flowpods-worker"},
+        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": ",".join(f"{k}={v}" for k, v in resource_attributes.items())},
+        {"name": "FLOWPODS_TRACES", "value": config.traces.value},
+    ]
+    if config.traces != TraceLevel.DISABLED:
+        env.append({"name": "TRACEPARENT", "value": action.traceparent})
+        if action.tracestate:
+            env.append({"name": "TRACESTATE", "value": action.tracestate})
+    if config.worker_otlp_endpoint and config.traces != TraceLevel.DISABLED:
+        env += [
+            {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": config.worker_otlp_endpoint},
+            {"name": "OTEL_EXPORTER_OTLP_PROTOCOL", "value": config.worker_otlp_protocol},
+        ]
+    labels = {
+        LABEL_EXECUTION: label_value(meta["name"]),
+        LABEL_FLOW: label_value(flow_resource),
+        LABEL_TASK_ID: label_value(work.taskId),
+        LABEL_TASKRUN_ID: work.taskRunId,
+        LABEL_ATTEMPT: str(work.attempt),
+        LABEL_MANAGED_BY: "flowpods",
+    }
+    annotations = {}
+    if parent is not None and config.traces != TraceLevel.DISABLED:
+        annotations = {ANNOTATION_TRACE_ID: parent.trace_id, ANNOTATION_SPAN_ID: parent.span_id}
+    container: dict[str, Any] = {
+        "name": TASK_CONTAINER,
+        "image": action.containerImage or config.worker_image,
+        "command": list(config.worker_command),
+        "env": env,
+        "terminationMessagePolicy": "File",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "workingDir": "/tmp",
+    }
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if config.worker_service_account:
+        spec["serviceAccountName"] = config.worker_service_account
+    if action.timeoutSeconds:
+        # the worker enforces the timeout itself and reports it; the deadline is the backstop
+        spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + DEADLINE_GRACE_SECONDS
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(execution)],
+        },
+        "spec": spec,
+    }
+
+
+def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource["metadata"]
+    return {
+        "apiVersion": resource.get("apiVersion", API_VERSION),
+        "kind": resource.get("kind", "Execution"),
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | AttemptFinished | None:
+    """What a worker pod says about its attempt, as an executor event (None: nothing new)."""
+    meta, status = pod.get("metadata", {}), pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    taskrun_id, number = labels.get(LABEL_TASKRUN_ID), int(labels.get(LABEL_ATTEMPT, "0"))
+    name, node = meta.get("name"), (pod.get("spec") or {}).get("nodeName")
+    scheduled = next(
+        (
+            parse_time(c.get("lastTransitionTime"))
+            for c in status.get("conditions") or []
+            if c.get("type") == "PodScheduled" and c.get("status") == "True"
+        ),
+        None,
+    )
+    container = next(
+        (c for c in status.get("containerStatuses") or [] if c.get("name") == TASK_CONTAINER),
+        (status.get("containerStatuses") or [{}])[0] if status.get("containerStatuses") else {},
+    )
+    state = container.get("state") or {}
+    phase = status.get("phase")
+    common = {"taskRunId": taskrun_id, "attempt": number, "pod": name, "node": node, "scheduledAt": scheduled}
+
+    waiting = state.get("waiting") or {}
+    if waiting.get("reason") in IMAGE_ERRORS:
+        reason = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
+        return AttemptFinished(at=datetime.now(UTC), success=False, reason=reason.strip(": "), **common)
+
+    terminated = state.get("terminated")
+    if phase in ("Succeeded", "Failed"):
+        terminated = terminated or {}
+        code = terminated.get("exitCode")
+        started = parse_time(terminated.get("startedAt")) or parse_time(status.get("startTime"))
+        ended = parse_time(terminated.get("finishedAt")) or _condition_time(status) or datetime.now(UTC)
+        result = parse_termination_message(terminated.get("message"), code)
+        success = phase == "Succeeded" and code == 0 and result.error is None
+        timed_out = status.get("reason") == "DeadlineExceeded" or code == 124
+        if success:
+            reason = None
+        elif status.get("reason") == "DeadlineExceeded":
+            reason = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
+        elif terminated.get("reason") == "OOMKilled":
+            reason = f"OOMKilled: the container ran out of memory (exit code {code})"
+        elif result.error:
+            reason = result.error
+        elif status.get("reason"):
+            reason = f"{status['reason']}: {status.get('message') or ''}".rstrip(": ")
+        else:
+            reason = f"exit code {code}"
+        return AttemptFinished(
+            at=max(ended, started) if started else ended,
+            success=success,
+            outputs=result.outputs if success else {},
+            reason=reason,
+            exitCode=code,
+            startedAt=started,
+            timedOut=timed_out,
+            **common,
+        )
+    running = state.get("running")
+    if running and attempt.startedAt is None:
+        return AttemptStarted(at=parse_time(running.get("startedAt")) or datetime.now(UTC), **common)
+    return None
+
+
+def _condition_time(status: dict[str, Any]) -> datetime | None:
+    times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
+    times = [t for t in times if t is not None]
+    return max(times) if times else None
+
+
+def pod_deleted(pod: dict[str, Any]) -> AttemptFinished:
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return AttemptFinished(
+        at=datetime.now(UTC),
+        taskRunId=labels.get(LABEL_TASKRUN_ID, ""),
+        attempt=int(labels.get(LABEL_ATTEMPT, "0")),
+        success=False,
+        reason="pod deleted before it finished",
+        pod=pod.get("metadata", {}).get("name"),
+    )
+
+
+# --- subflows ------------------------------------------------------------------------------------------
+
+
+def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource: str) -> dict[str, Any]:
+    """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span."""
+    meta = parent["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Execution",
+        "metadata": {
+            "name": action.name,
+            "namespace": meta["namespace"],
+            "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods"},
+            "annotations": {ANNOTATION_TRACEPARENT: action.traceparent},
+            "ownerReferences": [owner_reference(parent)],
+        },
+        "spec": {
+            "flowRef": {"name": flow_resource},
+            "inputs": action.inputs,
+            "labels": action.labels,
+            "trigger": {
+                "type": "subflow",
+                "data": {"executionId": meta["name"], "taskRunId": action.taskRunId},
+            },
+        },
+    }
+
+
+def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | None:
+    status = child.get("status") or {}
+    state = status.get("state")
+    if not state or not State(state).terminal:
+        return None
+    return ChildFinished(
+        at=parse_time(status.get("endDate")) or datetime.now(UTC),
+        taskRunId=taskrun_id,
+        state=State(state),
+        outputs=status.get("outputs") or {},
+    )
+
+
+def flow_json(flow_doc: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy of a flow document (YAML may hold dates)."""
+    return json.loads(json.dumps(flow_doc, default=str))

@@ -1,0 +1,168 @@
+"""Running flowpods itself on the test environment: the CRDs, the operator process, and small waits.
+
+The operator runs as a real `flowpods operator` process against the environment's kubeconfig (given
+explicitly), exporting to the environment's Jaeger; its worker pods are run by the test node agent,
+which stands in for the kubelet and runs each pod's `flowpods worker` command as a local process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests import testenv
+
+REPO = Path(__file__).resolve().parents[2]
+FLOWPODS = str(Path(sys.executable).parent / "flowpods")
+GROUP, VERSION = "flowpods.io", "v1alpha1"
+TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
+
+
+class OperatorProcess:
+    """A `flowpods operator` child process watching one namespace; its log goes to a file."""
+
+    def __init__(self, env: testenv.EnvInfo, namespace: str, log_dir: Path, extra_env: dict[str, str] | None = None):
+        self.env, self.namespace, self.log_dir = env, namespace, log_dir
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"operator-{self.namespace}.log"
+
+    def start(self) -> None:
+        self.starts += 1
+        environ = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "FLOWPODS_"))}
+        environ.update(
+            KUBECONFIG=str(self.env.kubeconfig),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{self.env.otlp_grpc_port}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_SERVICE_NAME="flowpods",
+            FLOWPODS_NAMESPACES=self.namespace,
+            FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
+            FLOWPODS_HEALTH_PORT="0",
+            FLOWPODS_API_PORT="0",
+        )
+        environ.update(self.extra_env)
+        log = self.log_path.open("ab")
+        log.write(f"\n--- start #{self.starts} ---\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            [FLOWPODS, "operator"], env=environ, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as a crash or an OOM kill would be."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no operator log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def crds(testenv_info) -> None:
+    """The flowpods CRDs, applied once per session with kubectl, and established."""
+    testenv.kubectl(testenv_info, "apply", "-f", str(REPO / "crds"))
+    testenv.kubectl(
+        testenv_info, "wait", "--for", "condition=established", "--timeout=60s",
+        "crd/flows.flowpods.io", "crd/executions.flowpods.io",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def operator(testenv_info, crds, namespace, tmp_path) -> Iterator[OperatorProcess]:
+    """A running operator for this test's namespace; its log is printed (pytest shows it when the test fails)."""
+    process = OperatorProcess(testenv_info, namespace, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+    print(f"--- operator log ({process.log_path}) ---\n{process.log_tail(120)}")
+
+
+def example(name: str) -> str:
+    return (REPO / "examples" / name).read_text()
+
+
+def execution_yaml(name: str, flow: str, inputs: dict[str, Any] | None = None, annotations: dict | None = None) -> str:
+    document = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Execution",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {"flowRef": {"name": flow}, "inputs": inputs or {}},
+    }
+    return yaml.safe_dump(document)
+
+
+def get_execution(custom_objects, namespace: str, name: str) -> dict[str, Any]:
+    return custom_objects.get_namespaced_custom_object(GROUP, VERSION, namespace, "executions", name)
+
+
+def wait_for_state(
+    custom_objects, namespace: str, name: str, states: set[str] = TERMINAL, timeout: float = 60.0,
+    operator: OperatorProcess | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Wait until the Execution's state is one of `states`; the timeout message shows its status."""
+
+    def check() -> dict[str, Any] | None:
+        body = get_execution(custom_objects, namespace, name)
+        return body if (body.get("status") or {}).get("state") in states else None
+
+    def describe() -> str:
+        status = get_execution(custom_objects, namespace, name).get("status") or {}
+        summary = {k: status.get(k) for k in ("state", "message", "error")}
+        summary["taskRuns"] = [(t["taskId"], t["state"]) for t in status.get("taskRuns", [])]
+        return f"{summary}\noperator log:\n{operator.log_tail() if operator else ''}"
+
+    return testenv.wait_for(check, timeout, f"execution {namespace}/{name} to reach {sorted(states)}",
+                            describe=describe)  # fmt: skip
+
+
+def list_pods(core_v1, namespace: str, execution: str) -> list[Any]:
+    return core_v1.list_namespaced_pod(namespace, label_selector=f"flowpods.io/execution={execution}").items
+
+
+def spans_by_name(trace: dict) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for span in trace["spans"]:
+        found.setdefault(span["operationName"], []).append(span)
+    return found
+
+
+def parent_id(span: dict) -> str | None:
+    return next((r["spanID"] for r in span.get("references", []) if r.get("refType") == "CHILD_OF"), None)
+
+
+def tags(span: dict) -> dict[str, Any]:
+    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    return testenv.wait_for(check, timeout, what)
+
+
+def settle(seconds: float) -> None:
+    """A pause for what must NOT happen (e.g. no second pod); never used to wait for a result."""
+    time.sleep(seconds)
