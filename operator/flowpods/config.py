@@ -35,7 +35,7 @@ class OperatorConfig(BaseModel):
     )
     worker_otlp_endpoint: str | None = Field(
         default=None,
-        description="FLOWPODS_WORKER_OTLP_ENDPOINT: OTLP endpoint for worker pods (default: OTEL_EXPORTER_OTLP_ENDPOINT)",
+        description="FLOWPODS_WORKER_OTLP_ENDPOINT: worker pods' OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
     worker_otlp_protocol: str = Field(
         default="grpc", description="FLOWPODS_WORKER_OTLP_PROTOCOL (default: OTEL_EXPORTER_OTLP_PROTOCOL or grpc)"

@@ -208,8 +208,7 @@ class Operator:
                     if observed is not None:
                         events.append(observed)
                 elif name in deleted:
-                    events.append(resources.pod_deleted({"metadata": {"name": name, "labels": {
-                        resources.LABEL_TASKRUN_ID: tr.id, resources.LABEL_ATTEMPT: str(attempt.number)}}}))  # fmt: skip
+                    events.append(resources.pod_deleted(name, tr.id, attempt.number))
             if tr.child and tr.child in children:
                 finished = resources.child_finished(children[tr.child], tr.id)
                 if finished is not None:

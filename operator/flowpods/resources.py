@@ -361,15 +361,14 @@ def _condition_time(status: dict[str, Any]) -> datetime | None:
     return max(times) if times else None
 
 
-def pod_deleted(pod: dict[str, Any]) -> AttemptFinished:
-    labels = pod.get("metadata", {}).get("labels") or {}
+def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:
     return AttemptFinished(
         at=datetime.now(UTC),
-        taskRunId=labels.get(LABEL_TASKRUN_ID, ""),
-        attempt=int(labels.get(LABEL_ATTEMPT, "0")),
+        taskRunId=taskrun_id,
+        attempt=attempt,
         success=False,
         reason="pod deleted before it finished",
-        pod=pod.get("metadata", {}).get("name"),
+        pod=name,
     )
 
 

@@ -11,15 +11,13 @@ import textwrap
 import yaml
 
 from tests import testenv
-from tests.e2e.harness import (  # noqa: F401 - fixtures
+from tests.e2e.harness import (
     GROUP,
     VERSION,
-    crds,
     example,
     execution_yaml,
     get_execution,
     list_pods,
-    operator,
     parent_id,
     settle,
     spans_by_name,
