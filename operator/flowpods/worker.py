@@ -283,9 +283,7 @@ def load_work_item(taskrun_file: str | None, environ: Mapping[str, str]) -> Work
     try:
         return WorkItem.model_validate_json(text)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors())
         raise InvalidWorkItem(f"invalid task run in {source}: {problems}") from None
 
 

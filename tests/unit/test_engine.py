@@ -201,6 +201,7 @@ def test_attempt_started_marks_the_task_run_running():
 
 # --- properties over generated flows and event orders --------------------------------------------------
 
+
 def _task_id() -> str:
     return "placeholder"  # renumbered per flow, so that the same draws give the same ids
 

@@ -258,9 +258,7 @@ def test_a_rejected_export_reports_failure(collector: Collector) -> None:
     exporter.shutdown()
 
 
-def test_tracer_provider_exports_live_spans_over_otlp_and_to_a_span_file(
-    collector: Collector, tmp_path: Path
-) -> None:
+def test_tracer_provider_exports_live_spans_over_otlp_and_to_a_span_file(collector: Collector, tmp_path: Path) -> None:
     span_file = tmp_path / "spans.jsonl"
     environ = {
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",

@@ -123,8 +123,19 @@ def test_log_line_format() -> None:
     assert line == f"2026-11-24T22:00:00.123Z INFO [trace_id={TRACE_ID} span_id={PARENT_ID}] hello: message"
 
 
-@pytest.mark.parametrize(("condition", "falsy"), [("", True), (" False ", True), ("0", True), ("NULL", True),
-                                                  ("None", True), ("true", False), ("1", False), ("no", False)])
+@pytest.mark.parametrize(
+    ("condition", "falsy"),
+    [
+        ("", True),
+        (" False ", True),
+        ("0", True),
+        ("NULL", True),
+        ("None", True),
+        ("true", False),
+        ("1", False),
+        ("no", False),
+    ],
+)
 def test_falsy_conditions(condition: str, falsy: bool) -> None:  # fmt: skip
     assert is_falsy(condition) is falsy
 
