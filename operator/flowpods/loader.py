@@ -19,7 +19,8 @@ API_VERSION = f"{API_GROUP}/v1alpha1"
 
 def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
     """The Kestra-shaped flow inside a Flow resource; `id` and `namespace` default from its metadata."""
-    if resource.get("kind") != "Flow" or "spec" not in resource:
+    is_resource = resource.get("kind") == "Flow" or {"metadata", "spec"} <= resource.keys()
+    if not is_resource or "spec" not in resource:
         return resource
     metadata = resource.get("metadata") or {}
     spec = dict(resource.get("spec") or {})

@@ -1,0 +1,174 @@
+"""Kubernetes shapes as data: worker pods, what pods say back, Flow status and child executions."""
+
+from __future__ import annotations
+
+import json
+
+from flowpods import engine
+from flowpods.config import OperatorConfig
+from flowpods.engine import AttemptFinished, AttemptStarted, StartSubflow
+from flowpods.otel import TraceLevel
+from flowpods.resources import (
+    child_execution,
+    child_finished,
+    flow_status,
+    label_value,
+    observe_pod,
+    run_info,
+    status_body,
+)
+from flowpods.status import Attempt, State
+from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+
+EXECUTION = {
+    "apiVersion": "flowpods.io/v1alpha1",
+    "kind": "Execution",
+    "metadata": {"name": "ex-1", "namespace": "team", "uid": "uid-1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+    "spec": {"flowRef": {"name": "f"}},
+}
+CONFIG = OperatorConfig(worker_image="flowpods:test", worker_otlp_endpoint="http://collector:4317")
+
+
+def first_action(**task):
+    sim = Simulation(make_flow([log("a", **task)]))
+    return next(iter(sim.outstanding.values()))
+
+
+def pod_for(action, config=CONFIG):
+    from flowpods.resources import build_pod
+
+    return build_pod(config, EXECUTION, RUN, "f", action)
+
+
+def test_the_worker_pod_carries_the_trace_context_and_runs_non_root():
+    action = first_action(timeout="PT10S")
+    pod = pod_for(action)
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert pod["metadata"]["name"] == f"ex-1-{action.work.taskRunId}-1"
+    assert env["TRACEPARENT"] == action.traceparent
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317"
+    assert env["OTEL_SERVICE_NAME"] == "flowpods-worker"
+    assert "k8s.pod.name=$(FLOWPODS_POD_NAME)" in env["OTEL_RESOURCE_ATTRIBUTES"]
+    assert "cicd.pipeline.run.id=ex-1" in env["OTEL_RESOURCE_ATTRIBUTES"]
+    assert json.loads(env["FLOWPODS_TASKRUN"])["task"]["message"] == "a"
+    assert container["command"] == ["flowpods", "worker"] and container["image"] == "flowpods:test"
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert pod["spec"]["activeDeadlineSeconds"] == 15
+    labels = pod["metadata"]["labels"]
+    assert labels["flowpods.io/execution"] == "ex-1" and labels["flowpods.io/attempt"] == "1"
+    assert labels["flowpods.io/task-id"] == "a" and labels["flowpods.io/taskrun-id"] == action.work.taskRunId
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    trace_id, span_id = action.traceparent.split("-")[1:3]
+    assert pod["metadata"]["annotations"] == {"flowpods.io/trace-id": trace_id, "flowpods.io/span-id": span_id}
+
+
+def test_disabled_tracing_sends_no_context_to_the_pod():
+    pod = pod_for(first_action(), OperatorConfig(traces=TraceLevel.DISABLED, worker_otlp_endpoint="http://c:4317"))
+    names = {e["name"] for e in pod["spec"]["containers"][0]["env"]}
+    assert "TRACEPARENT" not in names and "OTEL_EXPORTER_OTLP_ENDPOINT" not in names
+
+
+def pod_status(phase, state, reason=None, labels=None):
+    return {
+        "metadata": {
+            "name": "ex-1-x-1",
+            "labels": labels or {"flowpods.io/taskrun-id": "x", "flowpods.io/attempt": "1"},
+        },
+        "spec": {"nodeName": "node-1"},
+        "status": {
+            "phase": phase,
+            "reason": reason,
+            "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:01Z"}],
+            "containerStatuses": [{"name": "task", "state": state}],
+        },
+    }
+
+
+ATTEMPT = Attempt(number=1, createdAt=T0)
+
+
+def test_a_running_pod_starts_the_attempt():
+    event = observe_pod(pod_status("Running", {"running": {"startedAt": "2026-01-01T00:00:02Z"}}), ATTEMPT)
+    assert isinstance(event, AttemptStarted)
+    assert (event.taskRunId, event.attempt, event.node) == ("x", 1, "node-1")
+    assert event.scheduledAt.second == 1 and event.at.second == 2
+
+
+def test_a_succeeded_pod_returns_its_outputs():
+    terminated = {"exitCode": 0, "message": '{"outputs": {"value": 42}}', "startedAt": "2026-01-01T00:00:02Z",
+                  "finishedAt": "2026-01-01T00:00:05Z"}  # fmt: skip
+    event = observe_pod(pod_status("Succeeded", {"terminated": terminated}), ATTEMPT)
+    assert isinstance(event, AttemptFinished) and event.success
+    assert event.outputs == {"value": 42} and event.exitCode == 0
+
+
+def test_failed_pods_keep_their_reason():
+    def reason_of(phase, state, pod_reason=None):
+        event = observe_pod(pod_status(phase, state, pod_reason), ATTEMPT)
+        assert isinstance(event, AttemptFinished) and not event.success
+        return event
+
+    worker_error = {"terminated": {"exitCode": 1, "message": '{"error": "boom"}'}}
+    assert reason_of("Failed", worker_error).reason == "boom"
+    assert reason_of("Failed", {"terminated": {"exitCode": 3, "message": ""}}).exitCode == 3
+    deadline = reason_of("Failed", {"terminated": {"exitCode": 137}}, "DeadlineExceeded")
+    assert deadline.timedOut and deadline.reason.startswith("timeout: deadline exceeded")
+    oom = reason_of("Failed", {"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
+    assert oom.reason.startswith("OOMKilled")
+    pull = reason_of("Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}})
+    assert pull.reason == "image pull error: ImagePullBackOff: no such image"
+
+
+def test_flow_status_names_the_problem():
+    resource = {"metadata": {"name": "bad", "namespace": "team", "generation": 3},
+                "spec": {"tasks": [{"id": "a", "type": "Log", "mesage": "x"}]}}  # fmt: skip
+    status, flow, problem = flow_status(resource, T0)
+    assert flow is None and status["conditions"][0]["status"] == "False"
+    assert "task 'a' (Log): unknown field 'mesage'" in problem and status["revision"] == 3
+    resource["spec"] = {"tasks": [{"id": "a", "type": "Log", "message": "x"}],
+                        "triggers": [{"id": "s", "type": "Schedule", "cron": "@daily"}]}  # fmt: skip
+    status, flow, problem = flow_status(resource, T0)
+    assert problem is None and flow.namespace == "team" and flow.id == "bad"
+    assert status["conditions"][0]["status"] == "True" and status["taskCount"] == 1 and status["triggers"] == "Schedule"
+
+
+def test_run_info_reads_an_inbound_traceparent_and_ignores_a_malformed_one():
+    flow = make_flow([log("a")])
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with_parent = {
+        **EXECUTION,
+        "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/traceparent": caller}},
+    }
+    assert run_info(with_parent, flow, 1).parentTraceparent == caller
+    broken = {**EXECUTION, "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/traceparent": "nope"}}}
+    assert run_info(broken, flow, 1).parentTraceparent is None
+
+
+def test_status_body_has_what_printer_columns_read():
+    sim = Simulation(make_flow([log("a")]))
+    sim.finish("a")
+    body = status_body(RUN, sim.status, {"id": "f"}, 2)
+    assert body["state"] == "SUCCESS" and body["traceId"] == engine.trace_id(RUN)
+    assert body["duration"].endswith("s") and body["startDate"].endswith("Z") and body["flowRevision"] == 2
+
+
+def test_child_execution_is_owned_and_carries_the_subflow_span():
+    action = StartSubflow(taskRunId="t1", name="child-abc", namespace="company.team", flowId="c", inputs={"k": 1},
+                          labels={}, traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")  # fmt: skip
+    child = child_execution(EXECUTION, action, "c-flow")
+    assert child["metadata"]["ownerReferences"][0]["name"] == "ex-1"
+    assert child["metadata"]["annotations"]["flowpods.io/traceparent"] == action.traceparent
+    assert child["spec"]["flowRef"] == {"name": "c-flow"} and child["spec"]["trigger"]["type"] == "subflow"
+    assert child_finished({"status": {"state": "RUNNING"}}, "t1") is None
+    done = child_finished({"status": {"state": "FAILED", "outputs": {"o": 1}}}, "t1")
+    assert done.state == State.FAILED and done.outputs == {"o": 1}
+
+
+def test_label_values_stay_valid():
+    assert label_value("My_Task.1") == "My_Task.1"
+    long = label_value("x" * 100)
+    assert len(long) <= 63 and long != label_value("x" * 99)
