@@ -44,6 +44,9 @@ class TaskResult(BaseModel):
 
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+    endedAt: datetime | None = Field(
+        default=None, description="When the task ended, precisely: pod timestamps only have whole seconds"
+    )
 
 
 class SpanEvent(BaseModel):

@@ -325,6 +325,8 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
         started = parse_time(terminated.get("startedAt")) or parse_time(status.get("startTime"))
         ended = parse_time(terminated.get("finishedAt")) or _condition_time(status) or datetime.now(UTC)
         result = parse_termination_message(terminated.get("message"), code)
+        if result.endedAt is not None:  # the worker's clock has sub-second precision; pod timestamps do not
+            ended = max(ended, result.endedAt)
         success = phase == "Succeeded" and code == 0 and result.error is None
         timed_out = status.get("reason") == "DeadlineExceeded" or code == 124
         if success:

@@ -507,7 +507,8 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
         except Exception as exc:  # a bug or an OS error: still a reported, traced failure
             span.record_exception(exc)
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
-        result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error))
+        ended = datetime.now(UTC)
+        result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
         if error is None and result.error is not None:
             span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})
             outcome, code = "failure", EXIT_FAILURE

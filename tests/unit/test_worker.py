@@ -109,7 +109,8 @@ def attempt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]
         code = run(taskrun_file, environ)
         raw = termination.read_text() if termination.exists() else ""
         out, err = capsys.readouterr()
-        return Attempt(code, parse_termination_message(raw, code), raw, read_span_file(spans), out, err)
+        result = parse_termination_message(raw, code)
+        return Attempt(code, result.model_copy(update={"endedAt": None}), raw, read_span_file(spans), out, err)
 
     yield go
 
@@ -170,7 +171,7 @@ def test_outputs_file_must_be_a_json_object() -> None:
 
 def test_encode_result_fails_oversized_outputs_with_a_message_that_fits() -> None:
     small = TaskResult(outputs={"value": "x"})
-    assert encode_result(small) == (small, '{"outputs":{"value":"x"},"error":null}')
+    assert encode_result(small) == (small, '{"outputs":{"value":"x"},"error":null,"endedAt":null}')
     big = TaskResult(outputs={"value": "x" * 5000})
     size = len(big.model_dump_json().encode())
     result, text = encode_result(big)
@@ -227,7 +228,7 @@ def test_return_and_output_values(attempt: Any) -> None:
     assert (a.code, a.result) == (EXIT_SUCCESS, TaskResult(outputs={"value": "hello world"}))
     b = attempt(work_item("io.kestra.plugin.core.output.OutputValues", {"values": {"n": 1, "l": [1, "a"]}}))
     assert b.result == TaskResult(outputs={"values": {"n": 1, "l": [1, "a"]}})
-    assert b.raw == '{"outputs":{"values":{"n":1,"l":[1,"a"]}},"error":null}'  # compact JSON
+    assert b.raw.startswith('{"outputs":{"values":{"n":1,"l":[1,"a"]}},"error":null,"endedAt":"')  # compact JSON
 
 
 @pytest.mark.parametrize(("condition", "fails"), [(None, True), ("true", True), ("FALSE", False), ("", False)])
@@ -487,7 +488,8 @@ def test_worker_as_a_subprocess(tmp_path: Path) -> None:
                           timeout=60, check=False)  # fmt: skip
     assert proc.returncode == EXIT_FAILURE, proc.stderr
     result = parse_termination_message(termination.read_text(), proc.returncode)
-    assert result == TaskResult(error="Command failed with exit code 5")
+    assert result.endedAt is not None, "the worker reports when it ended, to the microsecond"
+    assert result.model_copy(update={"endedAt": None}) == TaskResult(error="Command failed with exit code 5")
     (worker,) = read_span_file(spans)
     assert worker.parent_span_id == PARENT_ID and worker.status == "ERROR"
     line = next(line for line in proc.stdout.splitlines() if line.endswith("t1: from-pod"))
