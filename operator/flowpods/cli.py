@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--flows", metavar="DIR", help="folder of flow files for subflows (default: FLOW's folder)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines or task logs, only the result")
-    run.add_argument("--json", action="store_true", help="print the execution's final status as JSON")
+    run.add_argument("--json", action="store_true", help="print only the execution's final status, as JSON")
 
     worker = commands.add_parser(
         "worker",
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "json", False):
+        args.quiet = True
     if args.command == "worker":
         from flowpods import worker
 

@@ -1,0 +1,63 @@
+"""The local runner through the `flowpods` command: real worker subprocesses, no cluster, no collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FLOWPODS = str(Path(sys.executable).parent / "flowpods")
+
+
+def flowpods(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TRACEPARENT"))}
+    return subprocess.run([FLOWPODS, *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd)
+
+
+def test_orders_runs_retries_and_tolerates_an_allowed_failure(tmp_path):
+    result = flowpods("run", str(REPO / "examples" / "orders.yaml"), "--input", "customer=ada", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["state"] == "WARNING"  # the unreachable notify service is allowed to fail
+    assert status["outputs"] == {"total": "36"}
+    runs = {tr["taskId"]: tr for tr in status["taskRuns"]}
+    assert runs["notify"]["state"] == "WARNING"
+    assert [a["state"] for a in runs["flaky"]["attempts"]] == ["FAILED", "SUCCESS"]
+    assert runs["flaky"]["outputs"]["vars"] == {"attempt": 2}
+    assert "apologise" not in runs
+
+
+def test_a_failing_order_runs_the_errors_branch_and_exits_1(tmp_path):
+    result = flowpods("run", str(REPO / "examples" / "orders.yaml"), "-i", "customer=bob", "-i", "fail=true",
+                      "--json", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    status = json.loads(result.stdout)
+    assert status["state"] == "FAILED" and status["error"] == "task 'check' failed: the order was refused on purpose"
+    assert {tr["taskId"]: tr["state"] for tr in status["taskRuns"]}["apologise"] == "SUCCESS"
+
+
+def test_a_bad_input_is_one_clear_error_and_exit_code_2():
+    result = flowpods("run", str(REPO / "examples" / "orders.yaml"), "--input", "customer=ADA!")
+    assert result.returncode == 2
+    assert "input 'customer': 'ADA!' does not match the pattern ^[a-z]+$" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bad_flow_names_the_task_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    mesage: x\n")
+    result = flowpods("run", str(bad))
+    assert result.returncode == 2
+    assert "task 'hi' (Log): unknown field 'mesage'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert flowpods("validate", str(bad)).returncode == 2
+    assert flowpods("validate", str(REPO / "examples" / "parent.yaml")).returncode == 0
+
+
+def test_help_explains_the_local_runtime():
+    result = flowpods("run", "--help")
+    assert result.returncode == 0
+    assert "without a container" in result.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
