@@ -10,9 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
-
 EXIT_BAD_INPUT = 2
 # worker log lines carry a timestamp and the trace context; progress output shows the level and message only
 LOG_PREFIX = re.compile(r"^\S+ (\w+) \[trace_id=\w+ span_id=\w+\] ")
@@ -113,6 +110,9 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
 
 
 def _validate(files: list[str]) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
     from flowpods.loader import load_flow_file
     from flowpods.model import FlowError
 
@@ -130,6 +130,9 @@ def _validate(files: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
     from flowpods.inputs import resolve_inputs
     from flowpods.loader import FlowCatalog, load_flow_file
     from flowpods.local import LocalExecution, LocalRunner
