@@ -292,6 +292,8 @@ def render_context(
     return context
 
 
+MAX_SUBFLOW_DEPTH = 10  # a flow that calls itself must end, not fill the cluster
+
 WORKER_FIELDS_EXCLUDED = {"id", "type", "retry", "timeout", "allowFailure", "disabled", "description"}
 
 

@@ -41,7 +41,6 @@ from flowpods.spans import derive_spans, spans_to_export
 from flowpods.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.worker import parse_termination_message
 
-MAX_SUBFLOW_DEPTH = 10
 TIMEOUT_GRACE_SECONDS = 10.0
 
 
@@ -214,8 +213,8 @@ class LocalRunner:
         problem = None
         if flow is None:
             problem = f"flow {action.namespace}.{action.flowId} not found"
-        elif execution.depth + 1 > MAX_SUBFLOW_DEPTH:
-            problem = f"subflows nest deeper than {MAX_SUBFLOW_DEPTH}"
+        elif execution.depth + 1 > engine.MAX_SUBFLOW_DEPTH:
+            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
         if problem is not None or flow is None:
             failed = ChildFinished(
                 at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}

@@ -23,7 +23,7 @@ from croniter import croniter
 
 from flowpods import engine, resources
 from flowpods.config import OperatorConfig, PodCleanup
-from flowpods.engine import Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
+from flowpods.engine import AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
 from flowpods.kube import Conflict, Kube, load_client_config
 from flowpods.loader import flow_document
 from flowpods.model import Flow, FlowError
@@ -48,7 +48,6 @@ class Outcome:
     body: dict[str, Any] | None = None
     wake_at: datetime | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-    export_failed_from: int | None = None
     finished: bool = False
 
 
@@ -65,7 +64,6 @@ class Operator:
         self.pokes: dict[Key, asyncio.Event] = {}
         self.loops: dict[Key, asyncio.Task[None]] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.export_failed: dict[Key, int] = {}
         self.schedulers: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
 
     # -- the view ---------------------------------------------------------------------------------------
@@ -162,10 +160,7 @@ class Operator:
                 self.executions[key] = outcome.body
             for kind, reason, message in outcome.events:
                 kopf.event(outcome.body, type=kind, reason=reason, message=message)
-        if outcome.export_failed_from is not None:
-            self.export_failed[key] = outcome.export_failed_from
-            self.poke_at(key, utcnow() + timedelta(seconds=10))
-        elif outcome.wake_at is not None:
+        if outcome.wake_at is not None:
             self.poke_at(key, outcome.wake_at)
 
     # -- one reconcile (runs in a thread; all cluster I/O is here) --------------------------------------
@@ -217,19 +212,13 @@ class Operator:
         decision = engine.advance(flow, run, status, events, now)
         new_status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
-        changed = decision.changed
-        if key in self.export_failed:
-            new_status.exported = min(new_status.exported, self.export_failed.pop(key))
-            changed = True
-        fresh = []
-        if changed:
-            fresh, watermark = self._claim_spans(run, flow, new_status)
-            body = dict(execution)
-            body["status"] = resources.status_body(run, new_status, flow_doc, revision, self.config.traces)
-            outcome.body = self.kube.replace_status("executions", body)
-            outcome.export_failed_from = self._export(fresh, watermark, new_status)
-            if new_status.state.terminal:
+        if decision.changed or self._export_pending(new_status):
+            outcome.body = self._commit(execution, run, flow, new_status, flow_doc, revision, outcome)
+            if new_status.state.terminal and decision.changed:
                 outcome.events.append(_final_event(run.id, new_status))
+        for event in events:  # a pod that cannot pull its image would wait forever: it is done with
+            if isinstance(event, AttemptFinished) and (event.reason or "").startswith("image pull error") and event.pod:
+                self.kube.delete_pod(meta["namespace"], event.pod)
         for action in decision.actions:
             if isinstance(action, StopTask):
                 self.kube.delete_pod(meta["namespace"], resources.pod_name(meta["name"], action.taskRunId,
@@ -256,7 +245,9 @@ class Operator:
         flow_resource = self.kube.get("flows", meta["namespace"], flow_name) if flow_name else None
         flow: Flow | None = None
         problem = None
-        if flow_resource is None:
+        if resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
+            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
+        elif flow_resource is None:
             problem = f"flow '{flow_name}' not found in namespace {meta['namespace']}"
         else:
             try:
@@ -278,11 +269,8 @@ class Operator:
             decision = engine.advance(flow, run, None, [Start(at=now, inputs=spec.get("inputs") or {})], now)
             status, actions = decision.status, decision.actions
             flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
-        fresh, watermark = self._claim_spans(run, flow, status)
-        body = dict(execution)
-        body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
-        outcome = Outcome(body=self.kube.replace_status("executions", body))
-        outcome.export_failed_from = self._export(fresh, watermark, status)
+        outcome = Outcome()
+        outcome.body = self._commit(execution, run, flow, status, flow_doc, revision, outcome)
         if status.state.failed:
             outcome.events.append(("Warning", "Failed", status.error or "failed"))
         else:
@@ -298,13 +286,9 @@ class Operator:
                   now: datetime) -> Outcome:  # fmt: skip
         """A finished execution: retry a failed export, then clean-up and TTL."""
         outcome = Outcome(finished=True)
-        if key in self.export_failed:
-            status.exported = min(status.exported, self.export_failed.pop(key))
-            fresh, watermark = self._claim_spans(run, flow, status)
-            body = dict(execution)
-            body["status"] = {**(execution.get("status") or {}), "exported": status.exported}
-            outcome.body = self.kube.replace_status("executions", body)
-            outcome.export_failed_from = self._export(fresh, watermark, status)
+        if self._export_pending(status):
+            flow_doc = (execution.get("status") or {}).get("flow")
+            outcome.body = self._commit(execution, run, flow, status, flow_doc, run.flowRevision, outcome)
         self._cleanup(key[0], key[1], status, self.pods.get(key, {}))
         ttl = self.config.execution_ttl_seconds
         if ttl is not None and status.endDate is not None:
@@ -315,20 +299,43 @@ class Operator:
                 outcome.wake_at = expires
         return outcome
 
-    def _claim_spans(self, run: Any, flow: Flow | None, status: ExecutionStatus) -> tuple[list[Any], int]:
-        """Spans completed since the watermark; the status is committed with the watermark moved past them."""
+    def _export_pending(self, status: ExecutionStatus) -> bool:
+        """Spans of committed changes not yet exported (an export failed, or its rollback was stored)."""
+        exporting = self.exporter is not None and self.config.traces != TraceLevel.DISABLED
+        return exporting and bool(status.changes) and status.exported < status.changes[-1].n
+
+    def _commit(
+        self,
+        execution: dict[str, Any],
+        run: Any,
+        flow: Flow | None,
+        status: ExecutionStatus,
+        flow_doc: dict[str, Any] | None,
+        revision: int | None,
+        outcome: Outcome,
+    ) -> dict[str, Any]:
+        """Store the status with the span watermark moved past the spans it completes, then export them.
+
+        The watermark is stored first, so a restart never exports a span twice; an export that fails
+        stores the watermark back at once and is retried, so a collector outage loses nothing. Only a
+        crash in the instant between the store and the export can lose spans.
+        """
         fresh, watermark = spans_to_export(run, flow, status)
         previous = status.exported
         status.exported = watermark
-        if self.exporter is None or self.config.traces == TraceLevel.DISABLED:
-            return [], previous
-        return fresh, previous
-
-    def _export(self, fresh: list[Any], previous: int, status: ExecutionStatus) -> int | None:
-        """Export right after the commit; on failure return the watermark to roll back to."""
-        if not fresh or self.exporter is None:
-            return None
-        return None if self.exporter.export(fresh) else previous
+        body = dict(execution)
+        body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
+        stored = self.kube.replace_status("executions", body)
+        if not fresh or self.exporter is None or self.config.traces == TraceLevel.DISABLED:
+            return stored
+        if self.exporter.export(fresh):
+            return stored
+        log.warning("exporting %d spans of %s failed; retrying in 10s", len(fresh), run.id)
+        status.exported = previous
+        rollback = dict(stored)
+        rollback["status"] = {**stored["status"], "exported": previous}
+        outcome.wake_at = utcnow() + timedelta(seconds=10)
+        return self.kube.replace_status("executions", rollback)
 
     def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
         namespace = parent["metadata"]["namespace"]
@@ -479,7 +486,8 @@ def validate_flow(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     if problem is not None:
         kopf.warn(body, reason="Invalid", message=problem)
     elif flow is not None:
-        kopf.info(body, reason="Valid", message=f"flow {flow.namespace}.{flow.id}: {len(flow.all_tasks())} tasks")
+        kopf.event(body, type="Normal", reason="Valid",
+                   message=f"flow {flow.namespace}.{flow.id}: {len(flow.all_tasks())} tasks")  # fmt: skip
 
 
 def _plain(body: Any) -> dict[str, Any]:

@@ -38,6 +38,7 @@ ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
 ANNOTATION_KILL = f"{GROUP}/kill"
 ANNOTATION_TRACE_ID = f"{GROUP}/trace-id"
 ANNOTATION_SPAN_ID = f"{GROUP}/span-id"
+ANNOTATION_DEPTH = f"{GROUP}/subflow-depth"
 
 WORKER_UID = 65532
 TASK_CONTAINER = "task"
@@ -387,7 +388,7 @@ def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource:
             "name": action.name,
             "namespace": meta["namespace"],
             "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods"},
-            "annotations": {ANNOTATION_TRACEPARENT: action.traceparent},
+            "annotations": {ANNOTATION_TRACEPARENT: action.traceparent, ANNOTATION_DEPTH: str(depth(parent) + 1)},
             "ownerReferences": [owner_reference(parent)],
         },
         "spec": {
@@ -400,6 +401,14 @@ def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource:
             },
         },
     }
+
+
+def depth(execution: dict[str, Any]) -> int:
+    """How deep in a chain of subflows an execution is (0: started directly)."""
+    try:
+        return int((execution["metadata"].get("annotations") or {}).get(ANNOTATION_DEPTH, "0"))
+    except ValueError:
+        return 0
 
 
 def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | None:
