@@ -45,7 +45,14 @@ class OperatorConfig(BaseModel):
     execution_ttl_seconds: float | None = Field(
         default=None, description="FLOWPODS_EXECUTION_TTL: seconds a finished Execution is kept; unset: forever"
     )
-    api_port: int = Field(default=8080, description="FLOWPODS_API_PORT: the HTTP API's port")
+    api_port: int = Field(default=8080, description="FLOWPODS_API_PORT: the HTTP API's port; 0 disables the API")
+    api_host: str = Field(default="0.0.0.0", description="FLOWPODS_API_HOST: the address the HTTP API binds")
+    api_max_body: int = Field(
+        default=1024 * 1024, gt=0, description="FLOWPODS_API_MAX_BODY: the largest request body accepted, in bytes"
+    )
+    jaeger_url: str | None = Field(
+        default=None, description="FLOWPODS_JAEGER_URL: Jaeger's UI, for trace links in API responses"
+    )
     health_port: int = Field(default=8081, description="FLOWPODS_HEALTH_PORT: kopf's liveness endpoint")
 
     @field_validator("namespaces", mode="before")
@@ -63,10 +70,10 @@ class OperatorConfig(BaseModel):
 
         values: dict[str, object] = {
             "namespaces": get("FLOWPODS_NAMESPACES") or [],
-            "worker_otlp_endpoint": get("FLOWPODS_WORKER_OTLP_ENDPOINT")
-            or get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            # the generic endpoint only: a traces endpoint already ends in /v1/traces and would be doubled
+            "worker_otlp_endpoint": get("FLOWPODS_WORKER_OTLP_ENDPOINT") or get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             "worker_otlp_protocol": get("FLOWPODS_WORKER_OTLP_PROTOCOL")
+            or get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             or get("OTEL_EXPORTER_OTLP_PROTOCOL")
             or "grpc",
             "traces": trace_level(environ),
@@ -77,6 +84,9 @@ class OperatorConfig(BaseModel):
             "pod_cleanup": "FLOWPODS_POD_CLEANUP",
             "execution_ttl_seconds": "FLOWPODS_EXECUTION_TTL",
             "api_port": "FLOWPODS_API_PORT",
+            "api_host": "FLOWPODS_API_HOST",
+            "api_max_body": "FLOWPODS_API_MAX_BODY",
+            "jaeger_url": "FLOWPODS_JAEGER_URL",
             "health_port": "FLOWPODS_HEALTH_PORT",
         }
         for field, name in optional.items():
