@@ -13,7 +13,9 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-FALSY = frozenset({"", "false", "0", "-0", "0.0", "null", "none", "no", "off"})
+from flowpods.truth import is_truthy
+
+__all__ = ["RenderError", "is_truthy", "render", "render_string"]
 
 
 class RenderError(ValueError):
@@ -75,15 +77,6 @@ def render(value: Any, context: dict[str, Any]) -> Any:
     if isinstance(value, dict):
         return {render(key, context): render(item, context) for key, item in value.items()}
     return value
-
-
-def is_truthy(rendered: Any) -> bool:
-    """Kestra's truthiness for If conditions and Fail's condition."""
-    if isinstance(rendered, bool):
-        return rendered
-    if rendered is None:
-        return False
-    return str(rendered).strip().lower() not in FALSY
 
 
 def _reason(exc: TemplateError) -> str:

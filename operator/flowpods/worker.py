@@ -68,6 +68,7 @@ from flowpods.records import (
     TaskResult,
     WorkItem,
 )
+from flowpods.truth import is_truthy
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -77,7 +78,6 @@ EXIT_CANCELLED = 143
 
 WORKER_SERVICE = "flowpods-worker"
 RESULT_ATTRIBUTE = "cicd.pipeline.task.run.result"
-FALSY_CONDITIONS = frozenset({"", "false", "0", "null", "none"})
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 SECRET_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "signature", "sig")
 REDACTED = "REDACTED"
@@ -113,8 +113,8 @@ def format_log_line(when: datetime, level: str, trace_id: str, span_id: str, tas
 
 
 def is_falsy(condition: str) -> bool:
-    """Kestra's Fail `condition` is a rendered string: these spellings mean "do not fail"."""
-    return condition.strip().lower() in FALSY_CONDITIONS
+    """A Fail task's condition that is false does not fail (the same truthiness as If)."""
+    return not is_truthy(condition)
 
 
 def _is_secret_name(name: str) -> bool:

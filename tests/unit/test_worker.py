@@ -134,7 +134,8 @@ def test_log_line_format() -> None:
         ("None", True),
         ("true", False),
         ("1", False),
-        ("no", False),
+        ("no", True),
+        ("yes", False),
     ],
 )
 def test_falsy_conditions(condition: str, falsy: bool) -> None:  # fmt: skip
