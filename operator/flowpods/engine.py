@@ -17,12 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from flowpods import ids
-from flowpods.inputs import resolve_inputs
+from flowpods.inputs import coerce, resolve_inputs
 from flowpods.model import (
     Flow,
     FlowError,
     ForEach,
     If,
+    Input,
     Parallel,
     Python,
     Sequential,
@@ -466,8 +467,13 @@ class _Machine:
         if not final.failed and self.flow.outputs:
             try:
                 context = render_context(self.flow, self.run, self.status, self.now)
-                self.status.outputs = {out.id: render(out.value, context) for out in self.flow.outputs}
+                self.status.outputs = {
+                    out.id: coerce(Input(id=out.id, type=out.type), render(out.value, context))
+                    for out in self.flow.outputs
+                }
             except RenderError as exc:
+                final, reason = State.FAILED, f"flow output: {exc}"
+            except ValueError as exc:
                 final, reason = State.FAILED, f"flow output: {exc}"
         self._end_execution(final, self.now, reason)
 
@@ -606,13 +612,14 @@ class _Machine:
             try:
                 if isinstance(task, If):
                     tr.branch = "then" if is_truthy(render_string(task.condition, context)) else "else"
+                    tr.outputs = {"branch": tr.branch}
                 else:
                     value = render_string(task.value, context)
                     tr.branch = f"case:{value}" if value in task.cases else "defaults"
+                    tr.outputs = {"value": value}
             except RenderError as exc:
                 self._fail_taskrun(tr, task, str(exc), self.now)
                 return
-            tr.outputs = {"branch": tr.branch} if isinstance(task, If) else {"value": tr.branch.removeprefix("case:")}
         if isinstance(task, If):
             tasks = task.then if tr.branch == "then" else task.else_
         else:

@@ -365,7 +365,7 @@ Trigger = Annotated[
 
 class FlowOutput(Strict):
     id: str = Field(pattern=ID_PATTERN)
-    type: str = "STRING"
+    type: InputType = Field(default=InputType.STRING, description="The value is converted to this type")
     value: Any
     description: str | None = None
 

@@ -125,6 +125,26 @@ def test_if_switch_and_foreach():
     assert sorted(tr.value for tr in sim.taskruns("item")) == ["a", "b", "c"]
 
 
+def test_flow_outputs_take_their_declared_type():
+    flow = make_flow(
+        [{"id": "a", "type": "Return", "format": "12"}],
+        outputs=[{"id": "n", "type": "INT", "value": "{{ outputs.a.value }}"}, {"id": "s", "value": "x"}],
+    )
+    sim = Simulation(flow)
+    sim.finish("a", outputs={"value": "12"})
+    assert sim.status.outputs == {"n": 12, "s": "x"}
+    bad = Simulation(make_flow([log("a")], outputs=[{"id": "n", "type": "INT", "value": "twelve"}]))
+    bad.finish("a")
+    assert bad.status.state == State.FAILED and bad.status.error == "flow output: 'twelve' is not a valid INT"
+
+
+def test_switch_outputs_the_value_it_switched_on():
+    flow = make_flow([{"id": "sw", "type": "Switch", "value": "blue", "cases": {"red": [log("r")]},
+                       "defaults": [log("other")]}])  # fmt: skip
+    sim = Simulation(flow)
+    assert sim.taskruns("sw")[0].outputs == {"value": "blue"} and sim.running() == ["other"]
+
+
 def test_undefined_variable_fails_the_task_naming_the_expression():
     sim = Simulation(make_flow([log("a", message="{{ outputs.missing.value }}")]))
     assert sim.status.state == State.FAILED
