@@ -30,6 +30,20 @@ flow or an input is invalid.
 """
 
 
+START_HELP = """\
+Start a flow on the cluster through the flowpods HTTP API (the operator serves it), as
+`POST /api/v1/executions/NAMESPACE/FLOW`. The token must allow `create` on executions.flowpods.io in
+NAMESPACE (and `get` to follow). Inputs are checked against the flow before anything is created.
+
+With --follow, a line is printed at each change of the execution's state or of a task run, then the
+final state. The trace id is always printed, with a link to the trace when FLOWPODS_JAEGER_URL is set
+(or the server has one).
+
+Exit status: 0 when the execution was started (without --follow) or ended SUCCESS or WARNING, 1 when it
+ended otherwise or the API cannot be reached, 2 when the API refused the request (its message is shown).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowpods",
@@ -77,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
 
+    start = commands.add_parser(
+        "start",
+        help="start a flow on the cluster through the flowpods API (and follow it)",
+        description=START_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    start.add_argument("namespace", metavar="NAMESPACE", help="the Kubernetes namespace of the Flow")
+    start.add_argument("flow", metavar="FLOW", help="the Flow resource's name (metadata.name)")
+    start.add_argument(
+        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input value (repeatable)"
+    )
+    start.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="an execution label")
+    start.add_argument("-f", "--follow", action="store_true", help="print progress until the execution ends")
+    start.add_argument(
+        "--server",
+        default=os.environ.get("FLOWPODS_API_URL") or "http://127.0.0.1:8080",
+        metavar="URL",
+        help="the flowpods API (env FLOWPODS_API_URL; default http://127.0.0.1:8080)",
+    )
+    start.add_argument(
+        "--token", default=os.environ.get("FLOWPODS_TOKEN"), metavar="TOKEN", help="a Kubernetes bearer token "
+        "(env FLOWPODS_TOKEN), e.g. from `kubectl create token`"
+    )  # fmt: skip
+
     validate = commands.add_parser("validate", help="check flow files and say what is wrong with them")
     validate.add_argument("files", nargs="+", metavar="FILE")
     return parser
@@ -96,15 +134,19 @@ def main(argv: list[str] | None = None) -> int:
         return operator.run()
     if args.command == "validate":
         return _validate(args.files)
+    if args.command == "start":
+        from flowpods.cli_start import start
+
+        return start(args)
     return _run(args)
 
 
-def parse_assignments(pairs: list[str]) -> dict[str, str]:
+def parse_assignments(pairs: list[str], option: str = "--input") -> dict[str, str]:
     values: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--input takes KEY=VALUE, not '{pair}'")
+            raise ValueError(f"{option} takes KEY=VALUE, not '{pair}'")
         values[key.strip()] = value
     return values
 

@@ -428,6 +428,7 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
 # --- kopf wiring ---------------------------------------------------------------------------------------
 
 OPERATOR: Operator | None = None
+API: Any = None  # the running flowpods.api.Server
 
 
 def _operator() -> Operator:
@@ -453,6 +454,28 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
     settings.execution.max_workers = 8
     log.info("flowpods operator: %s", config.model_dump(mode="json"))
+
+
+@kopf.on.startup()
+async def start_api(**_: Any) -> None:
+    """The HTTP API (flowpods.api) on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
+    global API
+    if OPERATOR is None:
+        raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
+    if OPERATOR.config.api_port == 0 or API is not None:
+        return
+    from flowpods import api
+
+    view = OPERATOR.executions
+    API = await api.serve(OPERATOR.config, OPERATOR.kube, view=lambda ns, name: view.get((ns, name)))
+
+
+@kopf.on.cleanup()
+async def stop_api(**_: Any) -> None:
+    global API
+    if API is not None:
+        await API.stop()
+        API = None
 
 
 @kopf.on.cleanup()

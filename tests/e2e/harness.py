@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,25 @@ class OperatorProcess:
         self.extra_env = extra_env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.api_port = free_port()  # kept across restarts, so api_url stays valid
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def wait_api_ready(self, timeout: float = 60.0) -> None:
+        """Until GET /readyz answers 200 (the API starts with the operator)."""
+        import httpx
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return httpx.get(f"{self.api_url}/readyz", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        testenv.wait_for(ready, timeout, f"the operator's API at {self.api_url}", describe=self.log_tail)
 
     @property
     def log_path(self) -> Path:
@@ -51,7 +71,8 @@ class OperatorProcess:
             FLOWPODS_NAMESPACES=self.namespace,
             FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
             FLOWPODS_HEALTH_PORT="0",
-            FLOWPODS_API_PORT="0",
+            FLOWPODS_API_HOST="127.0.0.1",
+            FLOWPODS_API_PORT=str(self.api_port),
         )
         environ.update(self.extra_env)
         log = self.log_path.open("ab")
@@ -80,6 +101,12 @@ class OperatorProcess:
         if not self.log_path.exists():
             return "(no operator log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
