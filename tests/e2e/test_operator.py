@@ -321,3 +321,60 @@ def test_executions_with_a_missing_flow_or_a_missing_input_fail_with_a_reason(
     events = wait_until(lambda: (lambda found: found if len(found) == 2 else None)(failed_events()), 30,
                         "Failed events on both executions")  # fmt: skip
     assert "not found" in events["ghost-1"] and "'order' is required" in events["needs-1"]
+
+
+def test_a_running_execution_keeps_the_flow_it_started_with(operator, apply_yaml, custom_objects, namespace, kubectl):
+    apply_yaml(flow_yaml("edited", """
+        id: edited
+        namespace: company.team
+        tasks:
+          - id: wait
+            type: Sleep
+            duration: PT3S
+          - id: say
+            type: Return
+            format: original
+    """))  # fmt: skip
+    apply_yaml(execution_yaml("edited-1", "edited"))
+    wait_until(
+        lambda: (get_execution(custom_objects, namespace, "edited-1").get("status") or {}).get("taskRuns"),
+        60, "the execution to start",
+    )  # fmt: skip
+    apply_yaml(flow_yaml("edited", """
+        id: edited
+        namespace: company.team
+        tasks:
+          - id: other
+            type: Return
+            format: changed
+    """))  # fmt: skip
+    kubectl("delete", "flow", "edited", "-n", namespace)
+    status = wait_for_state(custom_objects, namespace, "edited-1", operator=operator)["status"]
+    assert status["state"] == "SUCCESS", status.get("message")
+    assert {t["taskId"]: t["outputs"] for t in status["taskRuns"]}["say"] == {"value": "original"}
+    assert status["flowRevision"] == 1
+
+
+def test_a_schedule_starts_executions_each_with_its_own_trace(operator, apply_yaml, custom_objects, namespace):
+    apply_yaml(flow_yaml("ticker", """
+        id: ticker
+        namespace: company.team
+        triggers:
+          - id: every-3s
+            type: Schedule
+            cron: "* * * * * */3"
+        tasks:
+          - id: tick
+            type: Log
+            message: "tick at {{ trigger.date }}"
+    """))  # fmt: skip
+
+    def finished_runs():
+        items = custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "executions")["items"]
+        done = [i for i in items if (i.get("status") or {}).get("state") == "SUCCESS"]
+        return done if len(done) >= 2 else None
+
+    runs = wait_until(finished_runs, 60, "two scheduled executions to succeed")
+    assert all(r["spec"]["trigger"]["type"] == "schedule" for r in runs)
+    assert len({r["status"]["traceId"] for r in runs}) == len(runs)
+    assert all(r["metadata"]["name"].startswith("ticker-every-3s-") for r in runs)
