@@ -9,7 +9,11 @@ resolved), and writes pod status as a kubelet does. Conventions (see docs/testen
   `/dev/termination-log` cannot be given to a local process; the agent reads it on exit;
 * stdout+stderr of a container go to `<pods-dir>/<ns>/<pod>/<uid>/<container>.log`;
 * `spec.activeDeadlineSeconds` kills the pod: phase Failed, reason DeadlineExceeded;
-* a pod with a deletionTimestamp gets SIGTERM, SIGKILL after the grace period, then is removed.
+* a pod with a deletionTimestamp gets SIGTERM, SIGKILL after the grace period, then is removed;
+* a container that mounts the service-account volume (added by the ServiceAccount admission
+  plugin unless `automountServiceAccountToken: false`) gets its pod's identity as from a kubelet:
+  a bound token from the TokenRequest API, `ca.crt` and `namespace`, visible at
+  /var/run/secrets/kubernetes.io/serviceaccount to that process only (a private mount namespace).
 
 Standalone on purpose (stdlib only, talks REST with the kubeconfig's token) so it runs as its
 own process and does not depend on the version of the Python kubernetes client.
@@ -24,6 +28,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -41,6 +46,7 @@ MAX_MESSAGE = 4096  # kubelet's limit for the termination message
 FALLBACK_LINES = 80
 STOP = threading.Event()
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def now() -> str:
@@ -150,6 +156,36 @@ def field_path(pod: dict, path: str) -> str:
     if path not in simple:
         raise ValueError(f"unsupported fieldRef {path}")
     return simple[path]
+
+
+def service_account_volume(pod: dict, container: dict) -> dict | None:
+    """The projected volume this container mounts at SA_MOUNT, if any. The ServiceAccount admission
+    plugin adds it (kube-api-access-*) unless the pod or its ServiceAccount opts out with
+    `automountServiceAccountToken: false`, so following the mount is following that flag."""
+    mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == SA_MOUNT), None)
+    if mount is None:
+        return None
+    volume = next((v for v in pod["spec"].get("volumes") or [] if v.get("name") == mount["name"]), None)
+    return volume.get("projected") if volume else None
+
+
+def mount_namespace_argv(argv: list[str], source: Path) -> list[str]:
+    """Run argv in a private mount namespace where `source` is bind-mounted (read-only) on SA_MOUNT.
+
+    The host's file system is left alone: the missing part of the path is made on a tmpfs laid over
+    its deepest existing directory (here /run, which /var/run links to), inside the namespace only.
+    unshare and sh exec into argv, so the pid, the process group and the exit code stay the program's.
+    """
+    target = Path(SA_MOUNT).resolve()
+    base = target
+    while not base.exists():
+        base = base.parent
+    if base == Path("/") or (source.resolve().is_relative_to(base) and base != target):
+        raise ValueError(f"cannot mount {SA_MOUNT}: no safe directory to lay a tmpfs over ({base})")
+    script = 'mount -n --bind -o ro "$1" "$2" && shift 2 && exec "$@"'
+    if base != target:
+        script = f'mount -n -t tmpfs -o mode=0755 flowpods-sa "{base}" && mkdir -p "$2" && {script}'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(source), str(target), *argv]
 
 
 class Agent:
@@ -357,6 +393,9 @@ class PodWorker(threading.Thread):
         self.message: str | None = None
         self.conditions: dict[str, dict] = {}
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=self.workdir))
+        self.sa_dir = self.workdir / "serviceaccount"
+        self.sa_volume: dict | None = None
+        self.token_refresh_at = 0.0
 
     @property
     def path(self) -> str:
@@ -475,6 +514,13 @@ class PodWorker(threading.Thread):
         argv = [expand(a, env) for a in (c.spec.get("command") or []) + (c.spec.get("args") or [])]
         if not c.spec.get("command"):
             raise ValueError("the test node agent ignores images, so each container needs `command`")
+        volume = service_account_volume(self.pod, c.spec)
+        if volume is not None:
+            if os.geteuid() != 0 or not shutil.which("unshare"):
+                log.warning("%s/%s: no service-account token (needs root and unshare)", self.ns, self.name)
+            else:
+                self.write_service_account(volume)
+                argv = mount_namespace_argv(argv, self.sa_dir)
         c.term_log.write_text("")
         out = open(c.log_path, "ab")  # noqa: SIM115 - handed to the child
         cwd = c.spec.get("workingDir")
@@ -491,6 +537,67 @@ class PodWorker(threading.Thread):
         out.close()
         c.started_at = now()
         c.state = {"running": {"startedAt": c.started_at}}
+
+    # ------------------------------------------------------------ service account
+    def write_service_account(self, volume: dict) -> None:
+        """Fill the per-pod directory from the projected volume's sources, as kubelet does: a token
+        from the TokenRequest API bound to this pod, configMap keys (kube-root-ca.crt), downward API."""
+        self.sa_volume = volume
+        self.sa_dir.mkdir(exist_ok=True)
+        for source in volume.get("sources") or []:
+            if "serviceAccountToken" in source:
+                src = source["serviceAccountToken"]
+                expiry = int(src.get("expirationSeconds") or 3607)
+                spec = {
+                    "expirationSeconds": expiry,
+                    "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": self.name, "uid": self.uid},
+                }
+                if src.get("audience"):
+                    spec["audiences"] = [src["audience"]]
+                sa = self.pod["spec"].get("serviceAccountName") or "default"
+                body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+                path = f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token"
+                token = self.kube.request("POST", path, body)["status"]["token"]
+                self.write_file(src.get("path", "token"), token)
+                self.token_refresh_at = time.monotonic() + 0.8 * expiry  # kubelet renews at 80 %
+            elif "configMap" in source:
+                ref = source["configMap"]
+                data = self.wait_config_map(ref["name"], ref.get("optional", False))
+                items = ref.get("items") or [{"key": k, "path": k} for k in data]
+                for item in items:
+                    if item["key"] in data:
+                        self.write_file(item["path"], data[item["key"]])
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"].get("items") or []:
+                    if item.get("fieldRef"):
+                        self.write_file(item["path"], field_path(self.pod, item["fieldRef"]["fieldPath"]))
+
+    def wait_config_map(self, name: str, optional: bool) -> dict[str, str]:
+        """The root-CA publisher creates kube-root-ca.crt moments after a namespace; kubelet waits too."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return self.read_data("configmaps", name, optional=optional)
+            except ApiError as e:
+                if e.code != 404 or time.monotonic() > deadline or STOP.is_set():
+                    raise
+            time.sleep(0.5)
+
+    def write_file(self, rel: str, text: str) -> None:
+        """Atomic replace, so a process reading the bind-mounted directory never sees half a token."""
+        path = self.sa_dir / rel
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)
+        os.replace(tmp, path)
+
+    def refresh_token(self) -> None:
+        if self.sa_volume is not None and time.monotonic() >= self.token_refresh_at:
+            try:
+                self.write_service_account(self.sa_volume)
+            except Exception:
+                log.exception("%s/%s: renewing the service-account token failed", self.ns, self.name)
+                self.token_refresh_at = time.monotonic() + 10
 
     def finish(self, c: Container, code: int, reason: str | None = None) -> None:
         """Record a terminated container, reading its termination message like kubelet."""
@@ -676,6 +783,7 @@ class PodWorker(threading.Thread):
             exited = [c for c in running if c.proc and c.proc.poll() is not None]
             if exited or not running:
                 return None
+            self.refresh_token()
             self.changed.wait(0.1)
             self.changed.clear()
 
