@@ -1,0 +1,125 @@
+{{/* Names, labels and derived values shared by the templates. */}}
+
+{{- define "flowpods.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "flowpods.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "flowpods.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "flowpods.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "flowpods.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object the chart makes; uninstall checks find them by instance. */}}
+{{- define "flowpods.labels" -}}
+helm.sh/chart: {{ include "flowpods.chart" . }}
+{{ include "flowpods.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: flowpods
+{{- end }}
+
+{{- define "flowpods.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "flowpods.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "flowpods.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "flowpods.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The worker pods' account: the name given, else the chart's when it makes one (watching a list),
+else none: the namespace's default account, without a token (the operator sets
+automountServiceAccountToken: false on every worker pod). */}}
+{{- define "flowpods.workerServiceAccountName" -}}
+{{- if .Values.worker.serviceAccount.name }}
+{{- .Values.worker.serviceAccount.name }}
+{{- else if and .Values.worker.serviceAccount.create .Values.watchNamespaces }}
+{{- printf "%s-worker" (include "flowpods.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "flowpods.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "flowpods.workerImage" -}}
+{{- default (include "flowpods.image" .) .Values.worker.image }}
+{{- end }}
+
+{{- define "flowpods.jaegerName" -}}
+{{- printf "%s-jaeger" (include "flowpods.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The operator's OTLP endpoint: the value, else the in-cluster Jaeger when enabled, else none. */}}
+{{- define "flowpods.otlpEndpoint" -}}
+{{- if .Values.otlp.endpoint }}
+{{- .Values.otlp.endpoint }}
+{{- else if .Values.jaeger.enabled }}
+{{- printf "http://%s.%s.svc:4317" (include "flowpods.jaegerName" .) .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* Where `helm test` runs its flow: the release's namespace when it is watched, else the first watched one. */}}
+{{- define "flowpods.testNamespace" -}}
+{{- if or (not .Values.watchNamespaces) (has .Release.Namespace .Values.watchNamespaces) }}
+{{- .Release.Namespace }}
+{{- else }}
+{{- first .Values.watchNamespaces }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's permissions inside a watched namespace (a Role there, or the ClusterRole). */}}
+{{- define "flowpods.namespacedRules" -}}
+# Flows: watched and validated; kopf patches its progress annotations, the status and Ready condition.
+- apiGroups: ["flowpods.io"]
+  resources: ["flows"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["flowpods.io"]
+  resources: ["flows/status"]
+  verbs: ["get", "patch"]
+# Executions: driven by the operator, created by Schedule triggers, subflows and the API; the kill
+# annotation and the TTL clean-up.
+- apiGroups: ["flowpods.io"]
+  resources: ["executions"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: ["flowpods.io"]
+  resources: ["executions/status"]
+  verbs: ["get", "update", "patch"]
+# One worker pod per task-run attempt.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+# Events on Flows and Executions (kopf posts core/v1 Events).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/* Cluster-scoped permissions, needed in both modes: the API's TokenReview and SubjectAccessReview,
+and reading CRDs (kopf notices flowpods' CRDs being updated or removed). */}}
+{{- define "flowpods.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+{{- if .Values.api.enabled }}
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+{{- end }}
+{{- end }}
