@@ -259,16 +259,15 @@ def describe_validation(exc: ValidationError) -> str:
 
 def server_attributes(request: web.BaseRequest, route: str | None) -> dict[str, Any]:
     """HTTP server semantic conventions, without url.path or url.query: they may hold a webhook key."""
-    host = request.host or ""
-    address, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    url = request.url
     attributes: dict[str, Any] = {
         "http.request.method": request.method,
         "url.scheme": request.scheme,
-        "server.address": address or host,
+        "server.address": url.host or "",
         "network.protocol.version": f"{request.version.major}.{request.version.minor}",
     }
-    if port.isdigit():
-        attributes["server.port"] = int(port)
+    if url.port is not None:
+        attributes["server.port"] = url.port
     if route:
         attributes["http.route"] = route
     if request.headers.get("User-Agent"):
