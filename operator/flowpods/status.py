@@ -49,6 +49,26 @@ class Transition(Stored):
     at: datetime
 
 
+class WithHistory(Stored):
+    """A state with every transition and its time: start and end dates derive from it."""
+
+    state: State = State.CREATED
+    history: list[Transition] = Field(default_factory=list)
+
+    @property
+    def startDate(self) -> datetime | None:
+        return self.history[0].at if self.history else None
+
+    @property
+    def endDate(self) -> datetime | None:
+        return self.history[-1].at if self.history and self.state.terminal else None
+
+    def set_state(self, state: State, at: datetime) -> None:
+        if state != self.state or not self.history:
+            self.state = state
+            self.history.append(Transition(state=state, at=at))
+
+
 class Attempt(Stored):
     """One try of a worker task: one pod (or one local process)."""
 
@@ -65,15 +85,13 @@ class Attempt(Stored):
     closedIn: int | None = Field(default=None, description="The change that recorded its end")
 
 
-class TaskRun(Stored):
+class TaskRun(WithHistory):
     """One run of one task (one per ForEach value), with its attempts."""
 
     id: str
     taskId: str
     parentId: str | None = None
     value: str | None = None
-    state: State = State.CREATED
-    history: list[Transition] = Field(default_factory=list)
     attempts: list[Attempt] = Field(default_factory=list)
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
@@ -84,18 +102,6 @@ class TaskRun(Stored):
     createdIn: int = 0
     closedIn: int | None = None
 
-    @property
-    def startDate(self) -> datetime | None:
-        return self.history[0].at if self.history else None
-
-    @property
-    def endDate(self) -> datetime | None:
-        return self.history[-1].at if self.history and self.state.terminal else None
-
-    def set_state(self, state: State, at: datetime) -> None:
-        if state != self.state or not self.history:
-            self.state = state
-            self.history.append(Transition(state=state, at=at))
 
 
 class Change(Stored):
@@ -110,11 +116,9 @@ class Change(Stored):
     finished: list[str] = Field(default_factory=list, description="Task runs and attempts that ended")
 
 
-class ExecutionStatus(Stored):
+class ExecutionStatus(WithHistory):
     """The whole stored state of one execution."""
 
-    state: State = State.CREATED
-    history: list[Transition] = Field(default_factory=list)
     inputs: dict[str, Any] = Field(default_factory=dict)
     outputs: dict[str, Any] = Field(default_factory=dict)
     taskRuns: list[TaskRun] = Field(default_factory=list)
@@ -123,18 +127,6 @@ class ExecutionStatus(Stored):
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
 
-    @property
-    def startDate(self) -> datetime | None:
-        return self.history[0].at if self.history else None
-
-    @property
-    def endDate(self) -> datetime | None:
-        return self.history[-1].at if self.history and self.state.terminal else None
-
-    def set_state(self, state: State, at: datetime) -> None:
-        if state != self.state or not self.history:
-            self.state = state
-            self.history.append(Transition(state=state, at=at))
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)
