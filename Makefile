@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean
+.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean bench images
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ testenv: venv testenv-bins
 ## testenv-down: stop what `make testenv` started (stdlib only, works without the venv)
 testenv-down:
 	$(PYTHON) -m tests.testenv down
+
+## images: build the worker/operator image with Docker (IMAGE=flowpods:dev); for users with Docker, not run by the tests (no container engine here)
+IMAGE  ?= flowpods:dev
+images:
+	docker build -f worker-image/Dockerfile -t $(IMAGE) .
+
+## bench: benchmarks on a fresh test environment (node agent in instant mode); see docs/benchmarks.md
+bench: venv testenv-bins
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
