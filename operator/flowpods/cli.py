@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
             "executor spans. Configured from the environment: FLOWPODS_NAMESPACES (comma-separated; empty: all), "
             "FLOWPODS_WORKER_IMAGE, FLOWPODS_WORKER_COMMAND, FLOWPODS_WORKER_SERVICE_ACCOUNT, "
             "FLOWPODS_WORKER_OTLP_ENDPOINT, FLOWPODS_TRACES (DEFAULT, DISABLED, FINE), FLOWPODS_POD_CLEANUP "
-            "(keep, on-success, on-completion), FLOWPODS_EXECUTION_TTL (seconds), FLOWPODS_HEALTH_PORT, and the "
+            "(keep, on-success, on-completion), FLOWPODS_EXECUTION_TTL (seconds), FLOWPODS_HEALTH_PORT, the HTTP "
+            "API's FLOWPODS_API_HOST, FLOWPODS_API_PORT (0: off), FLOWPODS_API_MAX_BODY, FLOWPODS_JAEGER_URL, and the "
             "standard OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME. The cluster "
             "is reached through the pod's service account, or else the kubeconfig named by KUBECONFIG."
         ),

@@ -527,7 +527,8 @@ def run(config: OperatorConfig | None = None) -> int:
             standalone=True,
             clusterwide=not config.namespaces,
             namespaces=config.namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz",
+            # port 0 means no endpoint: kopf would read it as "unset" and bind port 80
+            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
         )
     )
     return 0
