@@ -1,0 +1,78 @@
+"""The floor: a minimal watch-and-create loop with the same Python kubernetes client as the operator.
+
+`python -m bench.floor --kubeconfig K --namespace NS --chains C --length L --prefix P`: creates pod
+P-<chain>-000; whenever the watch shows the current pod Succeeded, creates the next one, chain after
+chain. Nothing else: no status write, no reconcile. It runs as its own process, like the operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kubernetes import client, config
+from kubernetes.watch.watch import iter_resp_lines
+
+
+def pod(name: str, chain: int, index: int) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "bench.flowpods.io/floor": "true",
+                "bench.flowpods.io/chain": str(chain),
+                "bench.flowpods.io/index": str(index),
+            },
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "containers": [{"name": "task", "image": "flowpods-bench-floor", "command": ["true"]}],
+        },
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--kubeconfig", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--chains", type=int, required=True)
+    p.add_argument("--length", type=int, required=True)
+    p.add_argument("--prefix", default="floor")
+    args = p.parse_args()
+    core = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
+    ns = args.namespace
+    rv = json.loads(core.list_namespaced_pod(ns, _preload_content=False).data)["metadata"]["resourceVersion"]
+    response = core.list_namespaced_pod(
+        ns, watch=True, resource_version=rv, timeout_seconds=900, _preload_content=False
+    )
+
+    def name(chain: int, index: int) -> str:
+        return f"{args.prefix}-{chain}-{index:03d}"
+
+    chain, index = 0, 0
+    core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+    for line in iter_resp_lines(response):
+        if not line:
+            continue
+        event = json.loads(line)
+        obj = event["object"]
+        if event["type"] != "MODIFIED" or obj["metadata"]["name"] != name(chain, index):
+            continue
+        if (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            continue
+        index += 1
+        if index == args.length:
+            chain, index = chain + 1, 0
+            if chain == args.chains:
+                break
+        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+    response.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,616 @@
+"""The benchmark runner: `python -m bench [--quick] [--profile] [--keep]`.
+
+Starts a fresh test environment (never .testenv) with the node agent in instant mode, runs the phases,
+stops everything, prints a table and writes bench/results/<date>.json. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import stats
+from bench.watch import GROUP, VERSION, Watcher
+from tests import testenv
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FLOWPODS = str(BIN / "flowpods")
+INSTANT_MESSAGE = json.dumps({"outputs": {}, "error": None})
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every 5 s, to say how busy the machine was."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="load")
+        self.samples: list[tuple[float, float]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.stopping.is_set():
+            self.samples.append((round(time.monotonic() - start, 1), os.getloadavg()[0]))
+            self.stopping.wait(5)
+
+
+# --- the operator process ------------------------------------------------------------------------------
+
+
+class OperatorProcess:
+    """`flowpods operator` for one namespace, optionally under `py-spy record`."""
+
+    def __init__(self, env: testenv.EnvInfo, namespace: str, log_dir: Path, traces: str, profile: Path | None = None):
+        self.env, self.namespace, self.log_dir, self.traces, self.profile = env, namespace, log_dir, traces, profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid = 0
+
+    def start(self) -> None:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
+        environ.update(
+            KUBECONFIG=str(self.env.kubeconfig),
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{self.env.otlp_grpc_port}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_SERVICE_NAME="flowpods",
+            FLOWPODS_NAMESPACES=self.namespace,
+            FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
+            FLOWPODS_HEALTH_PORT="0",
+            FLOWPODS_API_PORT="0",
+            FLOWPODS_TRACES=self.traces,
+        )
+        argv = [FLOWPODS, "operator"]
+        if self.profile is not None:
+            argv = [
+                str(BIN / "py-spy"),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "100",
+                "--output",
+                str(self.profile),
+                "--",
+                *argv,
+            ]
+        with (self.log_dir / f"operator-{self.namespace}.log").open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv, env=environ, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.pid = self.proc.pid
+        if self.profile is not None:  # the operator is py-spy's child
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+                if children:
+                    self.pid = int(children[0])
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError("py-spy did not start the operator")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self) -> float:
+        return stats.cpu_seconds(self.pid)
+
+    def memory(self) -> dict[str, int]:
+        return stats.memory_kb(self.pid)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)  # py-spy writes its profile when its child exits
+            self.proc.wait(30)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+# --- the cluster side ----------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, env: testenv.EnvInfo, work: Path, profile: bool):
+        from kubernetes import client
+
+        self.env, self.work, self.profile = env, work, profile
+        self.api = testenv.api_client(env.kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.operators: list[OperatorProcess] = []
+        self.watchers: list[Watcher] = []
+
+    def close(self) -> None:
+        for w in self.watchers:
+            w.stop()
+        for op in self.operators:
+            op.stop()
+
+    # helpers
+
+    def namespace(self, name: str) -> str:
+        self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        testenv.wait_for(lambda: self._exists_sa(name), 60, f"serviceaccount {name}/default")
+        return name
+
+    def _exists_sa(self, ns: str) -> bool:
+        return any(sa.metadata.name == "default" for sa in self.core.list_namespaced_service_account(ns).items)
+
+    def flow(self, ns: str, name: str, tasks: list[dict[str, Any]]) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Flow",
+            "metadata": {"name": name},
+            "spec": {"id": name, "namespace": "bench", "tasks": tasks},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "flows", body)
+
+    def execution(self, ns: str, name: str, flow: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Execution",
+            "metadata": {"name": name},
+            "spec": {"flowRef": {"name": flow}, "inputs": {}},
+        }
+        self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "executions", body, _preload_content=False)
+
+    def watch(self, ns: str, kind: str = "pods") -> Watcher:
+        w = Watcher(self.api, ns, kind)
+        w.start()
+        self.watchers.append(w)
+        return w
+
+    def operator(self, ns: str, traces: str = "DEFAULT", profile: Path | None = None) -> OperatorProcess:
+        op = OperatorProcess(self.env, ns, self.work, traces, profile)
+        op.start()
+        self.operators.append(op)
+        return op
+
+    def run_one(self, ns: str, executions: Watcher, name: str, flow: str, timeout: float = 120) -> dict[str, Any]:
+        self.execution(ns, name, flow)
+        executions.wait(
+            lambda seen: name in seen and seen[name].terminated is not None, timeout, f"execution {ns}/{name} to finish"
+        )
+        body = executions.seen[name].body or {}
+        state = (body.get("status") or {}).get("state")
+        if state != "SUCCESS":
+            raise RuntimeError(f"execution {ns}/{name} ended {state}: {(body.get('status') or {}).get('error')}")
+        return body
+
+    def metrics(self) -> Any:
+        code, text = testenv.cluster._https_get(f"{self.env.api_url}/metrics", self.env.admin_token, self.env.ca_file)
+        if code != 200:
+            raise RuntimeError(f"GET /metrics: {code}")
+        return stats.request_counts(text.decode())
+
+    # phase 1: overhead against the floor
+
+    def overhead(self, rounds: int, chains: int, length: int) -> dict[str, Any]:
+        floor_ns, op_ns = self.namespace("bench-floor"), self.namespace("bench-overhead")
+        self.flow(op_ns, "chain", [{"id": f"t{i:02d}", "type": "Log", "message": "x"} for i in range(length)])
+        floor_pods, op_pods, executions = self.watch(floor_ns), self.watch(op_ns), self.watch(op_ns, "executions")
+        op = self.operator(op_ns)
+        self.run_one(op_ns, executions, "warm-up", "chain", timeout=180)
+        floor_samples: list[float] = []
+        op_samples: list[float] = []
+        for r in range(rounds):
+            log(f"overhead round {r + 1}/{rounds}: floor ({chains} chains of {length} pods)")
+            prefix = f"floor{r}"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.floor",
+                    "--kubeconfig",
+                    str(self.env.kubeconfig),
+                    "--namespace",
+                    floor_ns,
+                    "--chains",
+                    str(chains),
+                    "--length",
+                    str(length),
+                    "--prefix",
+                    prefix,
+                ],
+                check=True,
+                cwd=REPO,
+                timeout=600,
+            )
+            floor_pods.wait(
+                lambda seen, p=prefix: (
+                    sum(1 for n, s in seen.items() if n.startswith(p) and s.terminated) == chains * length
+                ),
+                30,
+                "the floor's pods",
+            )
+            for c in range(chains):
+                for i in range(1, length):
+                    done = floor_pods.seen[f"{prefix}-{c}-{i - 1:03d}"].terminated
+                    added = floor_pods.seen[f"{prefix}-{c}-{i:03d}"].added
+                    floor_samples.append(added - done)
+            log(f"overhead round {r + 1}/{rounds}: operator ({chains} executions of {length} tasks)")
+            for c in range(chains):
+                name = f"chain-{r}-{c}"
+                self.run_one(op_ns, executions, name, "chain", timeout=300)
+                mine = sorted(
+                    (s.labels.get("flowpods.io/task-id", ""), s)
+                    for n, s in list(op_pods.seen.items())
+                    if s.labels.get("flowpods.io/execution") == name
+                )
+                if len(mine) != length:
+                    raise RuntimeError(f"execution {name}: {len(mine)} pods, expected {length}")
+                for (_, before), (_, after) in itertools.pairwise(mine):
+                    op_samples.append(after.added - before.terminated)
+        result = {
+            "floor_ms": {k: v * 1000 if k != "n" else v for k, v in stats.summary(floor_samples).items()},
+            "operator_ms": {k: v * 1000 if k != "n" else v for k, v in stats.summary(op_samples).items()},
+            "load_after": os.getloadavg()[0],
+        }
+        result["ratio_p50"] = result["operator_ms"]["p50"] / result["floor_ms"]["p50"]
+        result["ratio_p95"] = result["operator_ms"]["p95"] / result["floor_ms"]["p95"]
+        op.stop()
+        return result
+
+    # phases 2-4: throughput with and without tracing
+
+    def throughput(self, traces: str, executions: int, tasks: int, profile: Path | None) -> dict[str, Any]:
+        ns = self.namespace(f"bench-tput-{traces.lower()}")
+        self.flow(ns, "five", [{"id": f"t{i}", "type": "Log", "message": "x"} for i in range(tasks)])
+        pods, execs = self.watch(ns), self.watch(ns, "executions")
+        op = self.operator(ns, traces, profile)
+        self.run_one(ns, execs, "warm-up", "five", timeout=180)
+        time.sleep(2)  # the warm-up's Events are posted after its final status
+        before, cpu0, load0 = self.metrics(), op.cpu(), os.getloadavg()[0]
+        t0 = time.monotonic()
+        names = [f"run-{i:04d}" for i in range(executions)]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: self.execution(ns, n, "five"), names))
+        created = time.monotonic()
+        execs.wait(
+            lambda seen: sum(1 for n in names if n in seen and seen[n].terminated) == executions,
+            600,
+            f"{executions} executions in {ns} to finish",
+        )
+        t1 = time.monotonic()
+        cpu1 = op.cpu()
+        rss = op.memory()
+        time.sleep(2)  # the final Events are posted after the final status
+        after = self.metrics()
+        failed = [n for n in names if execs.seen[n].state != "SUCCESS"]
+        op.stop()
+
+        delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
+        task_runs = executions * tasks
+
+        def count(verb: str, group: str, resource: str, sub: str = "") -> int:
+            return int(delta.get((verb, group, resource, sub), 0))
+
+        writes = {
+            "executions/status PUT": count("PUT", GROUP, "executions", "status"),
+            "executions/status PATCH": count("PATCH", GROUP, "executions", "status"),
+            "executions PATCH/PUT": count("PATCH", GROUP, "executions") + count("PUT", GROUP, "executions"),
+            "pods POST": count("POST", "", "pods"),
+            "pods DELETE": count("DELETE", "", "pods"),
+            "events POST/PATCH (core/v1)": count("POST", "", "events") + count("PATCH", "", "events"),
+        }
+        # Cross-check from what the cluster keeps: status changes + pods + Events about these executions.
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, "executions")["items"]
+        mine = [e for e in items if e["metadata"]["name"] in set(names)]
+        changes = sum(len((e.get("status") or {}).get("changes") or []) for e in mine)
+        pod_count = sum(1 for n, s in pods.seen.items() if s.labels.get("flowpods.io/execution", "").startswith("run-"))
+        events = [
+            ev
+            for ev in self.core.list_namespaced_event(ns).items
+            if ev.involved_object.kind == "Execution" and ev.involved_object.name in set(names)
+        ]
+        finished = [s.terminated for n, s in pods.seen.items() if n.startswith("run-") and s.terminated is not None]
+        wall = t1 - t0
+        result = {
+            "traces": traces,
+            "executions": executions,
+            "task_runs": task_runs,
+            "failed": len(failed),
+            "wall_s": wall,
+            "create_s": created - t0,
+            "task_runs_per_s": task_runs / wall,
+            "task_runs_per_s_sustained": stats.sustained_rate(finished),
+            "cpu_s": cpu1 - cpu0,
+            "cpu_ms_per_task_run": (cpu1 - cpu0) / task_runs * 1000,
+            "rss_mb_after": rss.get("VmRSS", 0) / 1024,
+            "api_writes_measured": writes,
+            "api_writes_per_task_run": sum(writes.values()) / task_runs,
+            "api_writes_counted_from_cluster": {"status changes": changes, "pods": pod_count, "events": len(events)},
+            "api_writes_per_task_run_from_cluster": (changes + pod_count + len(events)) / task_runs,
+            "apiserver_write_deltas": {
+                "/".join(k): v
+                for k, v in sorted(delta.items())
+                if k[0] in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+            },
+            "load_before": load0,
+            "load_after": os.getloadavg()[0],
+        }
+        return result
+
+    # phase 3: memory with many executions in flight
+
+    def memory(self, executions: int) -> dict[str, Any]:
+        ns = self.namespace("bench-memory")
+        self.flow(ns, "sleepy", [{"id": "nap", "type": "Sleep", "duration": "PT1H"}])
+        self.flow(ns, "quick", [{"id": "hi", "type": "Log", "message": "x"}])
+        pods, execs = self.watch(ns), self.watch(ns, "executions")
+        op = self.operator(ns, "DEFAULT")
+        self.run_one(ns, execs, "warm-up", "quick", timeout=180)
+        time.sleep(2)
+        baseline = op.memory()
+        testenv.kubectl(self.env, "cordon", self.env.node_name)
+        try:
+            cpu0, t0 = op.cpu(), time.monotonic()
+            names = [f"held-{i:04d}" for i in range(executions)]
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda n: self.execution(ns, n, "sleepy"), names))
+            pods.wait(
+                lambda seen: sum(1 for n in seen if n.startswith("held-")) >= executions,
+                600,
+                f"{executions} pods in {ns}",
+            )
+            t1 = time.monotonic()
+            cpu1 = op.cpu()
+            time.sleep(5)  # let the scheduler's Unschedulable updates and the reconciles they cause settle
+            loaded = op.memory()
+            running = sum(1 for n in names if execs.seen.get(n) and execs.seen[n].state == "RUNNING")
+        finally:
+            op.stop()
+            testenv.kubectl(self.env, "uncordon", self.env.node_name, check=False)
+        return {
+            "executions_in_flight": executions,
+            "executions_seen_running": running,
+            "rss_mb_idle": baseline.get("VmRSS", 0) / 1024,
+            "rss_mb": loaded.get("VmRSS", 0) / 1024,
+            "peak_rss_mb": loaded.get("VmHWM", 0) / 1024,
+            "rss_kb_per_execution": (loaded.get("VmRSS", 0) - baseline.get("VmRSS", 0)) / executions,
+            "start_s": t1 - t0,
+            "cpu_ms_per_execution_start": (cpu1 - cpu0) / executions * 1000,
+            "load_after": os.getloadavg()[0],
+        }
+
+
+# --- phase 5: the local runner -------------------------------------------------------------------------
+
+
+def local_runner(runs: int, work: Path) -> dict[str, Any]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
+
+    def timed(path: Path) -> float:
+        t = time.perf_counter()
+        done = subprocess.run([FLOWPODS, "run", str(path)], env=environ, capture_output=True, text=True, timeout=300)
+        took = time.perf_counter() - t
+        if done.returncode != 0:
+            raise RuntimeError(f"flowpods run {path} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return took
+
+    def flow_file(name: str, n: int) -> Path:
+        path = work / f"{name}.yaml"
+        tasks = [{"id": f"t{i:02d}", "type": "io.kestra.plugin.core.log.Log", "message": "x"} for i in range(n)]
+        path.write_text(yaml.safe_dump({"id": name, "namespace": "bench", "tasks": tasks}))
+        return path
+
+    hello = [timed(REPO / "examples" / "hello-world.yaml") for _ in range(runs)]
+    one, ten = flow_file("one-task", 1), flow_file("ten-tasks", 10)
+    ones = [timed(one) for _ in range(runs)]
+    tens = [timed(ten) for _ in range(runs)]
+    return {
+        "hello_world_s": stats.median(hello),
+        "hello_world_runs_s": hello,
+        "one_task_s": stats.median(ones),
+        "ten_tasks_s": stats.median(tens),
+        "per_task_s": (stats.median(tens) - stats.median(ones)) / 9,
+        "load_after": os.getloadavg()[0],
+    }
+
+
+# --- the table -----------------------------------------------------------------------------------------
+
+
+def table(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    ov = results.get("overhead")
+    if ov:
+        f, o = ov["floor_ms"], ov["operator_ms"]
+        rows.append(
+            (
+                "transition overhead p50 (ms)",
+                f"{o['p50']:.1f} (floor {f['p50']:.1f}, n={o['n']})",
+                "<= 2x floor",
+                _ok(ov["ratio_p50"] <= 2) + f" {ov['ratio_p50']:.2f}x",
+            )
+        )
+        rows.append(
+            (
+                "transition overhead p95 (ms)",
+                f"{o['p95']:.1f} (floor {f['p95']:.1f}, n={f['n']})",
+                "<= 2x floor",
+                _ok(ov["ratio_p95"] <= 2) + f" {ov['ratio_p95']:.2f}x",
+            )
+        )
+    tp = {r["traces"]: r for r in results.get("throughput", [])}
+    for traces, r in tp.items():
+        rows.append(
+            (
+                f"throughput, traces {traces} (task runs/s)",
+                f"{r['task_runs_per_s']:.1f} overall, {r['task_runs_per_s_sustained']:.1f} sustained",
+                ">= 50",
+                _ok(r["task_runs_per_s_sustained"] >= 50),
+            )
+        )
+        rows.append(
+            (
+                f"API writes per task run, {traces}",
+                f"{r['api_writes_per_task_run']:.2f} (cluster count {r['api_writes_per_task_run_from_cluster']:.2f})",
+                "",
+                "",
+            )
+        )
+        rows.append((f"operator CPU per task run, {traces} (ms)", f"{r['cpu_ms_per_task_run']:.1f}", "", ""))
+    if "DEFAULT" in tp and "DISABLED" in tp:
+        wall = tp["DEFAULT"]["wall_s"] / tp["DISABLED"]["wall_s"]
+        cpu = tp["DEFAULT"]["cpu_s"] / tp["DISABLED"]["cpu_s"]
+        results["tracing_ratio"] = {"wall": wall, "cpu": cpu}
+        rows.append(("tracing cost DEFAULT/DISABLED (wall)", f"{wall:.3f}", "<= 1.05", _ok(wall <= 1.05)))
+        rows.append(("tracing cost DEFAULT/DISABLED (CPU)", f"{cpu:.3f}", "", ""))
+    mem = results.get("memory")
+    if mem:
+        rows.append(
+            (
+                f"operator RSS, {mem['executions_in_flight']} executions in flight (MB)",
+                f"{mem['rss_mb']:.0f} (idle {mem['rss_mb_idle']:.0f}, peak {mem['peak_rss_mb']:.0f})",
+                "<= 250",
+                _ok(mem["rss_mb"] <= 250),
+            )
+        )
+    loc = results.get("local")
+    if loc:
+        rows.append(("local: flowpods run hello-world (s, median)", f"{loc['hello_world_s']:.2f}", "", ""))
+        rows.append(("local: per-task overhead (s)", f"{loc['per_task_s']:.3f}", "", ""))
+    widths = [max(len(r[i]) for r in [("metric", "measured", "target", "met"), *rows]) for i in range(4)]
+    lines = []
+    for r in [("metric", "measured", "target", "met"), tuple("-" * w for w in widths), *rows]:
+        lines.append(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def _ok(met: bool) -> str:
+    return "yes" if met else "NO"
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, to check the bench itself")
+    p.add_argument("--profile", action="store_true", help="run the DEFAULT throughput operator under py-spy")
+    p.add_argument("--keep", action="store_true", help="keep the environment's state dir (logs) afterwards")
+    p.add_argument("--only", default="local,overhead,throughput,memory", help="comma-separated phases")
+    p.add_argument("--out", help="results JSON (default bench/results/<date>.json)")
+    args = p.parse_args(argv)
+    phases = set(args.only.split(","))
+    q = args.quick
+    started = time.monotonic()
+    stamp = datetime.now(UTC)
+    results: dict[str, Any] = {
+        "date": stamp.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "uptime_start": uptime(),
+        "quick": q,
+    }
+    sampler = LoadSampler()
+    sampler.start()
+    work = Path(tempfile.mkdtemp(prefix="flowpods-bench-"))
+    try:
+        if "local" in phases:
+            log("local runner")
+            results["local"] = local_runner(2 if q else 5, work)
+        if phases & {"overhead", "throughput", "memory"}:
+            state = work / "testenv"
+            log(f"starting a fresh test environment in {state} (node agent in instant mode)")
+            env = testenv.start(state, agent_args=["--instant-message", INSTANT_MESSAGE])
+            bench = Bench(env, work, args.profile)
+            try:
+                testenv.kubectl(env, "apply", "-f", str(REPO / "crds"))
+                testenv.kubectl(
+                    env,
+                    "wait",
+                    "--for",
+                    "condition=established",
+                    "--timeout=60s",
+                    "crd/flows.flowpods.io",
+                    "crd/executions.flowpods.io",
+                )
+                if "overhead" in phases:
+                    log("executor overhead against the floor")
+                    results["overhead"] = bench.overhead(rounds=2, chains=1 if q else 2, length=6 if q else 21)
+                    results["uptime_overhead"] = uptime()
+                if "throughput" in phases:
+                    results["throughput"] = []
+                    for traces in ("DISABLED", "DEFAULT"):
+                        n = 20 if q else 200
+                        log(f"throughput: {n} executions of 5 tasks, FLOWPODS_TRACES={traces}")
+                        prof = work / "operator-profile.txt" if args.profile and traces == "DEFAULT" else None
+                        results["throughput"].append(bench.throughput(traces, n, 5, prof))
+                        if prof is not None and prof.exists():
+                            results["profile"] = {
+                                k: [(name, round(share, 4)) for name, share in v]
+                                for k, v in stats.collapsed_profile(prof.read_text(), 25).items()
+                            }
+                            shutil.copy(prof, REPO / "bench" / "results" / f"profile-{stamp:%Y-%m-%d}.txt")
+                    results["uptime_throughput"] = uptime()
+                if "memory" in phases:
+                    n = 100 if q else 1000
+                    log(f"memory: {n} executions in flight (node cordoned, pods Pending)")
+                    results["memory"] = bench.memory(n)
+                    results["uptime_memory"] = uptime()
+            finally:
+                bench.close()
+                if args.keep:
+                    log(f"kept {state}")
+                testenv.stop(state)
+    finally:
+        sampler.stopping.set()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["load_samples"] = sampler.samples
+    results["uptime_end"] = uptime()
+    results["bench_s"] = time.monotonic() - started
+    print()
+    text = table(results)
+    print(text)
+    print(f"\nload: {results['uptime_end']}; bench took {results['bench_s']:.0f} s")
+    out = Path(args.out) if args.out else REPO / "bench" / "results" / f"{stamp:%Y-%m-%d}{'-quick' if q else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    log(f"wrote {out}")
+    return 0
