@@ -161,6 +161,69 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "0.0.0.0:4317"
 
 
+# -- the node agent gives pods their ServiceAccount, as a kubelet does (what the install relies on) -------
+
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+WHOAMI = f"""
+import json, os, pathlib
+from kubernetes import client, config
+folder = pathlib.Path("{SA_DIR}")
+config.load_incluster_config()  # KUBERNETES_SERVICE_HOST/PORT and the files, as in any pod
+api = client.ApiClient()
+review = client.AuthenticationV1Api(api).create_self_subject_review(
+    {{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}})
+try:
+    client.CoreV1Api(api).list_namespaced_secret(folder.joinpath("namespace").read_text())
+    secrets = 200
+except client.ApiException as error:
+    secrets = error.status
+report = {{"files": sorted(p.name for p in folder.iterdir()), "namespace": folder.joinpath("namespace").read_text(),
+          "user": review.status.user_info.username, "secrets": secrets}}
+pathlib.Path(os.environ["FLOWPODS_TERMINATION_LOG"]).write_text(json.dumps(report))
+"""
+
+
+def bare_pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": "python:3.11-slim", "command": command}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": "Never", "containers": [container], **spec}}  # fmt: skip
+
+
+def test_node_agent_mounts_a_pod_bound_service_account_token_for_that_process_only(
+    testenv_info, namespace, core_v1, api_client
+):
+    from kubernetes import client
+
+    core_v1.create_namespaced_service_account(namespace, {"metadata": {"name": "probe"}})
+    core_v1.create_namespaced_pod(namespace, bare_pod("whoami", ["python", "-c", WHOAMI], serviceAccountName="probe"))
+    no_token = bare_pod("no-token", ["sh", "-c", f"test ! -e {SA_DIR}"], serviceAccountName="probe",
+                        automountServiceAccountToken=False)  # fmt: skip
+    core_v1.create_namespaced_pod(namespace, no_token)
+    for name in ("whoami", "no-token"):
+        status = testenv.wait_for_pod_phase(core_v1, namespace, name, ("Succeeded", "Failed"), timeout=90)["status"]
+        assert status["phase"] == "Succeeded", (status, testenv.pod_log(testenv_info, namespace, name, "main"))
+
+    whoami = core_v1.read_namespaced_pod("whoami", namespace)
+    report = json.loads(whoami.status.container_statuses[0].state.terminated.message)
+    assert report == {"files": ["ca.crt", "namespace", "token"], "namespace": namespace,
+                      "user": f"system:serviceaccount:{namespace}:probe", "secrets": 403}  # fmt: skip
+
+    # The token came from the TokenRequest API, bound to the pod: valid while it exists, not after.
+    token = Path(testenv_info.pods_dir, namespace, "whoami", whoami.metadata.uid, "serviceaccount", "token").read_text()
+    host_token = Path(SA_DIR, "token")
+    assert not host_token.exists() or host_token.read_text() != token, "only the pod's process sees its token"
+    auth = client.AuthenticationV1Api(api_client)
+
+    def review() -> Any:
+        return auth.create_token_review({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                                         "spec": {"token": token}}).status  # fmt: skip
+
+    bound = review()
+    assert bound.authenticated and bound.user.extra["authentication.kubernetes.io/pod-name"] == ["whoami"]
+    core_v1.delete_namespaced_pod("whoami", namespace)
+    testenv.wait_for(lambda: not review().authenticated, 60, "the token to die with its pod")
+
+
 # -- install, run, test, uninstall ------------------------------------------------------------------------
 
 
