@@ -42,6 +42,7 @@ def main() -> int:
     p.add_argument("--chains", type=int, required=True)
     p.add_argument("--length", type=int, required=True)
     p.add_argument("--prefix", default="floor")
+    p.add_argument("--concurrent", action="store_true", help="run all chains at once (throughput floor)")
     args = p.parse_args()
     core = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     ns = args.namespace
@@ -53,22 +54,32 @@ def main() -> int:
     def name(chain: int, index: int) -> str:
         return f"{args.prefix}-{chain}-{index:03d}"
 
-    chain, index = 0, 0
-    core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+    # all chains at once (the control plane's throughput floor) or one after the other (the latency floor)
+    current = dict.fromkeys(range(args.chains), 0) if args.concurrent else {0: 0}
+    for chain, index in list(current.items()):
+        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+    by_name = {name(c, i): c for c, i in current.items()}
     for line in iter_resp_lines(response):
         if not line:
             continue
         event = json.loads(line)
         obj = event["object"]
-        if event["type"] != "MODIFIED" or obj["metadata"]["name"] != name(chain, index):
+        chain = by_name.get(obj["metadata"]["name"])
+        if event["type"] != "MODIFIED" or chain is None:
             continue
         if (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             continue
-        index += 1
+        del by_name[obj["metadata"]["name"]]
+        index = current[chain] + 1
         if index == args.length:
+            del current[chain]
+            if args.concurrent or chain + 1 == args.chains:
+                if not current:
+                    break
+                continue
             chain, index = chain + 1, 0
-            if chain == args.chains:
-                break
+        current[chain] = index
+        by_name[name(chain, index)] = chain
         core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
     response.close()
     return 0

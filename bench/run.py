@@ -348,14 +348,49 @@ class Bench:
             "api_writes_counted_from_cluster": {"status changes": changes, "pods": pod_count, "events": len(events)},
             "api_writes_per_task_run_from_cluster": (changes + pod_count + len(events)) / task_runs,
             "apiserver_write_deltas": {
-                "/".join(k): v
-                for k, v in sorted(delta.items())
-                if k[0] in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
+                "/".join(k): v for k, v in sorted(delta.items()) if k[0] in ("POST", "PUT", "PATCH", "DELETE", "APPLY")
             },
             "load_before": load0,
             "load_after": os.getloadavg()[0],
         }
         return result
+
+    def floor_throughput(self, chains: int, length: int) -> dict[str, Any]:
+        """The same watch-and-create loop with all chains at once: the control plane's own task-run rate."""
+        ns = self.namespace("bench-floor-tput")
+        pods = self.watch(ns)
+        t0 = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.floor",
+                "--kubeconfig",
+                str(self.env.kubeconfig),
+                "--namespace",
+                ns,
+                "--chains",
+                str(chains),
+                "--length",
+                str(length),
+                "--prefix",
+                "f",
+                "--concurrent",
+            ],
+            check=True,
+            cwd=REPO,
+            timeout=600,
+        )
+        pods.wait(lambda seen: sum(1 for s in seen.values() if s.terminated) == chains * length, 60, "the floor's pods")
+        wall = time.monotonic() - t0
+        finished = [s.terminated for s in pods.seen.values() if s.terminated is not None]
+        return {
+            "pods": chains * length,
+            "wall_s": wall,
+            "pods_per_s": chains * length / wall,
+            "pods_per_s_sustained": stats.sustained_rate(finished),
+            "load_after": os.getloadavg()[0],
+        }
 
     # phase 3: memory with many executions in flight
 
@@ -459,6 +494,16 @@ def table(results: dict[str, Any]) -> str:
             )
         )
     tp = {r["traces"]: r for r in results.get("throughput", [])}
+    tf = results.get("throughput_floor")
+    if tf:
+        rows.append(
+            (
+                "throughput floor (pods/s, watch-and-create)",
+                f"{tf['pods_per_s']:.1f} overall, {tf['pods_per_s_sustained']:.1f} sustained",
+                "",
+                "",
+            )
+        )
     for traces, r in tp.items():
         rows.append(
             (
@@ -546,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "uptime_start": uptime(),
         "quick": q,
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),
     }
     sampler = LoadSampler()
     sampler.start()
@@ -587,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
                                 for k, v in stats.collapsed_profile(prof.read_text(), 25).items()
                             }
                             shutil.copy(prof, REPO / "bench" / "results" / f"profile-{stamp:%Y-%m-%d}.txt")
+                    n = 20 if q else 200
+                    log(f"throughput floor: {n} concurrent chains of 5 pods (watch-and-create loop)")
+                    results["throughput_floor"] = bench.floor_throughput(n, 5)
                     results["uptime_throughput"] = uptime()
                 if "memory" in phases:
                     n = 100 if q else 1000
