@@ -209,14 +209,15 @@ def advance(flow: Flow, run: RunInfo, status: ExecutionStatus | None, events: li
     return machine.decision(events)
 
 
-def failed_start(run: RunInfo, reason: str, now: datetime) -> ExecutionStatus:
-    """The status of an execution that cannot start at all (its flow is missing or invalid)."""
+def failed_start(run: RunInfo, reason: str, now: datetime, state: State = State.FAILED) -> ExecutionStatus:
+    """The status of an execution that cannot start at all (its flow is missing or invalid, or it was
+    refused by the flow's concurrency limit: CANCELLED)."""
     status = ExecutionStatus()
     status.set_state(State.CREATED, run.createdAt)
-    status.set_state(State.FAILED, now)
+    status.set_state(state, now)
     status.error = reason
     status.closedIn = 1
-    status.changes.append(Change(n=1, start=now, end=now, state=State.FAILED, cause="start"))
+    status.changes.append(Change(n=1, start=now, end=now, state=state, cause="start"))
     return status
 
 

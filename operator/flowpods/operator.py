@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from croniter import croniter
 
 from flowpods import engine, resources
 from flowpods.config import OperatorConfig, PodCleanup
-from flowpods.engine import AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
+from flowpods.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
 from flowpods.kube import Conflict, Kube, load_client_config
 from flowpods.loader import flow_document
 from flowpods.model import Flow, FlowError
@@ -63,8 +64,12 @@ class Operator:
         self.flows: dict[Key, dict[str, Any]] = {}
         self.pokes: dict[Key, asyncio.Event] = {}
         self.loops: dict[Key, asyncio.Task[None]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None  # kopf's, for threads to poke executions
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.schedulers: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
+        # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
+        self.admission = threading.Lock()
+        self.admitted: dict[Key, set[str]] = defaultdict(set)
 
     # -- the view ---------------------------------------------------------------------------------------
 
@@ -116,9 +121,59 @@ class Operator:
                 return name
         return None
 
+    # -- flow concurrency limits -------------------------------------------------------------------------
+
+    def _flow_key(self, execution: dict[str, Any]) -> Key:
+        return execution["metadata"]["namespace"], ((execution.get("spec") or {}).get("flowRef") or {}).get("name", "")
+
+    def _running(self, flow_key: Key) -> set[str]:
+        """Executions of the flow that hold a place: running in the view, or admitted by this process."""
+        running, finished = set(self.admitted[flow_key]), set()
+        for (ns, name), body in list(self.executions.items()):
+            if (ns, ((body.get("spec") or {}).get("flowRef") or {}).get("name")) != flow_key:
+                continue
+            state = (body.get("status") or {}).get("state")
+            if state and State(state).terminal:
+                finished.add(name)
+            elif state and state != State.QUEUED.value:
+                running.add(name)
+        self.admitted[flow_key] -= finished
+        return running - finished
+
+    def _may_run(self, execution: dict[str, Any], limit: int) -> bool:
+        """Admit the execution if the flow has a free place and it is among the oldest waiting."""
+        key, name = self._flow_key(execution), execution["metadata"]["name"]
+        with self.admission:
+            running = self._running(key)
+            if name in running:
+                return True
+            free = limit - len(running)
+            waiting = sorted(
+                (body["metadata"].get("creationTimestamp", ""), n)
+                for (ns, n), body in list(self.executions.items())
+                if (ns, ((body.get("spec") or {}).get("flowRef") or {}).get("name")) == key
+                and (body.get("status") or {}).get("state") in (None, State.QUEUED.value)
+            )
+            if free > 0 and name in [n for _, n in waiting[:free]] + ([name] if not waiting else []):
+                self.admitted[key].add(name)
+                return True
+            return False
+
+    def _release(self, execution: dict[str, Any]) -> None:
+        """An execution ended: wake the executions of its flow that wait for a place."""
+        key = self._flow_key(execution)
+        with self.admission:
+            self.admitted[key].discard(execution["metadata"]["name"])
+        for (ns, name), body in list(self.executions.items()):
+            flow = ((body.get("spec") or {}).get("flowRef") or {}).get("name")
+            queued = (body.get("status") or {}).get("state") == State.QUEUED.value
+            if (ns, flow) == key and queued and self.loop is not None:
+                self.loop.call_soon_threadsafe(self.poke, (ns, name))
+
     # -- the per-execution loop -------------------------------------------------------------------------
 
     def poke(self, key: Key) -> None:
+        self.loop = asyncio.get_running_loop()
         self.pokes.setdefault(key, asyncio.Event()).set()
         task = self.loops.get(key)
         if task is None or task.done():
@@ -187,6 +242,8 @@ class Operator:
         annotations = meta.get("annotations") or {}
         if str(annotations.get(ANNOTATION_KILL, "")).lower() == "true":
             events.append(Kill(at=now))
+        elif status.state == State.QUEUED and flow.concurrency and self._may_run(execution, flow.concurrency.limit):
+            events.append(Admit(at=now))
         for tr in status.taskRuns:
             if tr.state.terminal:
                 continue
@@ -237,6 +294,8 @@ class Operator:
         if new_status.state.terminal:
             outcome.finished = True
             self._cleanup(meta["namespace"], meta["name"], new_status, pods)
+            if flow.concurrency:
+                self._release(execution)
         return outcome
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
@@ -266,13 +325,25 @@ class Operator:
             actions: list[Any] = []
         else:
             run = resources.run_info(execution, flow, revision)
-            decision = engine.advance(flow, run, None, [Start(at=now, inputs=spec.get("inputs") or {})], now)
-            status, actions = decision.status, decision.actions
+            queued = flow.concurrency is not None and not self._may_run(execution, flow.concurrency.limit)
+            behavior = flow.concurrency.behavior if flow.concurrency else "QUEUE"
             flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
+            if queued and behavior != "QUEUE":
+                refused = State.CANCELLED if behavior == "CANCEL" else State.FAILED
+                reason = f"flow '{flow_name}' already runs {flow.concurrency.limit} executions (its concurrency limit)"
+                status, actions = engine.failed_start(run, reason, now, refused), []
+            else:
+                start = Start(at=now, inputs=spec.get("inputs") or {}, queued=queued)
+                decision = engine.advance(flow, run, None, [start], now)
+                status, actions = decision.status, decision.actions
         outcome = Outcome()
         outcome.body = self._commit(execution, run, flow, status, flow_doc, revision, outcome)
         if status.state.failed:
-            outcome.events.append(("Warning", "Failed", status.error or "failed"))
+            outcome.events.append(("Warning", status.state.value.capitalize(), status.error or "failed"))
+        elif status.state == State.QUEUED:
+            outcome.events.append(
+                ("Normal", "Queued", f"waiting for a place: flow '{flow_name}' has a concurrency limit")
+            )
         else:
             outcome.events.append(("Normal", "Started", f"running flow {run.namespace}.{run.flowId} rev {revision}"))
         for action in actions:

@@ -5,6 +5,7 @@ Pods are run by the test node agent, the environment's stand-in for the kubelet 
 
 from __future__ import annotations
 
+import itertools
 import json
 import textwrap
 
@@ -378,3 +379,49 @@ def test_a_schedule_starts_executions_each_with_its_own_trace(operator, apply_ya
     assert all(r["spec"]["trigger"]["type"] == "schedule" for r in runs)
     assert len({r["status"]["traceId"] for r in runs}) == len(runs)
     assert all(r["metadata"]["name"].startswith("ticker-every-3s-") for r in runs)
+
+
+def test_a_concurrency_limit_queues_executions_one_at_a_time(operator, apply_yaml, custom_objects, namespace):
+    apply_yaml(flow_yaml("single", """
+        id: single
+        namespace: company.team
+        concurrency:
+          limit: 1
+        tasks:
+          - id: nap
+            type: Sleep
+            duration: PT1S
+    """))  # fmt: skip
+    for n in range(3):
+        apply_yaml(execution_yaml(f"single-{n}", "single"))
+    bodies = [wait_for_state(custom_objects, namespace, f"single-{n}", operator=operator) for n in range(3)]
+    assert [b["status"]["state"] for b in bodies] == ["SUCCESS"] * 3
+    spans = []
+    for body in bodies:
+        history = body["status"]["history"]
+        running = next(h["at"] for h in history if h["state"] == "RUNNING")
+        spans.append((running, history[-1]["at"]))
+    spans.sort()
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
+    assert sum("QUEUED" in [h["state"] for h in b["status"]["history"]] for b in bodies) >= 2
+
+
+def test_a_concurrency_limit_with_cancel_refuses_the_extra_execution(operator, apply_yaml, custom_objects, namespace):
+    apply_yaml(flow_yaml("only", """
+        id: only
+        namespace: company.team
+        concurrency:
+          limit: 1
+          behavior: CANCEL
+        tasks:
+          - id: nap
+            type: Sleep
+            duration: PT3S
+    """))  # fmt: skip
+    apply_yaml(execution_yaml("only-1", "only"))
+    wait_for_state(custom_objects, namespace, "only-1", {"RUNNING"}, operator=operator)
+    apply_yaml(execution_yaml("only-2", "only"))
+    refused = wait_for_state(custom_objects, namespace, "only-2", operator=operator)["status"]
+    assert refused["state"] == "CANCELLED"
+    assert "concurrency limit" in refused["message"]
+    assert wait_for_state(custom_objects, namespace, "only-1", operator=operator)["status"]["state"] == "SUCCESS"

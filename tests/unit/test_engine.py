@@ -9,11 +9,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowpods.engine import (
+    Admit,
     AttemptFinished,
     AttemptStarted,
     ChildFinished,
     Kill,
     RunTask,
+    Start,
     StartSubflow,
     Tick,
     advance,
@@ -23,7 +25,7 @@ from flowpods.engine import (
 )
 from flowpods.model import Flow, parse_flow
 from flowpods.status import ExecutionStatus, State
-from tests.unit.simulation import RUN, Simulation, log, make_flow
+from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
 
 # --- worked examples -----------------------------------------------------------------------------------
 
@@ -202,6 +204,16 @@ def test_a_rerendered_attempt_sees_the_same_attempt_count():
     (second,) = sim.outstanding.values()
     (again,) = pending_actions(sim.flow, RUN, sim.status, sim.now)
     assert second.work.task["message"] == again.work.task["message"] == "1"
+
+
+def test_a_queued_execution_runs_once_admitted():
+    flow = make_flow([log("a")], concurrency={"limit": 1})
+    queued = advance(flow, RUN, None, [Start(at=T0, queued=True)], T0)
+    assert queued.status.state == State.QUEUED and queued.actions == []
+    admitted = advance(flow, RUN, queued.status, [Admit(at=T0)], T0)
+    assert admitted.status.state == State.RUNNING
+    assert [a.work.taskId for a in admitted.actions] == ["a"]
+    assert [t.state for t in admitted.status.history] == [State.CREATED, State.QUEUED, State.RUNNING]
 
 
 def test_pending_actions_recreate_what_is_under_way():
