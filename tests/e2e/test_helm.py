@@ -285,7 +285,9 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
     (run,) = spans["RUN hello-world"]
     assert tags(spans["TASKRUN hello"][0])["k8s.namespace.name"] == namespace
     assert "WORKER - io.kestra.plugin.core.log.Log" in spans
-    assert trace["processes"][run["processID"]]["serviceName"] == "flowpods"
+    process = trace["processes"][run["processID"]]
+    assert process["serviceName"] == "flowpods"
+    assert {"key": "k8s.pod.name", "type": "string", "value": pod.metadata.name} in process["tags"]
 
     # The operator's ServiceAccount has what the chart grants and nothing more.
     token = core_v1.create_namespaced_service_account_token(
