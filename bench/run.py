@@ -154,6 +154,20 @@ class Bench:
 
     # helpers
 
+    def clean_pods(self, ns: str, timeout: float = 180) -> None:
+        """Delete a phase's finished pods before the next phase.
+
+        The test node agent keeps one thread per pod it saw, polling every second until the pod is deleted;
+        thousands of retained Succeeded pods would load the machine (and the next phase) for nothing.
+        """
+        self.core.delete_collection_namespaced_pod(ns, _preload_content=False)
+
+        def gone() -> bool:
+            listed = json.loads(self.core.list_namespaced_pod(ns, limit=1, _preload_content=False).data)
+            return not listed["items"]
+
+        testenv.wait_for(gone, timeout, f"the pods of {ns} to be deleted")
+
     def namespace(self, name: str) -> str:
         self.core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         testenv.wait_for(lambda: self._exists_sa(name), 60, f"serviceaccount {name}/default")
@@ -275,12 +289,16 @@ class Bench:
         result["ratio_p50"] = result["operator_ms"]["p50"] / result["floor_ms"]["p50"]
         result["ratio_p95"] = result["operator_ms"]["p95"] / result["floor_ms"]["p95"]
         op.stop()
+        self.clean_pods(floor_ns)
+        self.clean_pods(op_ns)
         return result
 
     # phases 2-4: throughput with and without tracing
 
-    def throughput(self, traces: str, executions: int, tasks: int, profile: Path | None) -> dict[str, Any]:
-        ns = self.namespace(f"bench-tput-{traces.lower()}")
+    def throughput(
+        self, traces: str, executions: int, tasks: int, profile: Path | None, run: int = 1
+    ) -> dict[str, Any]:
+        ns = self.namespace(f"bench-tput-{run}-{traces.lower()}")
         self.flow(ns, "five", [{"id": f"t{i}", "type": "Log", "message": "x"} for i in range(tasks)])
         pods, execs = self.watch(ns), self.watch(ns, "executions")
         op = self.operator(ns, traces, profile)
@@ -304,6 +322,7 @@ class Bench:
         after = self.metrics()
         failed = [n for n in names if execs.seen[n].state != "SUCCESS"]
         op.stop()
+        pods.stop()
 
         delta = {k: after[k] - before.get(k, 0) for k in after if after[k] - before.get(k, 0) > 0}
         task_runs = executions * tasks
@@ -333,6 +352,7 @@ class Bench:
         wall = t1 - t0
         result = {
             "traces": traces,
+            "run": run,
             "executions": executions,
             "task_runs": task_runs,
             "failed": len(failed),
@@ -353,6 +373,7 @@ class Bench:
             "load_before": load0,
             "load_after": os.getloadavg()[0],
         }
+        self.clean_pods(ns)
         return result
 
     def floor_throughput(self, chains: int, length: int) -> dict[str, Any]:
@@ -384,6 +405,8 @@ class Bench:
         pods.wait(lambda seen: sum(1 for s in seen.values() if s.terminated) == chains * length, 60, "the floor's pods")
         wall = time.monotonic() - t0
         finished = [s.terminated for s in pods.seen.values() if s.terminated is not None]
+        pods.stop()
+        self.clean_pods(ns)
         return {
             "pods": chains * length,
             "wall_s": wall,
@@ -493,7 +516,7 @@ def table(results: dict[str, Any]) -> str:
                 _ok(ov["ratio_p95"] <= 2) + f" {ov['ratio_p95']:.2f}x",
             )
         )
-    tp = {r["traces"]: r for r in results.get("throughput", [])}
+    tp = results.get("throughput", [])
     tf = results.get("throughput_floor")
     if tf:
         rows.append(
@@ -504,27 +527,38 @@ def table(results: dict[str, Any]) -> str:
                 "",
             )
         )
-    for traces, r in tp.items():
+    for r in tp:
         rows.append(
             (
-                f"throughput, traces {traces} (task runs/s)",
+                f"throughput #{r['run']} traces {r['traces']} (task runs/s)",
                 f"{r['task_runs_per_s']:.1f} overall, {r['task_runs_per_s_sustained']:.1f} sustained",
                 ">= 50",
                 _ok(r["task_runs_per_s_sustained"] >= 50),
             )
         )
+    for r in tp:
+        rows.append(
+            (f"operator CPU per task run #{r['run']} {r['traces']} (ms)", f"{r['cpu_ms_per_task_run']:.1f}", "", "")
+        )
+    if tp:
+        r = tp[0]
         rows.append(
             (
-                f"API writes per task run, {traces}",
+                "API writes per task run (apiserver metrics)",
                 f"{r['api_writes_per_task_run']:.2f} (cluster count {r['api_writes_per_task_run_from_cluster']:.2f})",
                 "",
                 "",
             )
         )
-        rows.append((f"operator CPU per task run, {traces} (ms)", f"{r['cpu_ms_per_task_run']:.1f}", "", ""))
-    if "DEFAULT" in tp and "DISABLED" in tp:
-        wall = tp["DEFAULT"]["wall_s"] / tp["DISABLED"]["wall_s"]
-        cpu = tp["DEFAULT"]["cpu_s"] / tp["DISABLED"]["cpu_s"]
+    on = [r for r in tp if r["traces"] == "DEFAULT"]
+    off = [r for r in tp if r["traces"] == "DISABLED"]
+    if on and off:
+
+        def mean(rs: list[dict[str, Any]], key: str) -> float:
+            return sum(r[key] for r in rs) / len(rs)
+
+        wall = mean(on, "wall_s") / mean(off, "wall_s")
+        cpu = mean(on, "cpu_s") / mean(off, "cpu_s")
         results["tracing_ratio"] = {"wall": wall, "cpu": cpu}
         rows.append(("tracing cost DEFAULT/DISABLED (wall)", f"{wall:.3f}", "<= 1.05", _ok(wall <= 1.05)))
         rows.append(("tracing cost DEFAULT/DISABLED (CPU)", f"{cpu:.3f}", "", ""))
@@ -624,11 +658,12 @@ def main(argv: list[str] | None = None) -> int:
                     results["uptime_overhead"] = uptime()
                 if "throughput" in phases:
                     results["throughput"] = []
-                    for traces in ("DISABLED", "DEFAULT"):
+                    # DISABLED, DEFAULT, DISABLED: a load that drifts linearly cancels out of the ratio
+                    for run, traces in enumerate(("DISABLED", "DEFAULT", "DISABLED"), 1):
                         n = 20 if q else 200
                         log(f"throughput: {n} executions of 5 tasks, FLOWPODS_TRACES={traces}")
                         prof = work / "operator-profile.txt" if args.profile and traces == "DEFAULT" else None
-                        results["throughput"].append(bench.throughput(traces, n, 5, prof))
+                        results["throughput"].append(bench.throughput(traces, n, 5, prof, run))
                         if prof is not None and prof.exists():
                             results["profile"] = {
                                 k: [(name, round(share, 4)) for name, share in v]

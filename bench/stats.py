@@ -155,8 +155,8 @@ def _frame_name(frame: str) -> str:
     path = where.rstrip(")").rsplit(":", 1)[0]
     if "site-packages/" in path:
         path = path.split("site-packages/", 1)[1]
-    elif "/operator/flowpods/" in path:
-        path = "flowpods/" + path.split("/operator/flowpods/", 1)[1]
+    elif "flowpods/" in path:
+        path = "flowpods/" + path.rsplit("flowpods/", 1)[1]
     else:
         path = path.rsplit("/", 1)[-1]
     return f"{name} ({path})" if path else name
