@@ -14,6 +14,7 @@ import copy
 import logging
 import threading
 from collections import defaultdict
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,10 +26,11 @@ from croniter import croniter
 from flowpods import engine, resources
 from flowpods.config import OperatorConfig, PodCleanup
 from flowpods.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
+from flowpods.fine import FineTracer
 from flowpods.kube import Conflict, Kube, load_client_config
 from flowpods.loader import flow_document
 from flowpods.model import Flow, FlowError
-from flowpods.otel import SpanRecordExporter, TraceLevel
+from flowpods.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 from flowpods.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
 from flowpods.spans import spans_to_export
 from flowpods.status import ExecutionStatus, State
@@ -55,8 +57,11 @@ class Outcome:
 class Operator:
     """The in-memory view of the cluster and the per-execution reconcile loops."""
 
-    def __init__(self, config: OperatorConfig, kube: Kube, exporter: SpanRecordExporter | None):
-        self.config, self.kube, self.exporter = config, kube, exporter
+    def __init__(
+        self, config: OperatorConfig, kube: Kube, exporter: SpanRecordExporter | None, fine: FineTracer | None = None
+    ):
+        self.config, self.exporter, self.fine = config, exporter, fine
+        self.kube = fine.wrap(kube) if fine is not None else kube
         self.executions: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.deleted_pods: dict[Key, set[str]] = defaultdict(set)
@@ -64,7 +69,6 @@ class Operator:
         self.flows: dict[Key, dict[str, Any]] = {}
         self.pokes: dict[Key, asyncio.Event] = {}
         self.loops: dict[Key, asyncio.Task[None]] = {}
-        self.loop: asyncio.AbstractEventLoop | None = None  # kopf's, for threads to poke executions
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.schedulers: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
@@ -160,20 +164,18 @@ class Operator:
             return False
 
     def _release(self, execution: dict[str, Any]) -> None:
-        """An execution ended: wake the executions of its flow that wait for a place."""
+        """An execution ended (and the view says so): wake the executions of its flow that wait for a place."""
         key = self._flow_key(execution)
         with self.admission:
             self.admitted[key].discard(execution["metadata"]["name"])
         for (ns, name), body in list(self.executions.items()):
             flow = ((body.get("spec") or {}).get("flowRef") or {}).get("name")
-            queued = (body.get("status") or {}).get("state") == State.QUEUED.value
-            if (ns, flow) == key and queued and self.loop is not None:
-                self.loop.call_soon_threadsafe(self.poke, (ns, name))
+            if (ns, flow) == key and (body.get("status") or {}).get("state") == State.QUEUED.value:
+                self.poke((ns, name))
 
     # -- the per-execution loop -------------------------------------------------------------------------
 
     def poke(self, key: Key) -> None:
-        self.loop = asyncio.get_running_loop()
         self.pokes.setdefault(key, asyncio.Event()).set()
         task = self.loops.get(key)
         if task is None or task.done():
@@ -213,6 +215,8 @@ class Operator:
         if outcome.body is not None:
             if _newer(outcome.body, self.executions.get(key)):
                 self.executions[key] = outcome.body
+            if outcome.finished:
+                self._release(outcome.body)
             for kind, reason, message in outcome.events:
                 kopf.event(outcome.body, type=kind, reason=reason, message=message)
         if outcome.wake_at is not None:
@@ -267,6 +271,28 @@ class Operator:
                     events.append(finished)
 
         decision = engine.advance(flow, run, status, events, now)
+        with self._fine_step(run, decision.status.changes[-1].n if decision.changed else None):
+            return self._carry_out(execution, flow, run, decision, events, pods, children, flow_doc, revision, now)
+
+    def _fine_step(self, run: Any, change: int | None) -> AbstractContextManager[None]:
+        """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
+        return self.fine.reconcile(run, change) if self.fine is not None and change is not None else nullcontext()
+
+    def _carry_out(
+        self,
+        execution: dict[str, Any],
+        flow: Flow,
+        run: Any,
+        decision: engine.Decision,
+        events: list[Any],
+        pods: dict[str, Any],
+        children: dict[str, Any],
+        flow_doc: dict[str, Any] | None,
+        revision: int | None,
+        now: datetime,
+    ) -> Outcome:
+        """Commit the decision, then act on it: stop, create, clean up."""
+        meta = execution["metadata"]
         new_status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
         if decision.changed or self._export_pending(new_status):
@@ -294,8 +320,6 @@ class Operator:
         if new_status.state.terminal:
             outcome.finished = True
             self._cleanup(meta["namespace"], meta["name"], new_status, pods)
-            if flow.concurrency:
-                self._release(execution)
         return outcome
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
@@ -336,21 +360,24 @@ class Operator:
                 start = Start(at=now, inputs=spec.get("inputs") or {}, queued=queued)
                 decision = engine.advance(flow, run, None, [start], now)
                 status, actions = decision.status, decision.actions
-        outcome = Outcome()
-        outcome.body = self._commit(execution, run, flow, status, flow_doc, revision, outcome)
-        if status.state.failed:
-            outcome.events.append(("Warning", status.state.value.capitalize(), status.error or "failed"))
-        elif status.state == State.QUEUED:
-            outcome.events.append(
-                ("Normal", "Queued", f"waiting for a place: flow '{flow_name}' has a concurrency limit")
-            )
-        else:
-            outcome.events.append(("Normal", "Started", f"running flow {run.namespace}.{run.flowId} rev {revision}"))
-        for action in actions:
-            if isinstance(action, RunTask) and flow is not None:
-                self.kube.create_pod(resources.build_pod(self.config, outcome.body, run, flow_name, action))
-            elif isinstance(action, StartSubflow):
-                self._create_child(outcome.body, action)
+        with self._fine_step(run, status.changes[-1].n):
+            outcome = Outcome()
+            outcome.body = self._commit(execution, run, flow, status, flow_doc, revision, outcome)
+            if status.state.failed:
+                outcome.events.append(("Warning", status.state.value.capitalize(), status.error or "failed"))
+            elif status.state == State.QUEUED:
+                outcome.events.append(
+                    ("Normal", "Queued", f"waiting for a place: flow '{flow_name}' has a concurrency limit")
+                )
+            else:
+                outcome.events.append(
+                    ("Normal", "Started", f"running flow {run.namespace}.{run.flowId} rev {revision}")
+                )
+            for action in actions:
+                if isinstance(action, RunTask) and flow is not None:
+                    self.kube.create_pod(resources.build_pod(self.config, outcome.body, run, flow_name, action))
+                elif isinstance(action, StartSubflow):
+                    self._create_child(outcome.body, action)
         return outcome
 
     def _finished(self, key: Key, execution: dict[str, Any], flow: Flow, run: Any, status: ExecutionStatus,
@@ -513,7 +540,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     config = OperatorConfig.from_env()
     load_client_config()
     exporter = SpanRecordExporter.from_env(default_service="flowpods")
-    OPERATOR = Operator(config, Kube(), exporter)
+    fine = None
+    if config.traces == TraceLevel.FINE:
+        fine = FineTracer(tracer_provider_from_env("flowpods"))
+    OPERATOR = Operator(config, Kube(), exporter, fine)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -553,6 +583,8 @@ async def stop_api(**_: Any) -> None:
 def shutdown(**_: Any) -> None:
     if OPERATOR is not None and OPERATOR.exporter is not None:
         OPERATOR.exporter.shutdown()
+    if OPERATOR is not None and OPERATOR.fine is not None:
+        OPERATOR.fine.provider.shutdown()
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "executions")

@@ -15,6 +15,7 @@ from tests import testenv
 from tests.e2e.harness import (
     GROUP,
     VERSION,
+    OperatorProcess,
     example,
     execution_yaml,
     get_execution,
@@ -155,7 +156,8 @@ def test_a_task_that_fails_twice_succeeds_on_the_third_attempt(operator, apply_y
     assert taskrun["attempts"][0]["reason"] == "not yet"
     pods = list_pods(core_v1, namespace, "flaky-1")
     assert sorted(p.metadata.labels["flowpods.io/attempt"] for p in pods) == ["1", "2", "3"]
-    trace = jaeger.wait_for_trace(status["traceId"], min_spans=9)
+    expected = 1 + 3 + 3 + len(status["changes"])  # RUN, TASKRUN and WORKER per attempt, EXECUTOR per change
+    trace = jaeger.wait_for_trace(status["traceId"], min_spans=expected)
     attempts = spans_by_name(trace)["TASKRUN flaky"]
     assert sorted(tags(s)["flowpods.attempt"] for s in attempts) == [1, 2, 3]
     assert [tags(s)["cicd.pipeline.task.run.result"] for s in sorted(attempts, key=lambda s: s["startTime"])] == [
@@ -425,3 +427,24 @@ def test_a_concurrency_limit_with_cancel_refuses_the_extra_execution(operator, a
     assert refused["state"] == "CANCELLED"
     assert "concurrency limit" in refused["message"]
     assert wait_for_state(custom_objects, namespace, "only-1", operator=operator)["status"]["state"] == "SUCCESS"
+
+
+def test_fine_traces_add_the_operator_steps_under_each_change(testenv_info, crds, namespace, tmp_path, apply_yaml,
+                                                              custom_objects, jaeger):  # fmt: skip
+    fine = OperatorProcess(testenv_info, namespace, tmp_path, {"FLOWPODS_TRACES": "FINE"})
+    fine.start()
+    try:
+        apply_yaml(example("hello-world.yaml"))
+        apply_yaml(execution_yaml("fine-1", "hello-world"))
+        status = wait_for_state(custom_objects, namespace, "fine-1", operator=fine)["status"]
+        assert status["state"] == "SUCCESS", status.get("message")
+        expected = 3 + len(status["changes"]) * 2  # RUN, TASKRUN, WORKER; per change EXECUTOR + reconcile
+        trace = jaeger.wait_for_trace(status["traceId"], min_spans=expected, timeout=45)
+        spans = spans_by_name(trace)
+        executors = {s["spanID"] for s in spans["EXECUTOR - company.team_hello-world"]}
+        reconciles = spans["operator reconcile"]
+        assert {parent_id(s) for s in reconciles} <= executors and len(reconciles) >= len(status["changes"]) - 1
+        (create,) = spans["kubernetes create_pod"]
+        assert parent_id(create) in {s["spanID"] for s in reconciles}
+    finally:
+        fine.stop()
