@@ -501,14 +501,13 @@ def test_sigterm_cancels_reports_and_flushes(tmp_path: Path) -> None:
     """A deleted pod gets SIGTERM: the attempt ends as cancelled, with its result written and its span kept."""
     termination, spans = tmp_path / "termination", tmp_path / "spans.jsonl"
     item = tmp_path / "item.json"
-    item.write_text(json.dumps(work_item("Shell", {"commands": ["echo started", "sleep 30"]})))
+    item.write_text(json.dumps(work_item("Shell", {"commands": ["echo started", "sleep 600"]})))
     env = {
         "PATH": os.environ["PATH"],
         "FLOWPODS_TERMINATION_LOG": str(termination),
         "FLOWPODS_SPAN_FILE": str(spans),
         "TRACEPARENT": TRACEPARENT,
     }
-    started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "flowpods", "worker", "--taskrun-file", str(item)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -517,11 +516,10 @@ def test_sigterm_cancels_reports_and_flushes(tmp_path: Path) -> None:
             if line.rstrip().endswith("t1: started"):
                 break
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
+        code = proc.wait(timeout=120)  # far below the script's 600 s: only the signal can end it this soon
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert time.monotonic() - started < 25
     assert code == EXIT_CANCELLED, proc.stderr.read() if proc.stderr else ""
     result = parse_termination_message(termination.read_text(), code)
     assert result.error == "cancelled: received signal SIGTERM"
