@@ -255,9 +255,7 @@ def test_sleep_and_its_timeout(attempt: Any) -> None:
     started = time.monotonic()
     a = attempt(work_item("Sleep", {"duration": "PT0.2S"}))
     assert a.code == EXIT_SUCCESS and time.monotonic() - started >= 0.2
-    started = time.monotonic()
-    b = attempt(work_item("Sleep", {"duration": "PT30S"}, timeoutSeconds=0.3))
-    assert time.monotonic() - started < 5
+    b = attempt(work_item("Sleep", {"duration": "PT600S"}, timeoutSeconds=0.3))  # only the timeout ends it
     assert b.code == EXIT_TIMEOUT
     assert b.result.error is not None and "timed out after 0.3s" in b.result.error
     assert b.worker_span.attributes["cicd.pipeline.task.run.result"] == "timeout"
@@ -344,10 +342,8 @@ def test_shell_stops_at_the_first_failing_command(attempt: Any) -> None:
 
 def test_shell_timeout_kills_the_process_group(attempt: Any, tmp_path: Path) -> None:
     marker = tmp_path / "survived"
-    started = time.monotonic()
-    commands = [f"(sleep 2; touch {marker}) &", "sleep 30"]
-    a = attempt(work_item("Shell", {"commands": commands}, timeoutSeconds=0.5))
-    assert time.monotonic() - started < 10
+    commands = [f"(sleep 2; touch {marker}) &", "sleep 600"]
+    a = attempt(work_item("Shell", {"commands": commands}, timeoutSeconds=0.5))  # only the timeout ends it
     assert a.code == EXIT_TIMEOUT
     assert a.result.error is not None and "timed out after 0.5s" in a.result.error
     time.sleep(2.5)
