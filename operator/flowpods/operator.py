@@ -10,10 +10,10 @@ harmless 409. Spans are derived from the committed status, never from this proce
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +51,7 @@ class Outcome:
     body: dict[str, Any] | None = None
     wake_at: datetime | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    export: tuple[str, list[Any], int] | None = None  # spans to send once the change's actions are done
     finished: bool = False
 
 
@@ -320,6 +321,7 @@ class Operator:
         if new_status.state.terminal:
             outcome.finished = True
             self._cleanup(meta["namespace"], meta["name"], new_status, pods)
+        self._export(outcome)
         return outcome
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
@@ -378,6 +380,7 @@ class Operator:
                     self.kube.create_pod(resources.build_pod(self.config, outcome.body, run, flow_name, action))
                 elif isinstance(action, StartSubflow):
                     self._create_child(outcome.body, action)
+            self._export(outcome)
         return outcome
 
     def _finished(self, key: Key, execution: dict[str, Any], flow: Flow, run: Any, status: ExecutionStatus,
@@ -387,6 +390,7 @@ class Operator:
         if self._export_pending(status):
             flow_doc = (execution.get("status") or {}).get("flow")
             outcome.body = self._commit(execution, run, flow, status, flow_doc, run.flowRevision, outcome)
+            self._export(outcome)
         self._cleanup(key[0], key[1], status, self.pods.get(key, {}))
         ttl = self.config.execution_ttl_seconds
         if ttl is not None and status.endDate is not None:
@@ -412,11 +416,10 @@ class Operator:
         revision: int | None,
         outcome: Outcome,
     ) -> dict[str, Any]:
-        """Store the status with the span watermark moved past the spans it completes, then export them.
+        """Store the status with the span watermark moved past the spans it completes.
 
-        The watermark is stored first, so a restart never exports a span twice; an export that fails
-        stores the watermark back at once and is retried, so a collector outage loses nothing. Only a
-        crash in the instant between the store and the export can lose spans.
+        The spans themselves leave in `_export`, after the pods of this change were created, so tracing
+        adds nothing to the time between one task and the next.
         """
         fresh, watermark = spans_to_export(run, flow, status)
         previous = status.exported
@@ -424,16 +427,28 @@ class Operator:
         body = dict(execution)
         body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
         stored = self.kube.replace_status("executions", body)
-        if not fresh or self.exporter is None or self.config.traces == TraceLevel.DISABLED:
-            return stored
+        if fresh and self.exporter is not None and self.config.traces != TraceLevel.DISABLED:
+            outcome.export = (run.id, fresh, previous)
+        return stored
+
+    def _export(self, outcome: Outcome) -> None:
+        """Export the spans the last commit completed; on failure store the watermark back at once.
+
+        The watermark was stored first, so a restart never exports a span twice; a failed export is
+        stored back and retried, so a collector outage loses nothing. Only a crash between the commit
+        and the export can lose spans.
+        """
+        if outcome.export is None or outcome.body is None or self.exporter is None:
+            return
+        name, fresh, previous = outcome.export
+        outcome.export = None
         if self.exporter.export(fresh):
-            return stored
-        log.warning("exporting %d spans of %s failed; retrying in 10s", len(fresh), run.id)
-        status.exported = previous
-        rollback = dict(stored)
-        rollback["status"] = {**stored["status"], "exported": previous}
+            return
+        log.warning("exporting %d spans of %s failed; retrying in 10s", len(fresh), name)
+        rollback = dict(outcome.body)
+        rollback["status"] = {**outcome.body["status"], "exported": previous}
+        outcome.body = self.kube.replace_status("executions", rollback)
         outcome.wake_at = utcnow() + timedelta(seconds=10)
-        return self.kube.replace_status("executions", rollback)
 
     def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
         namespace = parent["metadata"]["namespace"]
@@ -617,7 +632,25 @@ def validate_flow(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """The event's object as a plain dict. Shallow: kopf hands each event a freshly decoded object, and
+    the operator never mutates nested parts (it copies what it changes), so a deep copy is wasted CPU."""
+    return dict(body)
+
+
+RECONCILE_THREADS = 32  # reconciles wait on the API server most of the time; asyncio's default (6 here) starves
+
+
+async def _operate(config: OperatorConfig) -> None:
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+    )
+    await kopf.operator(
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        # port 0 means no endpoint: kopf would read it as "unset" and bind port 80
+        liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
+    )
 
 
 def run(config: OperatorConfig | None = None) -> int:
@@ -625,13 +658,5 @@ def run(config: OperatorConfig | None = None) -> int:
     config = config or OperatorConfig.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            # port 0 means no endpoint: kopf would read it as "unset" and bind port 80
-            liveness_endpoint=f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None,
-        )
-    )
+    asyncio.run(_operate(config))
     return 0

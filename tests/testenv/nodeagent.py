@@ -678,8 +678,9 @@ class PodWorker(threading.Thread):
         if self.deleting.is_set():
             self.remove()
         else:
-            # Terminal: wait for deletion to remove the pod object, as kubelet does.
-            while not STOP.is_set() and not self.deleting.wait(1):
+            # Terminal: wait for deletion to remove the pod object, as kubelet does. Rare wake-ups: thousands
+            # of finished pods each waking every second kept a core busy.
+            while not STOP.is_set() and not self.deleting.wait(30):
                 pass
             if self.deleting.is_set():
                 self.remove()
