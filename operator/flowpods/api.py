@@ -26,6 +26,7 @@ from aiohttp import web
 from kubernetes import client
 from multidict import MultiMapping
 from opentelemetry import trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -38,7 +39,7 @@ from flowpods.config import OperatorConfig
 from flowpods.inputs import resolve_inputs
 from flowpods.kube import Kube
 from flowpods.model import Flow, FlowError
-from flowpods.otel import tracer_provider_from_env
+from flowpods.otel import attached, tracer_provider_from_env
 from flowpods.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE, LABEL_FLOW
 from flowpods.status import State
 
@@ -114,6 +115,7 @@ def new_execution(
     trigger_data: dict[str, Any],
     traceparent: str | None,
     tracestate: str | None = None,
+    baggage: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
     """The Execution resource an API call or a webhook creates."""
@@ -122,6 +124,8 @@ def new_execution(
         annotations[ANNOTATION_TRACEPARENT] = traceparent
         if tracestate:
             annotations[ANNOTATION_TRACESTATE] = tracestate
+    if baggage:
+        annotations[resources.ANNOTATION_BAGGAGE] = baggage
     return {
         "apiVersion": resources.API_VERSION,
         "kind": "Execution",
@@ -331,12 +335,13 @@ class Api:
         started = time.monotonic()
         if request.path in UNTRACED:
             return await handler(request)
-        parent = TraceContextTextMapPropagator().extract(
-            {k.lower(): v for k, v in request.headers.items() if k.lower() in ("traceparent", "tracestate")}
-        )
+        carrier = {
+            k.lower(): v for k, v in request.headers.items() if k.lower() in ("traceparent", "tracestate", "baggage")
+        }
+        parent = W3CBaggagePropagator().extract(carrier, context=TraceContextTextMapPropagator().extract(carrier))
         name = f"{request.method} {route}" if route else request.method
-        with self.tracer.start_as_current_span(
-            name, context=parent, kind=SpanKind.SERVER, attributes=server_attributes(request, route),
+        with attached(parent), self.tracer.start_as_current_span(
+            name, kind=SpanKind.SERVER, attributes=server_attributes(request, route),
             record_exception=False, set_status_on_exception=False,
         ) as span:  # fmt: skip
             response = await handler(request)
@@ -416,8 +421,11 @@ class Api:
         context = trace.get_current_span().get_span_context()
         traceparent = traceparent_header(context)
         tracestate = context.trace_state.to_header() if context.is_valid and context.trace_state else None
+        carrier: dict[str, str] = {}
+        W3CBaggagePropagator().inject(carrier)  # the caller's baggage, handed on to the task pods
         for _ in range(3):
-            body = new_execution(namespace, flow_name, traceparent=traceparent, tracestate=tracestate, **fields)
+            body = new_execution(namespace, flow_name, traceparent=traceparent, tracestate=tracestate,
+                                 baggage=carrier.get("baggage"), **fields)  # fmt: skip
             if await asyncio.to_thread(self.kube.create, "executions", body):
                 span = trace.get_current_span()
                 span.set_attribute("flowpods.execution_id", body["metadata"]["name"])

@@ -112,6 +112,7 @@ class RunTask(BaseModel):
     work: WorkItem
     traceparent: str = Field(description="The TASKRUN span's context, for the TRACEPARENT variable")
     tracestate: str | None = None
+    baggage: str | None = None
     containerImage: str | None = Field(default=None, description="Shell/Python: the image they asked for")
     timeoutSeconds: float | None = None
 
@@ -555,6 +556,7 @@ class _Machine:
             work=work,
             traceparent=traceparent_of(self.run, attempt_span_id(self.run, tr.id, number)),
             tracestate=self.run.tracestate,
+            baggage=self.run.baggage,
             containerImage=image,
             timeoutSeconds=timeout,
         )

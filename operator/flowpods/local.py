@@ -121,6 +121,7 @@ class LocalRunner:
             labels=labels or {},
             parentTraceparent=parent if ids.parse_traceparent(parent) else None,
             tracestate=self.environ.get("TRACESTATE") if ids.parse_traceparent(parent) else None,
+            baggage=self.environ.get("BAGGAGE") or None,
             createdAt=utcnow(),
         )
         root = self._create(flow, run, inputs or {}, depth=0, parent=None)
@@ -232,6 +233,7 @@ class LocalRunner:
             labels=action.labels,
             parentTraceparent=action.traceparent,
             tracestate=execution.run.tracestate,
+            baggage=execution.run.baggage,
             createdAt=utcnow(),
         )  # fmt: skip
         self._create(flow, run, action.inputs, execution.depth + 1, (execution.run.id, action.taskRunId))
@@ -262,8 +264,11 @@ class LocalRunner:
             ),
         }
         env.pop("TRACESTATE", None)
+        env.pop("BAGGAGE", None)
         if action.tracestate:
             env["TRACESTATE"] = action.tracestate
+        if action.baggage:
+            env["BAGGAGE"] = action.baggage
         env.pop("FLOWPODS_TASKRUN", None)
         with log_file.open("wb") as log:
             popen = subprocess.Popen(

@@ -11,13 +11,15 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -337,3 +339,14 @@ def span_ids(span: trace_api.Span) -> tuple[str, str]:
     """(trace id, span id) as lowercase hex, the way logs and annotations print them."""
     context = span.get_span_context()
     return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+@contextmanager
+def attached(ctx: otel_context.Context) -> Iterator[None]:
+    """Make `ctx` current. `start_as_current_span(context=ctx)` alone parents the span on ctx but drops
+    the rest of it (its baggage), so a span continuing a caller's context is started inside this."""
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)

@@ -35,6 +35,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 
 ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
+ANNOTATION_BAGGAGE = f"{GROUP}/baggage"
 ANNOTATION_KILL = f"{GROUP}/kill"
 ANNOTATION_TRACE_ID = f"{GROUP}/trace-id"
 ANNOTATION_SPAN_ID = f"{GROUP}/span-id"
@@ -134,6 +135,7 @@ def run_info(execution: dict[str, Any], flow: Flow, revision: int | None) -> Run
         labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
         parentTraceparent=parent if valid_parent else None,
         tracestate=annotations.get(ANNOTATION_TRACESTATE) if valid_parent else None,
+        baggage=annotations.get(ANNOTATION_BAGGAGE) or None,
         createdAt=parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
     )
 
@@ -215,6 +217,8 @@ def build_pod(
         env.append({"name": "TRACEPARENT", "value": action.traceparent})
         if action.tracestate:
             env.append({"name": "TRACESTATE", "value": action.tracestate})
+        if action.baggage:
+            env.append({"name": "BAGGAGE", "value": action.baggage})
     if config.worker_otlp_endpoint and config.traces != TraceLevel.DISABLED:
         env += [
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": config.worker_otlp_endpoint},
@@ -388,7 +392,11 @@ def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource:
             "name": action.name,
             "namespace": meta["namespace"],
             "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods"},
-            "annotations": {ANNOTATION_TRACEPARENT: action.traceparent, ANNOTATION_DEPTH: str(depth(parent) + 1)},
+            "annotations": {
+                ANNOTATION_TRACEPARENT: action.traceparent,
+                ANNOTATION_DEPTH: str(depth(parent) + 1),
+                **{k: v for k, v in (meta.get("annotations") or {}).items() if k == ANNOTATION_BAGGAGE},
+            },
             "ownerReferences": [owner_reference(parent)],
         },
         "spec": {

@@ -148,4 +148,5 @@ class RunInfo(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
     tracestate: str | None = None
+    baggage: str | None = Field(default=None, description="W3C baggage, handed on to worker pods as BAGGAGE")
     createdAt: datetime

@@ -57,7 +57,7 @@ from flowpods.model import (
     TaskBase,
     describe_errors,
 )
-from flowpods.otel import TraceLevel, span_ids, trace_level, tracer_provider_from_env
+from flowpods.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
 from flowpods.records import (
     DEFAULT_TERMINATION_LOG,
     MAX_TERMINATION_MESSAGE,
@@ -351,6 +351,7 @@ def run_http(task: HttpRequest, ctx: Context) -> dict[str, Any]:
         for name in [k for k in headers if k.lower() in ("traceparent", "tracestate")]:
             del headers[name]
         TraceContextTextMapPropagator().inject(headers)
+        W3CBaggagePropagator().inject(headers)
         ctx.log("INFO", f"{task.method} {shown}")
         ctx.log("DEBUG", f"request headers: {redact_headers(headers)}")
         try:
@@ -479,8 +480,8 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
         "flowpods.namespace": item.namespace,
         "flowpods.flow_id": item.flowId,
     }
-    with tracer.start_as_current_span(
-        f"WORKER - {item.taskType}", context=parent, kind=SpanKind.INTERNAL, attributes=attributes,
+    with attached(parent), tracer.start_as_current_span(
+        f"WORKER - {item.taskType}", kind=SpanKind.INTERNAL, attributes=attributes,
         record_exception=False, set_status_on_exception=False,
     ) as span:  # fmt: skip
         trace_id, span_id = span_ids(span)

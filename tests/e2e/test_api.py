@@ -182,7 +182,7 @@ def test_upstream_webhook_flow_downstream_is_one_trace(api, apply_yaml, testenv_
         """.replace("DOWNSTREAM", downstream.url).replace("KEY", WEBHOOK_KEY)))  # fmt: skip
         url = f"{api.api_url}/api/v1/executions/webhook/{namespace}/notify/{WEBHOOK_KEY}?source=upstream"
         with upstream.start_as_current_span("upstream: order placed", kind=SpanKind.CLIENT) as span:
-            headers = {"X-Shop": "north", "Authorization": "Bearer not-for-the-flow"}
+            headers = {"X-Shop": "north", "Authorization": "Bearer not-for-the-flow", "baggage": "tenant=acme"}
             TraceContextTextMapPropagator().inject(headers)
             response = httpx.post(url, json={"order": 42}, headers=headers, timeout=60)
             upstream_ids = span.get_span_context()
@@ -208,6 +208,7 @@ def test_upstream_webhook_flow_downstream_is_one_trace(api, apply_yaml, testenv_
         assert json.loads(received["body"]) == {"order": 42, "from": "upstream", "h": "north"}
         _, sent_trace, sent_span, _ = received["traceparent"].split("-")
         assert sent_trace == trace_id
+        assert received["baggage"] == "tenant=acme", "the caller's baggage reached the downstream service"
 
         run, api_span = "RUN notify", WEBHOOK_ROUTE
         worker, client = "WORKER - io.kestra.plugin.core.http.Request", "POST"

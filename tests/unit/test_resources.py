@@ -172,3 +172,17 @@ def test_label_values_stay_valid():
     assert label_value("My_Task.1") == "My_Task.1"
     long = label_value("x" * 100)
     assert len(long) <= 63 and long != label_value("x" * 99)
+
+
+def test_baggage_goes_from_the_execution_to_its_pods_and_children():
+    flow = make_flow([log("a")])
+    annotated = {**EXECUTION, "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/baggage": "t=1"}}}
+    run = run_info(annotated, flow, 1)
+    assert run.baggage == "t=1"
+    sim = Simulation(flow, run=run)
+    (action,) = sim.outstanding.values()
+    env = {e["name"]: e.get("value") for e in pod_for(action)["spec"]["containers"][0]["env"]}
+    assert env["BAGGAGE"] == "t=1"
+    start = StartSubflow(taskRunId="t1", name="c", namespace="n", flowId="c", inputs={}, labels={},
+                         traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")  # fmt: skip
+    assert child_execution(annotated, start, "c")["metadata"]["annotations"]["flowpods.io/baggage"] == "t=1"
