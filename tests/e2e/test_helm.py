@@ -166,10 +166,15 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 WHOAMI = f"""
 import json, os, pathlib
-from kubernetes import client, config
+from kubernetes import client
 folder = pathlib.Path("{SA_DIR}")
-config.load_incluster_config()  # KUBERNETES_SERVICE_HOST/PORT and the files, as in any pod
-api = client.ApiClient()
+# what a pod sees: the agent's KUBERNETES_SERVICE_HOST/PORT (127.0.0.1, this test's apiserver) and the
+# files it mounted; read explicitly, so nothing falls back to a default configuration
+settings = client.Configuration()
+settings.host = f"https://{{os.environ['KUBERNETES_SERVICE_HOST']}}:{{os.environ['KUBERNETES_SERVICE_PORT']}}"
+settings.ssl_ca_cert = str(folder / "ca.crt")
+settings.api_key = {{"authorization": "Bearer " + folder.joinpath("token").read_text()}}
+api = client.ApiClient(settings)
 review = client.AuthenticationV1Api(api).create_self_subject_review(
     {{"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}})
 try:
