@@ -28,6 +28,7 @@ import yaml
 from bench import stats
 from bench.watch import GROUP, VERSION, Watcher
 from tests import testenv
+from tests.e2e.harness import operator_environ
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,18 +71,7 @@ class OperatorProcess:
         self.pid = 0
 
     def start(self) -> None:
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
-        environ.update(
-            KUBECONFIG=str(self.env.kubeconfig),
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{self.env.otlp_grpc_port}",
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-            OTEL_SERVICE_NAME="flowpods",
-            FLOWPODS_NAMESPACES=self.namespace,
-            FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
-            FLOWPODS_HEALTH_PORT="0",
-            FLOWPODS_API_PORT="0",
-            FLOWPODS_TRACES=self.traces,
-        )
+        environ = operator_environ(self.env, self.namespace, FLOWPODS_API_PORT="0", FLOWPODS_TRACES=self.traces)
         argv = [FLOWPODS, "operator"]
         if self.profile is not None:
             argv = [

@@ -28,6 +28,23 @@ GROUP, VERSION = "flowpods.io", "v1alpha1"
 TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
 
 
+def operator_environ(env: testenv.EnvInfo, namespace: str, **settings: str) -> dict[str, str]:
+    """The environment of a `flowpods operator` for one namespace of the test environment: its kubeconfig
+    given explicitly, spans to its Jaeger, workers run by the node agent from this venv."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
+    environ.update(
+        KUBECONFIG=str(env.kubeconfig),
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{env.otlp_grpc_port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_SERVICE_NAME="flowpods",
+        FLOWPODS_NAMESPACES=namespace,
+        FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
+        FLOWPODS_HEALTH_PORT="0",
+        **settings,
+    )
+    return environ
+
+
 class OperatorProcess:
     """A `flowpods operator` child process watching one namespace; its log goes to a file."""
 
@@ -62,17 +79,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         self.starts += 1
-        environ = {key: value for key, value in os.environ.items() if not key.startswith(("OTEL_", "FLOWPODS_"))}
-        environ.update(
-            KUBECONFIG=str(self.env.kubeconfig),
-            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{self.env.otlp_grpc_port}",
-            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
-            OTEL_SERVICE_NAME="flowpods",
-            FLOWPODS_NAMESPACES=self.namespace,
-            FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
-            FLOWPODS_HEALTH_PORT="0",
-            FLOWPODS_API_HOST="127.0.0.1",
-            FLOWPODS_API_PORT=str(self.api_port),
+        environ = operator_environ(
+            self.env, self.namespace, FLOWPODS_API_HOST="127.0.0.1", FLOWPODS_API_PORT=str(self.api_port)
         )
         environ.update(self.extra_env)
         log = self.log_path.open("ab")
