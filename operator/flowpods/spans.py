@@ -7,7 +7,6 @@ a change number) so each span leaves exactly once: a span is complete in the cha
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from flowpods import engine
@@ -191,6 +190,3 @@ def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, p
         "status_message": attempt.reason if failed else None,
     }
 
-
-def duration_seconds(start: datetime, end: datetime) -> float:
-    return max((end - start).total_seconds(), 0.0)
