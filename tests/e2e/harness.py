@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,24 @@ def spans_by_name(trace: dict) -> dict[str, list[dict]]:
     for span in trace["spans"]:
         found.setdefault(span["operationName"], []).append(span)
     return found
+
+
+def wait_for_spans(
+    jaeger: testenv.Jaeger, trace_id: str, expected: Mapping[str, int] | set[str], timeout: float = 60.0
+) -> dict:
+    """The trace once Jaeger has at least the expected number of spans of each name (a set: one each)."""
+    want = dict.fromkeys(expected, 1) if isinstance(expected, set) else dict(expected)
+
+    def check() -> dict | None:
+        found = jaeger.trace(trace_id)
+        have = {name: len(spans) for name, spans in spans_by_name(found).items()} if found else {}
+        return found if all(have.get(name, 0) >= n for name, n in want.items()) else None
+
+    def describe() -> str:
+        found = jaeger.trace(trace_id)
+        return f"spans: {sorted(s['operationName'] for s in found['spans']) if found else None}"
+
+    return testenv.wait_for(check, timeout, f"spans {want} in trace {trace_id}", describe=describe)
 
 
 def parent_id(span: dict) -> str | None:

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tests import testenv
-from tests.e2e.harness import FLOWPODS, GROUP, VERSION, OperatorProcess, parent_id, spans_by_name, tags
+from tests.e2e.harness import FLOWPODS, GROUP, VERSION, OperatorProcess, parent_id, spans_by_name, tags, wait_for_spans
 
 WEBHOOK_KEY = "k3y-" + "s3cr3t-w3bh00k-0123456789"
 START_ROUTE = "POST /api/v1/executions/{namespace}/{flowId}"
@@ -120,20 +120,6 @@ def assert_no_secret(secrets: list[str], *texts: str) -> None:
     for secret in secrets:
         for text in texts:
             assert secret not in text, f"a secret leaked: ...{text[max(text.find(secret) - 200, 0) :][:400]}..."
-
-
-def wait_for_spans(jaeger: testenv.Jaeger, trace_id: str, names: set[str], timeout: float = 60.0) -> dict:
-    """The trace once Jaeger has a span of each name."""
-
-    def check() -> dict | None:
-        found = jaeger.trace(trace_id)
-        return found if found and names <= set(spans_by_name(found)) else None
-
-    def describe() -> str:
-        found = jaeger.trace(trace_id)
-        return f"spans: {sorted(spans_by_name(found)) if found else None}"
-
-    return testenv.wait_for(check, timeout, f"spans {sorted(names)} in trace {trace_id}", describe=describe)
 
 
 def list_executions(custom_objects, namespace: str) -> list[dict]:

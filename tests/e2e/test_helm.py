@@ -21,7 +21,16 @@ import pytest
 import yaml
 
 from tests import testenv
-from tests.e2e.harness import GROUP, VERSION, example, execution_yaml, spans_by_name, tags, wait_for_state
+from tests.e2e.harness import (
+    GROUP,
+    VERSION,
+    example,
+    execution_yaml,
+    spans_by_name,
+    tags,
+    wait_for_spans,
+    wait_for_state,
+)
 from tests.testenv.cluster import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,7 +294,8 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
     assert status["state"] == "SUCCESS", status.get("message")
     (worker,) = core_v1.list_namespaced_pod(namespace, label_selector="flowpods.io/execution=hello-helm").items
     assert worker.spec.service_account_name == worker_sa and worker.spec.automount_service_account_token is False
-    trace = jaeger.wait_for_trace(status["traceId"], min_spans=4, timeout=60)
+    trace = wait_for_spans(jaeger, status["traceId"], {"RUN hello-world", "TASKRUN hello",
+                                                       "WORKER - io.kestra.plugin.core.log.Log"})  # fmt: skip
     spans = spans_by_name(trace)
     (run,) = spans["RUN hello-world"]
     assert tags(spans["TASKRUN hello"][0])["k8s.namespace.name"] == namespace

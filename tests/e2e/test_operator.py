@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     settle,
     spans_by_name,
     tags,
+    wait_for_spans,
     wait_for_state,
     wait_until,
 )
@@ -58,7 +59,9 @@ def test_hello_world_runs_in_a_pod_and_leaves_one_trace(operator, apply_yaml, cu
     assert trace_id == status["traceId"]
     assert pod.metadata.annotations["flowpods.io/span-id"] == taskrun_span
 
-    trace = jaeger.wait_for_trace(trace_id, min_spans=6)
+    trace = wait_for_spans(jaeger, trace_id, {"RUN hello-world": 1, "TASKRUN hello": 1,
+                           "WORKER - io.kestra.plugin.core.log.Log": 1,
+                           "EXECUTOR - company.team_hello-world": len(status["changes"])})  # fmt: skip
     spans = spans_by_name(trace)
     assert len({s["spanID"] for s in trace["spans"]}) == len(trace["spans"]), "no span twice"
     (run,) = spans["RUN hello-world"]
@@ -92,7 +95,9 @@ def test_subflow_child_run_hangs_under_the_parent_subflow_span(operator, apply_y
     assert child["metadata"]["ownerReferences"][0]["name"] == "parent-1"
     assert child["status"]["traceId"] == status["traceId"]
 
-    trace = jaeger.wait_for_trace(status["traceId"], min_spans=12)
+    trace = wait_for_spans(jaeger, status["traceId"], {"RUN parent": 1, "RUN hello-world": 1, "TASKRUN hello": 2,
+                           "EXECUTOR - io.kestra.plugin.core.flow.Subflow": 1,
+                           "WORKER - io.kestra.plugin.core.log.Log": 2})  # fmt: skip
     spans = spans_by_name(trace)
     (parent_run,) = spans["RUN parent"]
     (subflow,) = spans["EXECUTOR - io.kestra.plugin.core.flow.Subflow"]
@@ -204,7 +209,7 @@ def test_a_task_timeout_fails_the_attempt(operator, apply_yaml, custom_objects, 
     assert status["state"] == "FAILED"
     attempt = status["taskRuns"][0]["attempts"][0]
     assert "timed out" in attempt["reason"] or "timeout" in attempt["reason"]
-    trace = jaeger.wait_for_trace(status["traceId"], min_spans=4)
+    trace = wait_for_spans(jaeger, status["traceId"], {"RUN slow", "TASKRUN nap"})
     (taskrun,) = spans_by_name(trace)["TASKRUN nap"]
     assert tags(taskrun)["cicd.pipeline.task.run.result"] == "timeout"
 
