@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -57,8 +58,9 @@ class Admit(_Event):
     kind: Literal["admit"] = "admit"
 
 
-class AttemptStarted(_Event):
-    kind: Literal["attempt-started"] = "attempt-started"
+class _AttemptEvent(_Event):
+    """What a pod (or process) says about one attempt, and where it ran."""
+
     taskRunId: str
     attempt: int
     pod: str | None = None
@@ -66,19 +68,18 @@ class AttemptStarted(_Event):
     scheduledAt: datetime | None = None
 
 
-class AttemptFinished(_Event):
+class AttemptStarted(_AttemptEvent):
+    kind: Literal["attempt-started"] = "attempt-started"
+
+
+class AttemptFinished(_AttemptEvent):
     kind: Literal["attempt-finished"] = "attempt-finished"
-    taskRunId: str
-    attempt: int
     success: bool
     outputs: dict[str, Any] = Field(default_factory=dict)
     reason: str | None = None
     exitCode: int | None = None
     startedAt: datetime | None = None
     timedOut: bool = False
-    pod: str | None = None
-    node: str | None = None
-    scheduledAt: datetime | None = None
 
 
 class ChildFinished(_Event):
@@ -222,14 +223,24 @@ def failed_start(run: RunInfo, reason: str, now: datetime, state: State = State.
     return status
 
 
-def pending_actions(flow: Flow, run: RunInfo, status: ExecutionStatus, now: datetime) -> list[Action]:
-    """Actions for everything the status says is under way: to re-create what an adapter may have lost."""
-    machine = _Machine(flow, run, status.model_copy(deep=True), now)
+def pending_actions(
+    flow: Flow,
+    run: RunInfo,
+    status: ExecutionStatus,
+    now: datetime,
+    lost: Callable[[TaskRun], bool] | None = None,
+) -> list[Action]:
+    """Actions for everything the status says is under way: to re-create what an adapter may have lost.
+
+    `lost` narrows them to the task runs whose pod or child the adapter does not see, so that the
+    attempts still running are not rendered again on every reconcile. The status is only read.
+    """
+    machine = _Machine(flow, run, status, now)
     actions: list[Action] = []
     if status.state.terminal:
         return actions
     for tr in status.taskRuns:
-        if tr.state.terminal:
+        if tr.state.terminal or (lost is not None and not lost(tr)):
             continue
         task = flow.task(tr.taskId)
         if task.runs_in_worker and tr.attempts and not tr.attempts[-1].state.terminal:
@@ -343,8 +354,7 @@ class _Machine:
             return
         self.touched = True
         attempt.startedAt = event.at
-        attempt.scheduledAt = attempt.scheduledAt or event.scheduledAt
-        attempt.pod, attempt.node = event.pod or attempt.pod, event.node or attempt.node
+        self._where(attempt, event)
         attempt.state = State.RUNNING
         tr.set_state(State.RUNNING, event.at)
 
@@ -354,8 +364,7 @@ class _Machine:
             return
         self.touched = True
         attempt.startedAt = attempt.startedAt or event.startedAt or event.at
-        attempt.scheduledAt = attempt.scheduledAt or event.scheduledAt
-        attempt.pod, attempt.node = event.pod or attempt.pod, event.node or attempt.node
+        self._where(attempt, event)
         attempt.endedAt = event.at
         attempt.exitCode = event.exitCode
         attempt.closedIn = self.n
@@ -425,6 +434,11 @@ class _Machine:
 
     def _on_tick(self, event: Tick) -> None:
         return
+
+    @staticmethod
+    def _where(attempt: Attempt, event: _AttemptEvent) -> None:
+        attempt.scheduledAt = attempt.scheduledAt or event.scheduledAt
+        attempt.pod, attempt.node = event.pod or attempt.pod, event.node or attempt.node
 
     def _live_attempt(self, taskrun_id: str, number: int) -> tuple[TaskRun, Attempt | None]:
         tr = self.status.taskrun(taskrun_id)
