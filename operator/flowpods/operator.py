@@ -33,7 +33,7 @@ from flowpods.model import Flow, FlowError
 from flowpods.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 from flowpods.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
 from flowpods.spans import spans_to_export
-from flowpods.status import ExecutionStatus, State
+from flowpods.status import ExecutionStatus, State, TaskRun
 
 log = logging.getLogger("flowpods.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
@@ -310,13 +310,18 @@ class Operator:
             elif isinstance(action, KillSubflow):
                 self.kube.annotate("executions", meta["namespace"], action.name, {ANNOTATION_KILL: "true"})
         target = outcome.body or execution
-        for action in engine.pending_actions(flow, run, new_status, now):
+
+        def lost(tr: TaskRun) -> bool:
+            """The status says it is under way, but its pod or child is not in the view."""
+            if tr.attempts:
+                return resources.pod_name(meta["name"], tr.id, tr.attempts[-1].number) not in pods
+            return tr.child is not None and tr.child not in children
+
+        flow_name = (execution.get("spec") or {}).get("flowRef", {}).get("name", flow.id)
+        for action in engine.pending_actions(flow, run, new_status, now, lost):
             if isinstance(action, RunTask):
-                name = resources.pod_name(meta["name"], action.work.taskRunId, action.work.attempt)
-                if name not in pods:
-                    flow_name = (execution.get("spec") or {}).get("flowRef", {}).get("name", flow.id)
-                    self.kube.create_pod(resources.build_pod(self.config, target, run, flow_name, action))
-            elif isinstance(action, StartSubflow) and action.name not in children:
+                self.kube.create_pod(resources.build_pod(self.config, target, run, flow_name, action))
+            elif isinstance(action, StartSubflow):
                 self._create_child(target, action)
         if new_status.state.terminal:
             outcome.finished = True
