@@ -410,6 +410,12 @@ class Api:
     def _served(self, namespace: str) -> bool:
         return not self.settings.namespaces or namespace in self.settings.namespaces
 
+    @staticmethod
+    def _found(body: dict[str, Any] | None, namespace: str, name: str) -> dict[str, Any]:
+        if body is None:
+            raise ApiError(404, f"execution '{name}' not found in namespace '{namespace}'")
+        return body
+
     async def _current(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The operator's in-memory view when it has the execution, else the API server."""
         if self.view is not None and (body := self.view(namespace, name)) is not None:
@@ -529,18 +535,14 @@ class Api:
     async def get(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "get", name)
-        body = await asyncio.to_thread(self.kube.get, "executions", namespace, name)
-        if body is None:
-            raise ApiError(404, f"execution '{name}' not found in namespace '{namespace}'")
+        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
         return web.json_response(summary(body, self.settings.jaeger_url))
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: `status` with the summary at each change, until a terminal state."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "get", name)
-        body = await self._current(namespace, name)
-        if body is None:
-            raise ApiError(404, f"execution '{name}' not found in namespace '{namespace}'")
+        body = self._found(await self._current(namespace, name), namespace, name)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -571,9 +573,7 @@ class Api:
     async def kill(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "create", name)
-        body = await asyncio.to_thread(self.kube.get, "executions", namespace, name)
-        if body is None:
-            raise ApiError(404, f"execution '{name}' not found in namespace '{namespace}'")
+        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
         if is_terminal(body):
             raise ApiError(409, f"execution '{name}' already ended {body['status']['state']}")
         await asyncio.to_thread(self.kube.annotate, "executions", namespace, name, {ANNOTATION_KILL: "true"})

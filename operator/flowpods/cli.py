@@ -44,6 +44,12 @@ ended otherwise or the API cannot be reached, 2 when the API refused the request
 """
 
 
+def add_input_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input value (repeatable)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowpods",
@@ -58,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("flow", metavar="FLOW", help="a flow file (Flow resource or Kestra flow YAML)")
-    run.add_argument(
-        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input value (repeatable)"
-    )
+    add_input_option(run)
     run.add_argument("--flows", metavar="DIR", help="folder of flow files for subflows (default: FLOW's folder)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines or task logs, only the result")
     run.add_argument("--json", action="store_true", help="print only the execution's final status, as JSON")
@@ -100,9 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     start.add_argument("namespace", metavar="NAMESPACE", help="the Kubernetes namespace of the Flow")
     start.add_argument("flow", metavar="FLOW", help="the Flow resource's name (metadata.name)")
-    start.add_argument(
-        "-i", "--input", action="append", default=[], metavar="KEY=VALUE", help="an input value (repeatable)"
-    )
+    add_input_option(start)
     start.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="an execution label")
     start.add_argument("-f", "--follow", action="store_true", help="print progress until the execution ends")
     start.add_argument(
