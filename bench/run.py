@@ -226,26 +226,7 @@ class Bench:
         for r in range(rounds):
             log(f"overhead round {r + 1}/{rounds}: floor ({chains} chains of {length} pods)")
             prefix = f"floor{r}"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.floor",
-                    "--kubeconfig",
-                    str(self.env.kubeconfig),
-                    "--namespace",
-                    floor_ns,
-                    "--chains",
-                    str(chains),
-                    "--length",
-                    str(length),
-                    "--prefix",
-                    prefix,
-                ],
-                check=True,
-                cwd=REPO,
-                timeout=600,
-            )
+            self.run_floor(floor_ns, chains, length, prefix)
             floor_pods.wait(
                 lambda seen, p=prefix: (
                     sum(1 for n, s in seen.items() if n.startswith(p) and s.terminated) == chains * length
@@ -366,32 +347,18 @@ class Bench:
         self.clean_pods(ns)
         return result
 
+    def run_floor(self, ns: str, chains: int, length: int, prefix: str, *extra: str) -> None:
+        """The floor (bench/floor.py) as its own process, on the same control plane."""
+        argv = ["--kubeconfig", str(self.env.kubeconfig), "--namespace", ns, "--chains", str(chains),
+                "--length", str(length), "--prefix", prefix, *extra]  # fmt: skip
+        subprocess.run([sys.executable, "-m", "bench.floor", *argv], check=True, cwd=REPO, timeout=600)
+
     def floor_throughput(self, chains: int, length: int) -> dict[str, Any]:
         """The same watch-and-create loop with all chains at once: the control plane's own task-run rate."""
         ns = self.namespace("bench-floor-tput")
         pods = self.watch(ns)
         t0 = time.monotonic()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.floor",
-                "--kubeconfig",
-                str(self.env.kubeconfig),
-                "--namespace",
-                ns,
-                "--chains",
-                str(chains),
-                "--length",
-                str(length),
-                "--prefix",
-                "f",
-                "--concurrent",
-            ],
-            check=True,
-            cwd=REPO,
-            timeout=600,
-        )
+        self.run_floor(ns, chains, length, "f", "--concurrent")
         pods.wait(lambda seen: sum(1 for s in seen.values() if s.terminated) == chains * length, 60, "the floor's pods")
         wall = time.monotonic() - t0
         finished = [s.terminated for s in pods.seen.values() if s.terminated is not None]
