@@ -204,6 +204,25 @@ def wait_for_spans(
     return testenv.wait_for(check, timeout, f"spans {want} in trace {trace_id}", describe=describe)
 
 
+def assert_parent_example_trace(jaeger: testenv.Jaeger, trace_id: str) -> dict[str, list[dict]]:
+    """examples/parent.yaml's one trace, the same in a cluster and locally: the child's RUN under the
+    parent's Subflow EXECUTOR span, each WORKER under its TASKRUN. Returns the spans by name."""
+    trace = wait_for_spans(jaeger, trace_id, {"RUN parent": 1, "RUN hello-world": 1, "TASKRUN hello": 2,
+                           "EXECUTOR - io.kestra.plugin.core.flow.Subflow": 1,
+                           "WORKER - io.kestra.plugin.core.log.Log": 2})  # fmt: skip
+    spans = spans_by_name(trace)
+    (parent_run,) = spans["RUN parent"]
+    (subflow,) = spans["EXECUTOR - io.kestra.plugin.core.flow.Subflow"]
+    (child_run,) = spans["RUN hello-world"]
+    assert parent_id(subflow) == parent_run["spanID"]
+    assert parent_id(child_run) == subflow["spanID"]
+    assert tags(child_run)["flowpods.trigger"] == "subflow"
+    workers = spans["WORKER - io.kestra.plugin.core.log.Log"]
+    assert len(workers) == 2 and {parent_id(w) for w in workers} == {s["spanID"] for s in spans["TASKRUN hello"]}
+    assert testenv.root(trace).name == "RUN parent"
+    return spans
+
+
 def parent_id(span: dict) -> str | None:
     return next((r["spanID"] for r in span.get("references", []) if r.get("refType") == "CHILD_OF"), None)
 
