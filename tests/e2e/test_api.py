@@ -128,7 +128,7 @@ def list_executions(custom_objects, namespace: str) -> list[dict]:
 
 def follow(client: httpx.Client, url: str, token: str) -> list[tuple[str, dict]]:
     """Read a follow stream to its end: (event, data) pairs."""
-    from flowpods.cli_start import sse_events
+    from flowpods.cli.start import sse_events
 
     events = []
     headers = {"Authorization": f"Bearer {token}"}

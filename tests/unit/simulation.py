@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowpods.engine import AttemptFinished, KillSubflow, RunTask, Start, StartSubflow, StopTask, Tick, advance
-from flowpods.model import Flow, parse_flow
-from flowpods.status import RunInfo
+from flowpods.core.engine import AttemptFinished, KillSubflow, RunTask, Start, StartSubflow, StopTask, Tick, advance
+from flowpods.core.model import Flow, parse_flow
+from flowpods.core.status import RunInfo
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RUN = RunInfo(id="ex-1", uid="uid-1", namespace="company.team", flowId="f", createdAt=T0)

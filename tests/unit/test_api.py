@@ -7,11 +7,13 @@ import re
 import pytest
 from multidict import CIMultiDict, MultiDict
 
-from flowpods import api, api_auth, cli_start
-from flowpods.api import ApiError
-from flowpods.api_auth import AuthError, User
-from flowpods.api_openapi import openapi_document
-from flowpods.model import parse_flow
+from flowpods.api import app as api
+from flowpods.api import auth as api_auth
+from flowpods.api.app import ApiError
+from flowpods.api.auth import AuthError, User
+from flowpods.api.openapi import openapi_document
+from flowpods.cli import start as cli_start
+from flowpods.core.model import parse_flow
 
 KEY = "0123456789abcdef-key"
 
@@ -162,7 +164,7 @@ def test_progress_lines_name_what_changed():
 
 
 def test_openapi_describes_exactly_the_routes():
-    from flowpods.api import Api, Settings
+    from flowpods.api.app import Api, Settings
 
     app = Api(Settings(), kube=_NoKube(), auth=None, tracer=None).app()  # type: ignore[arg-type]
     served = {(r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD"}

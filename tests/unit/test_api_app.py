@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from flowpods.api import Api, Settings
-from flowpods.api_auth import AuthError, User, check_access
+from flowpods.api.app import Api, Settings
+from flowpods.api.auth import AuthError, User, check_access
 
 KEY = "a-webhook-key-0123456789"
 ADMIN, NOBODY = "admin-token", "nobody-token"

@@ -1,7 +1,7 @@
 """The operator's configuration from environment variables."""
 
-from flowpods.config import OperatorConfig, PodCleanup
-from flowpods.otel import TraceLevel
+from flowpods.kube.config import OperatorConfig, PodCleanup
+from flowpods.telemetry.otel import TraceLevel
 
 
 def test_defaults():

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flowpods import model, status
+from flowpods.core import model, status
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS_CRD = ROOT / "crds" / "flowpods.io_flows.yaml"

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowpods.engine import (
+from flowpods.core.engine import (
     Admit,
     AttemptFinished,
     AttemptStarted,
@@ -23,8 +23,8 @@ from flowpods.engine import (
     pending_actions,
     trace_id,
 )
-from flowpods.model import Flow, parse_flow
-from flowpods.status import ExecutionStatus, State
+from flowpods.core.model import Flow, parse_flow
+from flowpods.core.status import ExecutionStatus, State
 from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
 
 # --- worked examples -----------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 import pytest
 
-from flowpods.inputs import resolve_inputs
-from flowpods.model import FlowError, parse_flow
+from flowpods.core.inputs import resolve_inputs
+from flowpods.core.model import FlowError, parse_flow
 
 
 def flow_with(*inputs):

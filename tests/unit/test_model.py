@@ -4,7 +4,7 @@ from datetime import timedelta
 
 import pytest
 
-from flowpods.model import FlowError, ForEach, HttpRequest, Log, Subflow, parse_flow
+from flowpods.core.model import FlowError, ForEach, HttpRequest, Log, Subflow, parse_flow
 
 
 def flow(**extra):

@@ -22,7 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from flowpods.otel import (
+from flowpods.core.records import SpanEvent, SpanRecord
+from flowpods.telemetry.otel import (
     JsonLinesSpanExporter,
     SpanRecordExporter,
     TraceLevel,
@@ -36,7 +37,6 @@ from flowpods.otel import (
     trace_level,
     tracer_provider_from_env,
 )
-from flowpods.records import SpanEvent, SpanRecord
 
 T0 = datetime(2026, 11, 24, 22, 0, 0, 123456, tzinfo=UTC)
 
@@ -117,7 +117,7 @@ def test_trace_level_is_case_insensitive(value: str | None, expected: TraceLevel
 
 
 def test_unknown_trace_level_is_default_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="flowpods.otel"):
+    with caplog.at_level(logging.WARNING, logger="flowpods.telemetry.otel"):
         assert trace_level({"FLOWPODS_TRACES": "verbose"}) == TraceLevel.DEFAULT
     assert "verbose" in caplog.text
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from flowpods import engine
-from flowpods.config import OperatorConfig
-from flowpods.engine import AttemptFinished, AttemptStarted, StartSubflow
-from flowpods.otel import TraceLevel
-from flowpods.resources import (
+from flowpods.core import engine
+from flowpods.core.engine import AttemptFinished, AttemptStarted, StartSubflow
+from flowpods.core.status import Attempt, State
+from flowpods.kube.config import OperatorConfig
+from flowpods.kube.resources import (
     child_execution,
     child_finished,
     flow_status,
@@ -17,7 +17,7 @@ from flowpods.resources import (
     run_info,
     status_body,
 )
-from flowpods.status import Attempt, State
+from flowpods.telemetry.otel import TraceLevel
 from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
 
 EXECUTION = {
@@ -35,7 +35,7 @@ def first_action(**task):
 
 
 def pod_for(action, config=CONFIG):
-    from flowpods.resources import build_pod
+    from flowpods.kube.resources import build_pod
 
     return build_pod(config, EXECUTION, RUN, "f", action)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flowpods import engine
-from flowpods.engine import AttemptFinished, AttemptStarted, StartSubflow
-from flowpods.spans import derive_spans, spans_to_export
-from flowpods.status import RunInfo, State
+from flowpods.core import engine
+from flowpods.core.engine import AttemptFinished, AttemptStarted, StartSubflow
+from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.status import RunInfo, State
 from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
 
 

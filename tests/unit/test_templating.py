@@ -2,7 +2,7 @@
 
 import pytest
 
-from flowpods.templating import RenderError, is_truthy, render, render_string
+from flowpods.core.templating import RenderError, is_truthy, render, render_string
 
 
 def test_renders_nested_values_and_leaves_plain_strings():

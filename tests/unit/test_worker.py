@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from flowpods.otel import read_span_file
-from flowpods.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
-from flowpods.worker import (
+from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
+from flowpods.telemetry.otel import read_span_file
+from flowpods.worker.runner import (
     EXIT_CANCELLED,
     EXIT_FAILURE,
     EXIT_INVALID,
@@ -481,7 +481,7 @@ def test_worker_as_a_subprocess(tmp_path: Path) -> None:
         "FLOWPODS_SPAN_FILE": str(spans),
         "TRACEPARENT": TRACEPARENT,
     }
-    proc = subprocess.run([sys.executable, "-m", "flowpods.worker"], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "flowpods.worker.runner"], env=env, capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
     assert proc.returncode == EXIT_FAILURE, proc.stderr
     result = parse_termination_message(termination.read_text(), proc.returncode)

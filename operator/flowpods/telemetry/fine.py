@@ -16,14 +16,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowpods import engine
-from flowpods.status import RunInfo
+from flowpods.core import engine
+from flowpods.core.status import RunInfo
 
 
 class FineTracer:
     def __init__(self, provider: TracerProvider):
         self.provider = provider
-        self.tracer = provider.get_tracer("flowpods.operator")
+        self.tracer = provider.get_tracer("flowpods.kube.operator")
 
     @contextmanager
     def reconcile(self, run: RunInfo, change: int) -> Iterator[None]:

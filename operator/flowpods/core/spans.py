@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowpods import engine
-from flowpods.model import Flow, TaskBase
-from flowpods.records import SpanEvent, SpanRecord
-from flowpods.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core import engine
+from flowpods.core.model import Flow, TaskBase
+from flowpods.core.records import SpanEvent, SpanRecord
+from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
 
 RESULTS = {
     State.SUCCESS: "success",

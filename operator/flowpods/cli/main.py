@@ -128,17 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "json", False):
         args.quiet = True
     if args.command == "worker":
-        from flowpods import worker
+        from flowpods.worker import runner as worker
 
         return worker.run(args.taskrun_file)
     if args.command == "operator":
-        from flowpods import operator
+        from flowpods.kube import operator
 
         return operator.run()
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "start":
-        from flowpods.cli_start import start
+        from flowpods.cli.start import start
 
         return start(args)
     return _run(args)
@@ -158,8 +158,8 @@ def _validate(files: list[str]) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flowpods.loader import load_flow_file
-    from flowpods.model import FlowError
+    from flowpods.core.model import FlowError
+    from flowpods.local.loader import load_flow_file
 
     console = Console(stderr=True)
     status = 0
@@ -178,13 +178,13 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flowpods.inputs import resolve_inputs
-    from flowpods.loader import FlowCatalog, load_flow_file
-    from flowpods.local import LocalExecution, LocalRunner
-    from flowpods.model import FlowError
-    from flowpods.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
-    from flowpods.status import Change
-    from flowpods.treeview import format_duration, trace_tree
+    from flowpods.cli.treeview import format_duration, trace_tree
+    from flowpods.core.inputs import resolve_inputs
+    from flowpods.core.model import FlowError
+    from flowpods.core.status import Change
+    from flowpods.local.loader import FlowCatalog, load_flow_file
+    from flowpods.local.runner import LocalExecution, LocalRunner
+    from flowpods.telemetry.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
     out = Console(highlight=False, width=width)
@@ -251,7 +251,7 @@ def _run(args: argparse.Namespace) -> int:
         out.print(f"  reason: {escape(root.status.error)}")
     if root.status.outputs:
         out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
-    from flowpods import engine
+    from flowpods.core import engine
 
     out.print(f"  trace id: {engine.trace_id(root.run)}")
     if exporter is not None:

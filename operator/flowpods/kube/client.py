@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from flowpods.resources import GROUP, VERSION
+from flowpods.kube.resources import GROUP, VERSION
 
 
 class Conflict(Exception):

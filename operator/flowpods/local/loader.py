@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from flowpods.model import Flow, FlowError, parse_flow
+from flowpods.core.model import Flow, FlowError, parse_flow
 
 API_GROUP = "flowpods.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"

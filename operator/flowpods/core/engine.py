@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from flowpods import ids
-from flowpods.inputs import coerce, resolve_inputs
-from flowpods.model import (
+from flowpods.core import ids
+from flowpods.core.inputs import coerce, resolve_inputs
+from flowpods.core.model import (
     Flow,
     FlowError,
     ForEach,
@@ -33,9 +33,9 @@ from flowpods.model import (
     Switch,
     TaskBase,
 )
-from flowpods.records import WorkItem
-from flowpods.status import Attempt, Change, ExecutionStatus, RunInfo, State, TaskRun
-from flowpods.templating import RenderError, is_truthy, render, render_string
+from flowpods.core.records import WorkItem
+from flowpods.core.status import Attempt, Change, ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core.templating import RenderError, is_truthy, render, render_string
 
 # --- events: what the adapters observed ----------------------------------------------------------------
 

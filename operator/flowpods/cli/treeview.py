@@ -7,7 +7,7 @@ from datetime import datetime
 from rich.text import Text
 from rich.tree import Tree
 
-from flowpods.records import SpanRecord
+from flowpods.core.records import SpanRecord
 
 BAR_WIDTH = 24
 STATE_STYLES = {"SUCCESS": "green", "WARNING": "yellow", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan"}

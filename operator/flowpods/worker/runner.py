@@ -44,7 +44,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
-from flowpods.model import (
+from flowpods.core.model import (
     TYPE_ALIASES,
     Fail,
     HttpRequest,
@@ -57,8 +57,7 @@ from flowpods.model import (
     TaskBase,
     describe_errors,
 )
-from flowpods.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
-from flowpods.records import (
+from flowpods.core.records import (
     DEFAULT_TERMINATION_LOG,
     MAX_TERMINATION_MESSAGE,
     OUTPUTS_ENV,
@@ -68,7 +67,8 @@ from flowpods.records import (
     TaskResult,
     WorkItem,
 )
-from flowpods.truth import is_truthy
+from flowpods.core.truth import is_truthy
+from flowpods.telemetry.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -469,7 +469,7 @@ def effective_timeout(item: WorkItem, task: TaskBase) -> float | None:
 
 def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str], stream: IO[str]) -> tuple[str, int]:
     """Run the attempt under its WORKER span; the result's JSON and the exit code."""
-    tracer = provider.get_tracer("flowpods.worker")
+    tracer = provider.get_tracer("flowpods.worker.runner")
     parent, warning = parent_context(environ)
     attributes = {
         "flowpods.taskrun_id": item.taskRunId,

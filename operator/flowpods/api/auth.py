@@ -15,8 +15,8 @@ from typing import Any, Literal
 from kubernetes import client
 from pydantic import BaseModel, Field
 
-from flowpods.model import Flow, Webhook
-from flowpods.resources import GROUP
+from flowpods.core.model import Flow, Webhook
+from flowpods.kube.resources import GROUP
 
 Verb = Literal["create", "get"]
 

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowpods import engine, ids
-from flowpods.engine import (
+from flowpods.core import engine, ids
+from flowpods.core.engine import (
     AttemptFinished,
     ChildFinished,
     Decision,
@@ -33,13 +33,13 @@ from flowpods.engine import (
     StopTask,
     Tick,
 )
-from flowpods.loader import FlowCatalog
-from flowpods.model import Flow
-from flowpods.otel import SpanRecordExporter, read_span_file
-from flowpods.records import SPAN_FILE_ENV, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, SpanRecord
-from flowpods.spans import derive_spans, spans_to_export
-from flowpods.status import Change, ExecutionStatus, RunInfo, State
-from flowpods.worker import parse_termination_message
+from flowpods.core.model import Flow
+from flowpods.core.records import SPAN_FILE_ENV, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, SpanRecord
+from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
+from flowpods.local.loader import FlowCatalog
+from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
+from flowpods.worker.runner import parse_termination_message
 
 TIMEOUT_GRACE_SECONDS = 10.0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from flowpods.model import Flow, FlowError, Input, InputType
+from flowpods.core.model import Flow, FlowError, Input, InputType
 
 _DATETIME = TypeAdapter(datetime)
 _DURATION = TypeAdapter(timedelta)

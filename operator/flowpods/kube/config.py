@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
 
-from flowpods.otel import TraceLevel, trace_level
+from flowpods.telemetry.otel import TraceLevel, trace_level
 
 
 class PodCleanup(StrEnum):

@@ -32,18 +32,19 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flowpods import engine, ids, resources
-from flowpods.api_auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
-from flowpods.api_openapi import openapi_document
-from flowpods.config import OperatorConfig
-from flowpods.inputs import resolve_inputs
-from flowpods.kube import Kube
-from flowpods.model import Flow, FlowError
-from flowpods.otel import attached, tracer_provider_from_env
-from flowpods.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE, LABEL_FLOW
-from flowpods.status import State
+from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
+from flowpods.api.openapi import openapi_document
+from flowpods.core import engine, ids
+from flowpods.core.inputs import resolve_inputs
+from flowpods.core.model import Flow, FlowError
+from flowpods.core.status import State
+from flowpods.kube import resources
+from flowpods.kube.client import Kube
+from flowpods.kube.config import OperatorConfig
+from flowpods.kube.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE, LABEL_FLOW
+from flowpods.telemetry.otel import attached, tracer_provider_from_env
 
-log = logging.getLogger("flowpods.api")
+log = logging.getLogger("flowpods.api.app")
 
 PREFIX = "/api/v1/executions"
 ROUTE_START = PREFIX + "/{namespace}/{flowId}"
@@ -599,7 +600,7 @@ class Server:
 async def serve(config: OperatorConfig, kube: Kube, view: View | None = None) -> Server:
     """Start the API on FLOWPODS_API_HOST:FLOWPODS_API_PORT in the running event loop."""
     provider = tracer_provider_from_env("flowpods")
-    tracer = provider.get_tracer("flowpods.api")
+    tracer = provider.get_tracer("flowpods.api.app")
     settings = Settings(max_body=config.api_max_body, jaeger_url=config.jaeger_url,
                         namespaces=tuple(config.namespaces))  # fmt: skip
     api = Api(settings, kube, KubeAuth(kube.api), tracer, view)

@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from flowpods.truth import is_truthy
+from flowpods.core.truth import is_truthy
 
 __all__ = ["RenderError", "is_truthy", "render", "render_string"]
 

@@ -34,7 +34,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from pydantic import ValidationError
 
 from flowpods import __version__
-from flowpods.records import SPAN_FILE_ENV, SpanEvent, SpanRecord
+from flowpods.core.records import SPAN_FILE_ENV, SpanEvent, SpanRecord
 
 log = logging.getLogger(__name__)
 

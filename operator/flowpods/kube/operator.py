@@ -23,19 +23,20 @@ from zoneinfo import ZoneInfo
 import kopf
 from croniter import croniter
 
-from flowpods import engine, resources
-from flowpods.config import OperatorConfig, PodCleanup
-from flowpods.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
-from flowpods.fine import FineTracer
-from flowpods.kube import Conflict, Kube, load_client_config
-from flowpods.loader import flow_document
-from flowpods.model import Flow, FlowError
-from flowpods.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
-from flowpods.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
-from flowpods.spans import spans_to_export
-from flowpods.status import ExecutionStatus, State, TaskRun
+from flowpods.core import engine
+from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
+from flowpods.core.model import Flow, FlowError
+from flowpods.core.spans import spans_to_export
+from flowpods.core.status import ExecutionStatus, State, TaskRun
+from flowpods.kube import resources
+from flowpods.kube.client import Conflict, Kube, load_client_config
+from flowpods.kube.config import OperatorConfig, PodCleanup
+from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
+from flowpods.local.loader import flow_document
+from flowpods.telemetry.fine import FineTracer
+from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
-log = logging.getLogger("flowpods.operator")
+log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
 
@@ -579,13 +580,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.startup()
 async def start_api(**_: Any) -> None:
-    """The HTTP API (flowpods.api) on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
+    """The HTTP API (flowpods.api.app) on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
     global API
     if OPERATOR is None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
     if OPERATOR.config.api_port == 0 or API is not None:
         return
-    from flowpods import api
+    from flowpods.api import app as api
 
     view = OPERATOR.executions
     API = await api.serve(OPERATOR.config, OPERATOR.kube, view=lambda ns, name: view.get((ns, name)))

@@ -11,15 +11,15 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flowpods import engine, ids
-from flowpods.config import OperatorConfig
-from flowpods.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
-from flowpods.loader import flow_document
-from flowpods.model import Flow, FlowError, Schedule, Webhook, parse_flow
-from flowpods.otel import TraceLevel
-from flowpods.records import TASKRUN_ENV
-from flowpods.status import Attempt, ExecutionStatus, RunInfo, State
-from flowpods.worker import parse_termination_message
+from flowpods.core import engine, ids
+from flowpods.core.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
+from flowpods.core.model import Flow, FlowError, Schedule, Webhook, parse_flow
+from flowpods.core.records import TASKRUN_ENV
+from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
+from flowpods.kube.config import OperatorConfig
+from flowpods.local.loader import flow_document
+from flowpods.telemetry.otel import TraceLevel
+from flowpods.worker.runner import parse_termination_message
 
 GROUP = "flowpods.io"
 VERSION = "v1alpha1"

@@ -1,4 +1,4 @@
-"""`flowpods start`: start a flow through the HTTP API and follow it (a client of flowpods.api)."""
+"""`flowpods start`: start a flow through the HTTP API and follow it (a client of flowpods.api.app)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
-from flowpods.cli import EXIT_BAD_INPUT, parse_assignments
+from flowpods.cli.main import EXIT_BAD_INPUT, parse_assignments
 
 OK_STATES = {"SUCCESS", "WARNING"}
 
