@@ -543,7 +543,7 @@ class Api:
         """Server-sent events: `status` with the summary at each change, until a terminal state."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "get", name)
-        body = self._found(await self._current(namespace, name), namespace, name)
+        body: dict[str, Any] | None = self._found(await self._current(namespace, name), namespace, name)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -608,7 +608,6 @@ async def serve(config: OperatorConfig, kube: Kube, view: View | None = None) ->
     await runner.setup()
     site = web.TCPSite(runner, config.api_host, config.api_port)
     await site.start()
-    sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-    port = sockets[0][1] if sockets else config.api_port
+    port = runner.addresses[0][1] if runner.addresses else config.api_port
     log.info("flowpods API listening on %s:%s", config.api_host, port)
     return Server(runner, provider, port)

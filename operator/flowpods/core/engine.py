@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -248,9 +248,9 @@ def pending_actions(
             if isinstance(action, RunTask):
                 actions.append(action)
         elif isinstance(task, Subflow) and tr.child:
-            action = machine.subflow_action(task, tr)
-            if isinstance(action, StartSubflow):
-                actions.append(action)
+            start = machine.subflow_action(task, tr)
+            if isinstance(start, StartSubflow):
+                actions.append(start)
     return actions
 
 
@@ -493,7 +493,7 @@ class _Machine:
                 final, reason = State.FAILED, f"flow output: {exc}"
         self._end_execution(final, self.now, reason)
 
-    def _drive_list(self, tasks: list[TaskBase], parent: TaskRun | None, value: str | None) -> State:
+    def _drive_list(self, tasks: Sequence[TaskBase], parent: TaskRun | None, value: str | None) -> State:
         """Run the tasks in order; return the list's state (RUNNING until all ended or one failed)."""
         result = State.SUCCESS
         for task in tasks:

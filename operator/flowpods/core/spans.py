@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowpods.core import engine
+from flowpods.core import engine, ids
 from flowpods.core.model import Flow, TaskBase
 from flowpods.core.records import SpanEvent, SpanRecord
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
@@ -48,7 +48,7 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         spans.append((closed_in, SpanRecord(trace_id=trace, sampled=sampled, **fields)))
 
     if status.state.terminal and status.closedIn is not None and status.endDate:
-        parent = engine.ids.parse_traceparent(run.parentTraceparent)
+        parent = ids.parse_traceparent(run.parentTraceparent)
         attributes: dict[str, Any] = {
             "flowpods.trigger": run.trigger,
             "flowpods.state": status.state.value,
@@ -189,4 +189,3 @@ def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, p
         "status": "ERROR" if failed else "OK",
         "status_message": attempt.reason if failed else None,
     }
-

@@ -13,11 +13,12 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import kopf
@@ -25,14 +26,13 @@ from croniter import croniter
 
 from flowpods.core import engine
 from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
-from flowpods.core.model import Flow, FlowError
+from flowpods.core.model import Flow, FlowError, flow_document
 from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
-from flowpods.local.loader import flow_document
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
@@ -220,7 +220,7 @@ class Operator:
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
-                kopf.event(outcome.body, type=kind, reason=reason, message=message)
+                kopf.event(cast(kopf.Body, outcome.body), type=kind, reason=reason, message=message)
         if outcome.wake_at is not None:
             self.poke_at(key, outcome.wake_at)
 
@@ -350,7 +350,7 @@ class Operator:
                     problem = f"flow '{flow_name}' is disabled"
         revision = (flow_resource or {}).get("metadata", {}).get("generation")
         if flow is None or problem is not None:
-            placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=meta["namespace"])
+            placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=meta["namespace"], tasks=[])
             run = resources.run_info(execution, placeholder, revision)
             status = engine.failed_start(run, problem or "cannot start", now)
             flow_doc = None
@@ -362,7 +362,8 @@ class Operator:
             flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
             if queued and behavior != "QUEUE":
                 refused = State.CANCELLED if behavior == "CANCEL" else State.FAILED
-                reason = f"flow '{flow_name}' already runs {flow.concurrency.limit} executions (its concurrency limit)"
+                limit = flow.concurrency.limit if flow.concurrency else 0
+                reason = f"flow '{flow_name}' already runs {limit} executions (its concurrency limit)"
                 status, actions = engine.failed_start(run, reason, now, refused), []
             else:
                 start = Start(at=now, inputs=spec.get("inputs") or {}, queued=queued)
@@ -546,8 +547,19 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
 
 # --- kopf wiring ---------------------------------------------------------------------------------------
 
+
+class Service(Protocol):
+    """A server started inside the operator process (the HTTP API), stopped at shutdown."""
+
+    async def stop(self) -> None: ...
+
+
+View = Callable[[str, str], "dict[str, Any] | None"]
+StartService = Callable[[OperatorConfig, Kube, View], Awaitable[Service]]
+
 OPERATOR: Operator | None = None
-API: Any = None  # the running flowpods.api.Server
+START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
+API: Service | None = None
 
 
 def _operator() -> Operator:
@@ -580,16 +592,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.startup()
 async def start_api(**_: Any) -> None:
-    """The HTTP API (flowpods.api.app) on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
+    """The HTTP API on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
     global API
     if OPERATOR is None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
-    if OPERATOR.config.api_port == 0 or API is not None:
+    if OPERATOR.config.api_port == 0 or API is not None or START_API is None:
         return
-    from flowpods.api import app as api
-
     view = OPERATOR.executions
-    API = await api.serve(OPERATOR.config, OPERATOR.kube, view=lambda ns, name: view.get((ns, name)))
+    API = await START_API(OPERATOR.config, OPERATOR.kube, lambda ns, name: view.get((ns, name)))
 
 
 @kopf.on.cleanup()
@@ -659,8 +669,10 @@ async def _operate(config: OperatorConfig) -> None:
     )
 
 
-def run(config: OperatorConfig | None = None) -> int:
-    """`flowpods operator`: run until stopped."""
+def run(config: OperatorConfig | None = None, api: StartService | None = None) -> int:
+    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop."""
+    global START_API
+    START_API = api
     config = config or OperatorConfig.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise

@@ -13,13 +13,11 @@ from typing import Any
 
 from flowpods.core import engine, ids
 from flowpods.core.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
-from flowpods.core.model import Flow, FlowError, Schedule, Webhook, parse_flow
-from flowpods.core.records import TASKRUN_ENV
+from flowpods.core.model import Flow, FlowError, Schedule, Webhook, flow_document, parse_flow
+from flowpods.core.records import TASKRUN_ENV, parse_termination_message
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
 from flowpods.kube.config import OperatorConfig
-from flowpods.local.loader import flow_document
 from flowpods.telemetry.otel import TraceLevel
-from flowpods.worker.runner import parse_termination_message
 
 GROUP = "flowpods.io"
 VERSION = "v1alpha1"
@@ -83,15 +81,16 @@ def load_flow(resource: dict[str, Any]) -> Flow:
 def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Flow | None, str | None]:
     """The Flow's status (Ready or Invalid condition), the parsed flow, and the problem if invalid."""
     generation = resource.get("metadata", {}).get("generation")
+    flow: Flow | None = None
+    problem: str | None = None
     try:
         flow = load_flow(resource)
     except FlowError as exc:
-        message = "; ".join(exc.problems)
-        condition = {"type": "Ready", "status": "False", "reason": "Invalid", "message": message}
-        flow, problem = None, message
+        problem = "; ".join(exc.problems)
+    if problem is not None:
+        condition: dict[str, Any] = {"type": "Ready", "status": "False", "reason": "Invalid", "message": problem}
     else:
         condition = {"type": "Ready", "status": "True", "reason": "Valid", "message": "the flow is valid"}
-        problem = None
     condition.update(lastTransitionTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation)
     status: dict[str, Any] = {
         "conditions": [condition],
@@ -320,8 +319,8 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
 
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in IMAGE_ERRORS:
-        reason = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
-        return AttemptFinished(at=datetime.now(UTC), success=False, reason=reason.strip(": "), **common)
+        pull = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
+        return AttemptFinished(at=datetime.now(UTC), success=False, reason=pull.strip(": "), **common)
 
     terminated = state.get("terminated")
     if phase in ("Succeeded", "Failed"):
@@ -334,6 +333,7 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
             ended = max(ended, result.endedAt)
         success = phase == "Succeeded" and code == 0 and result.error is None
         timed_out = status.get("reason") == "DeadlineExceeded" or code == 124
+        reason: str | None
         if success:
             reason = None
         elif status.get("reason") == "DeadlineExceeded":
@@ -364,8 +364,7 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
 
 def _condition_time(status: dict[str, Any]) -> datetime | None:
     times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
-    times = [t for t in times if t is not None]
-    return max(times) if times else None
+    return max((t for t in times if t is not None), default=None)
 
 
 def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:

@@ -34,12 +34,17 @@ from flowpods.core.engine import (
     Tick,
 )
 from flowpods.core.model import Flow
-from flowpods.core.records import SPAN_FILE_ENV, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, SpanRecord
+from flowpods.core.records import (
+    SPAN_FILE_ENV,
+    TASKRUN_FILE_ENV,
+    TERMINATION_LOG_ENV,
+    SpanRecord,
+    parse_termination_message,
+)
 from flowpods.core.spans import derive_spans, spans_to_export
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.local.loader import FlowCatalog
 from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
-from flowpods.worker.runner import parse_termination_message
 
 TIMEOUT_GRACE_SECONDS = 10.0
 
@@ -303,6 +308,7 @@ class LocalRunner:
                 execution = self.executions[process.execution]
                 if log_text.strip():
                     self.on_log(execution, process.action, log_text)
+                reason: str | None
                 if timed_out:
                     reason = f"timeout after {process.action.timeoutSeconds:g}s"
                 else:

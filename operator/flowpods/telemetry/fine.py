@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,6 +18,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from flowpods.core import engine
 from flowpods.core.status import RunInfo
+
+C = TypeVar("C")
 
 
 class FineTracer:
@@ -35,12 +37,13 @@ class FineTracer:
             trace_flags=TraceFlags(TraceFlags.SAMPLED if engine.sampled(run) else 0),
         )
         context = trace.set_span_in_context(NonRecordingSpan(parent))
-        attributes = {"flowpods.execution_id": run.id, "flowpods.change": change}
+        attributes: dict[str, str | int] = {"flowpods.execution_id": run.id, "flowpods.change": change}
         with self.tracer.start_as_current_span("operator reconcile", context=context, attributes=attributes):
             yield
 
-    def wrap(self, client: Any) -> TracedClient:
-        return TracedClient(client, self.tracer)
+    def wrap(self, client: C) -> C:
+        """The client with the same methods, each traced (a proxy: it stands in for the client's type)."""
+        return cast(C, TracedClient(client, self.tracer))
 
 
 class TracedClient:
