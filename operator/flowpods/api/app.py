@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
-from flowpods.core import engine, ids
+from flowpods.core import ids
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.status import State
@@ -97,7 +97,7 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def execution_name(flow_name: str, suffix: str | None = None) -> str:
     suffix = suffix or "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(8))
-    return f"{engine.dns_label(flow_name, 40)}-{suffix}"
+    return f"{ids.dns_label(flow_name, 40)}-{suffix}"
 
 
 def traceparent_header(context: trace.SpanContext) -> str | None:

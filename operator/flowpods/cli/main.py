@@ -255,9 +255,9 @@ def _run(args: argparse.Namespace) -> int:
         out.print(f"  reason: {escape(root.status.error)}")
     if root.status.outputs:
         out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
-    from flowpods.core import engine
+    from flowpods.core import ids
 
-    out.print(f"  trace id: {engine.trace_id(root.run)}")
+    out.print(f"  trace id: {ids.trace_id(root.run)}")
     if exporter is not None:
         endpoint = otlp_traces_endpoint(os.environ, otlp_protocol(os.environ))
         out.print(f"  spans exported to {endpoint} ({otlp_protocol(os.environ)})")

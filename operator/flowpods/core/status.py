@@ -99,7 +99,6 @@ class TaskRun(WithHistory):
     branch: str | None = Field(default=None, description="If/Switch: the branch taken")
     iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
-    createdIn: int = 0
     closedIn: int | None = None
 
 

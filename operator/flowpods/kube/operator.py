@@ -24,10 +24,11 @@ from zoneinfo import ZoneInfo
 import kopf
 from croniter import croniter
 
-from flowpods.core import engine
-from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
+from flowpods.core import executor, ids
+from flowpods.core.executor import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
 from flowpods.core.model import Flow, FlowError, flow_document
 from flowpods.core.spans import spans_to_export
+from flowpods.core.start import MAX_SUBFLOW_DEPTH
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
@@ -272,7 +273,7 @@ class Operator:
                 if finished is not None:
                     events.append(finished)
 
-        decision = engine.advance(flow, run, status, events, now)
+        decision = executor.advance(flow, run, status, events, now)
         with self._fine_step(run, decision.status.changes[-1].n if decision.changed else None):
             return self._carry_out(execution, flow, run, decision, events, pods, children, flow_doc, revision, now)
 
@@ -285,7 +286,7 @@ class Operator:
         execution: dict[str, Any],
         flow: Flow,
         run: Any,
-        decision: engine.Decision,
+        decision: executor.Decision,
         events: list[Any],
         pods: dict[str, Any],
         children: dict[str, Any],
@@ -319,7 +320,7 @@ class Operator:
             return tr.child is not None and tr.child not in children
 
         flow_name = (execution.get("spec") or {}).get("flowRef", {}).get("name", flow.id)
-        for action in engine.pending_actions(flow, run, new_status, now, lost):
+        for action in executor.pending_actions(flow, run, new_status, now, lost):
             if isinstance(action, RunTask):
                 self.kube.create_pod(resources.build_pod(self.config, target, run, flow_name, action))
             elif isinstance(action, StartSubflow):
@@ -336,8 +337,8 @@ class Operator:
         flow_resource = self.kube.get("flows", meta["namespace"], flow_name) if flow_name else None
         flow: Flow | None = None
         problem = None
-        if resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
-            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
+        if resources.depth(execution) > MAX_SUBFLOW_DEPTH:
+            problem = f"subflows nest deeper than {MAX_SUBFLOW_DEPTH}"
         elif flow_resource is None:
             problem = f"flow '{flow_name}' not found in namespace {meta['namespace']}"
         else:
@@ -352,7 +353,7 @@ class Operator:
         if flow is None or problem is not None:
             placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=meta["namespace"], tasks=[])
             run = resources.run_info(execution, placeholder, revision)
-            status = engine.failed_start(run, problem or "cannot start", now)
+            status = executor.failed_start(run, problem or "cannot start", now)
             flow_doc = None
             actions: list[Any] = []
         else:
@@ -364,10 +365,10 @@ class Operator:
                 refused = State.CANCELLED if behavior == "CANCEL" else State.FAILED
                 limit = flow.concurrency.limit if flow.concurrency else 0
                 reason = f"flow '{flow_name}' already runs {limit} executions (its concurrency limit)"
-                status, actions = engine.failed_start(run, reason, now, refused), []
+                status, actions = executor.failed_start(run, reason, now, refused), []
             else:
                 start = Start(at=now, inputs=spec.get("inputs") or {}, queued=queued)
-                decision = engine.advance(flow, run, None, [start], now)
+                decision = executor.advance(flow, run, None, [start], now)
                 status, actions = decision.status, decision.actions
         with self._fine_step(run, status.changes[-1].n):
             outcome = Outcome()
@@ -506,7 +507,7 @@ class Operator:
                 "apiVersion": resources.API_VERSION,
                 "kind": "Execution",
                 "metadata": {
-                    "name": f"{engine.dns_label(name, 40)}-{engine.dns_label(trigger.id, 20)}-{stamp}",
+                    "name": f"{ids.dns_label(name, 40)}-{ids.dns_label(trigger.id, 20)}-{stamp}",
                     "namespace": namespace,
                     "labels": {LABEL_FLOW: resources.label_value(name), resources.LABEL_MANAGED_BY: "flowpods"},
                 },

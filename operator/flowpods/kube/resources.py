@@ -11,8 +11,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flowpods.core import engine, ids
-from flowpods.core.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
+from flowpods.core import ids
+from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
 from flowpods.core.model import Flow, FlowError, Schedule, Webhook, flow_document, parse_flow
 from flowpods.core.records import TASKRUN_ENV, parse_termination_message
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
@@ -67,7 +67,7 @@ def label_value(text: str) -> str:
 
 
 def pod_name(execution: str, taskrun_id: str, attempt: int) -> str:
-    return f"{engine.dns_label(execution, 200)}-{taskrun_id}-{attempt}"
+    return f"{ids.dns_label(execution, 200)}-{taskrun_id}-{attempt}"
 
 
 # --- flows ---------------------------------------------------------------------------------------------
@@ -181,8 +181,8 @@ def status_body(
         flowRevision=revision,
     )
     if run is not None and traces != TraceLevel.DISABLED:
-        body["traceId"] = engine.trace_id(run)
-        body["traceparent"] = engine.traceparent_of(run, engine.run_span_id(run))
+        body["traceId"] = ids.trace_id(run)
+        body["traceparent"] = ids.traceparent_of(run, ids.run_span_id(run))
     return body
 
 

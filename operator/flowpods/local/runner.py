@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flowpods.core import engine, ids
-from flowpods.core.engine import (
+from flowpods.core import executor, ids
+from flowpods.core.executor import (
     AttemptFinished,
     ChildFinished,
     Decision,
@@ -42,6 +42,7 @@ from flowpods.core.records import (
     parse_termination_message,
 )
 from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.start import MAX_SUBFLOW_DEPTH
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.local.loader import FlowCatalog
 from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
@@ -115,7 +116,7 @@ class LocalRunner:
     def run(
         self, flow: Flow, inputs: dict[str, Any] | None = None, labels: dict[str, str] | None = None
     ) -> LocalResult:
-        root_id = f"{engine.dns_label(flow.id, 40)}-{uuid.uuid4().hex[:8]}"
+        root_id = f"{ids.dns_label(flow.id, 40)}-{uuid.uuid4().hex[:8]}"
         parent = self.environ.get("TRACEPARENT")
         run = RunInfo(
             id=root_id,
@@ -169,7 +170,7 @@ class LocalRunner:
 
     def _advance(self, execution_id: str, events: list[Any]) -> None:
         execution = self.executions[execution_id]
-        decision = engine.advance(execution.flow, execution.run, execution.status, events, utcnow())
+        decision = executor.advance(execution.flow, execution.run, execution.status, events, utcnow())
         self._commit(execution, decision)
         for action in decision.actions:
             self._act(execution, action)
@@ -219,8 +220,8 @@ class LocalRunner:
         problem = None
         if flow is None:
             problem = f"flow {action.namespace}.{action.flowId} not found"
-        elif execution.depth + 1 > engine.MAX_SUBFLOW_DEPTH:
-            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
+        elif execution.depth + 1 > MAX_SUBFLOW_DEPTH:
+            problem = f"subflows nest deeper than {MAX_SUBFLOW_DEPTH}"
         if problem is not None or flow is None:
             failed = ChildFinished(
                 at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}

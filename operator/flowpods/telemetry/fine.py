@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowpods.core import engine
+from flowpods.core import ids
 from flowpods.core.status import RunInfo
 
 C = TypeVar("C")
@@ -31,10 +31,10 @@ class FineTracer:
     def reconcile(self, run: RunInfo, change: int) -> Iterator[None]:
         """A span for the work that commits change `change`, as a child of that change's EXECUTOR span."""
         parent = SpanContext(
-            trace_id=int(engine.trace_id(run), 16),
-            span_id=int(engine.change_span_id(run, change), 16),
+            trace_id=int(ids.trace_id(run), 16),
+            span_id=int(ids.change_span_id(run, change), 16),
             is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED if engine.sampled(run) else 0),
+            trace_flags=TraceFlags(TraceFlags.SAMPLED if ids.sampled(run) else 0),
         )
         context = trace.set_span_in_context(NonRecordingSpan(parent))
         attributes: dict[str, str | int] = {"flowpods.execution_id": run.id, "flowpods.change": change}
