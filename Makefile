@@ -22,9 +22,9 @@ run: venv
 test: lint testenv-bins
 	$(VENV)/bin/pytest
 
-## unit: the fast tests only (no servers)
+## unit: the core and adapter tests (no cluster)
 unit: venv
-	$(VENV)/bin/pytest tests/unit
+	$(VENV)/bin/pytest tests/core tests/adapters
 
 ## lint: ruff (checks and format), mypy (strict on the core) and the layering contract (import-linter, pyproject.toml)
 lint: venv

@@ -16,7 +16,7 @@ import yaml
 
 from flowpods.core import model, status
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FLOWS_CRD = ROOT / "crds" / "flowpods.io_flows.yaml"
 EXECUTIONS_CRD = ROOT / "crds" / "flowpods.io_executions.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

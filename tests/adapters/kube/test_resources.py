@@ -18,7 +18,7 @@ from flowpods.kube.resources import (
     status_body,
 )
 from flowpods.telemetry.otel import TraceLevel
-from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 EXECUTION = {
     "apiVersion": "flowpods.io/v1alpha1",
