@@ -182,7 +182,8 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flowpods.cli.treeview import format_duration, trace_tree
+    from flowpods.cli.treeview import trace_tree
+    from flowpods.core.clock import format_duration
     from flowpods.core.inputs import resolve_inputs
     from flowpods.core.model import FlowError
     from flowpods.core.status import Change

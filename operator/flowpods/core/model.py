@@ -429,9 +429,6 @@ class Flow(Strict):
                 return task
         raise KeyError(task_id)
 
-    def webhook(self, key: str) -> Webhook | None:
-        return next((t for t in self.triggers if isinstance(t, Webhook) and not t.disabled and t.key == key), None)
-
 
 # --- parsing with errors a person can act on -----------------------------------------------------------
 

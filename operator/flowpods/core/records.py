@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 TERMINATION_LOG_ENV = "FLOWPODS_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -47,22 +47,6 @@ class TaskResult(BaseModel):
     endedAt: datetime | None = Field(
         default=None, description="When the task ended, precisely: pod timestamps only have whole seconds"
     )
-
-
-def parse_termination_message(text: str | None, exit_code: int | None) -> TaskResult:
-    """Read back what a worker reported; anything unreadable becomes an error naming the exit code."""
-    code = "unknown" if exit_code is None else str(exit_code)
-    if not text or not text.strip():
-        if exit_code == 0:
-            return TaskResult(error="the worker exited with code 0 but reported no result")
-        return TaskResult(error=f"the worker exited with code {code} without reporting a result")
-    try:
-        result = TaskResult.model_validate_json(text)
-    except ValidationError:
-        return TaskResult(error=f"the worker exited with code {code} and reported no valid result: {text[:200]!r}")
-    if exit_code not in (0, None) and result.error is None:
-        return TaskResult(outputs=result.outputs, error=f"the worker exited with code {code}")
-    return result
 
 
 class SpanEvent(BaseModel):

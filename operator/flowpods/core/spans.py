@@ -20,7 +20,6 @@ RESULTS = {
     State.FAILED: "failure",
     State.KILLED: "cancellation",
     State.CANCELLED: "cancellation",
-    State.SKIPPED: "skip",
 }
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult, parse_termination_message
+from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
+from flowpods.core.results import parse_termination_message
 from flowpods.telemetry.otel import read_span_file
 from flowpods.worker.runner import (
     EXIT_CANCELLED,
