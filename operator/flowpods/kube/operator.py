@@ -24,17 +24,6 @@ import kopf
 
 from flowpods.core import admission, executor, notices, schedule, start
 from flowpods.core.clock import utcnow
-from flowpods.core.executor import (
-    Action,
-    Admit,
-    AttemptFinished,
-    Kill,
-    KillSubflow,
-    RunTask,
-    Start,
-    StartSubflow,
-    StopTask,
-)
 from flowpods.core.model import Flow, FlowError, flow_document
 from flowpods.core.records import SpanRecord
 from flowpods.core.spans import spans_to_export
@@ -286,10 +275,10 @@ class Operator:
         events: list[Any] = []
         annotations = subject.execution["metadata"].get("annotations") or {}
         if str(annotations.get(ANNOTATION_KILL, "")).lower() == "true":
-            events.append(Kill(at=subject.now))
+            events.append(executor.Kill(at=subject.now))
         elif status.state == State.QUEUED and flow.concurrency and self._may_run(subject.execution,
                                                                                  flow.concurrency.limit):  # fmt: skip
-            events.append(Admit(at=subject.now))
+            events.append(executor.Admit(at=subject.now))
         for tr in status.taskRuns:
             if tr.state.terminal:
                 continue
@@ -326,13 +315,13 @@ class Operator:
             if status.state.terminal and decision.changed:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
-            if isinstance(event, AttemptFinished) and event.imageUnavailable and event.pod:
+            if isinstance(event, executor.AttemptFinished) and event.imageUnavailable and event.pod:
                 self.kube.delete_pod(subject.namespace, event.pod)
         for action in decision.actions:
-            if isinstance(action, StopTask):
+            if isinstance(action, executor.StopTask):
                 self.kube.delete_pod(subject.namespace, resources.pod_name(subject.name, action.taskRunId,
                                                                            action.attempt))  # fmt: skip
-            elif isinstance(action, KillSubflow):
+            elif isinstance(action, executor.KillSubflow):
                 self.kube.annotate("executions", subject.namespace, action.name, {ANNOTATION_KILL: "true"})
 
         def lost(tr: TaskRun) -> bool:
@@ -356,7 +345,7 @@ class Operator:
         revision = (resource or {}).get("metadata", {}).get("generation")
         loaded = resources.read_flow(resource)
         cannot = start.start_check(flow_name, loaded, namespace, resources.depth(execution))
-        actions: Sequence[Action] = []
+        actions: Sequence[executor.Action] = []
         if cannot is not None or not isinstance(loaded, Flow):
             placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=namespace, tasks=[])
             subject = Subject(execution, resources.run_info(execution, placeholder, revision, now), None, flow_name,
@@ -373,7 +362,7 @@ class Operator:
                 status = executor.failed_start(subject.run, let_in.reason or "refused", now, let_in.refused)
             else:
                 inputs = (execution.get("spec") or {}).get("inputs") or {}
-                decision = executor.advance(flow, subject.run, None, [Start(at=now, inputs=inputs,
+                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs,
                                                                               queued=let_in.queued)], now)  # fmt: skip
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):
@@ -437,12 +426,12 @@ class Operator:
         outcome.body = self.kube.replace_status("executions", rollback)
         outcome.wake_at = utcnow() + timedelta(seconds=RETRY_EXPORT_AFTER)
 
-    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[Action]) -> None:
+    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]) -> None:
         """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
         for action in actions:
-            if isinstance(action, RunTask):
+            if isinstance(action, executor.RunTask):
                 self.kube.create_pod(resources.build_pod(self.config, body, subject.run, subject.flow_name, action))
-            elif isinstance(action, StartSubflow):
+            elif isinstance(action, executor.StartSubflow):
                 flow_name = self.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
                 self.kube.create("executions", resources.child_execution(body, action, flow_name))
 
