@@ -18,7 +18,6 @@ Conventions (the operator and the local runner rely on them):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -64,6 +63,7 @@ from flowpods.core.records import (
     TASKRUN_ENV,
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
+    WORKER_SERVICE,
     TaskResult,
     WorkItem,
 )
@@ -76,7 +76,6 @@ EXIT_INVALID = 2
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 143
 
-WORKER_SERVICE = "flowpods-worker"
 RESULT_ATTRIBUTE = "cicd.pipeline.task.run.result"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 SECRET_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "signature", "sig")
@@ -546,14 +545,3 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
     finally:
         provider.shutdown()
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowpods worker", description="Run one task-run attempt.")
-    parser.add_argument("--taskrun-file", help=f"the WorkItem JSON (else ${TASKRUN_FILE_ENV} or ${TASKRUN_ENV})")
-    args = parser.parse_args(argv)
-    return run(args.taskrun_file)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
