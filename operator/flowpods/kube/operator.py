@@ -22,9 +22,9 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from flowpods.core import admission, executor, notices, schedule, start
+from flowpods.core import admission, executor, notices, start
 from flowpods.core.clock import utcnow
-from flowpods.core.model import Flow, FlowError, flow_document
+from flowpods.core.model import Flow
 from flowpods.core.records import SpanRecord
 from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
@@ -32,6 +32,8 @@ from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
+from flowpods.kube.schedules import Scheduler
+from flowpods.kube.view import View
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
@@ -93,74 +95,34 @@ class Operator:
     ):
         self.config, self.exporter, self.fine = config, exporter, fine
         self.kube = fine.wrap(kube) if fine is not None else kube
-        self.executions: dict[Key, dict[str, Any]] = {}
-        self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.deleted_pods: dict[Key, set[str]] = defaultdict(set)
-        self.children: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.flows: dict[Key, dict[str, Any]] = {}
+        self.view = View()
+        self.scheduler = Scheduler(self.kube)
         self.pokes: dict[Key, asyncio.Event] = {}
         self.loops: dict[Key, asyncio.Task[None]] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.schedulers: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
 
-    # -- the view ---------------------------------------------------------------------------------------
+    # -- the view (kopf's watch events) ----------------------------------------------------------------------
 
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        parent = _owner(body)
-        if event_type == "DELETED":
-            self.executions.pop(key, None)
-            self.pods.pop(key, None)
-            self.deleted_pods.pop(key, None)
-            if parent:
-                self.children[(meta["namespace"], parent)].pop(meta["name"], None)
-            return
-        if _newer(body, self.executions.get(key)):
-            self.executions[key] = body
-        if parent:
-            self.children[(meta["namespace"], parent)][meta["name"]] = body
-            self.poke((meta["namespace"], parent))
-        self.poke(key)
+        for key in self.view.saw_execution(event_type, body):
+            self.poke(key)
 
     def saw_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        owner = _owner(body)
-        if owner is None:
-            return
-        key = (meta["namespace"], owner)
-        if event_type == "DELETED":
-            self.pods[key].pop(meta["name"], None)
-            self.deleted_pods[key].add(meta["name"])
-        elif _newer(body, self.pods[key].get(meta["name"])):
-            self.pods[key][meta["name"]] = body
-        self.poke(key)
+        for key in self.view.saw_pod(event_type, body):
+            self.poke(key)
 
     def saw_flow(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        if event_type == "DELETED":
-            self.flows.pop(key, None)
-        else:
-            self.flows[key] = body
-        self.sync_scheduler(key)
-
-    def flow_resource_for(self, namespace: str, flow_namespace: str, flow_id: str) -> str | None:
-        """The Flow resource (in this Kubernetes namespace) holding the Kestra flow namespace.id."""
-        for (ns, name), body in self.flows.items():
-            document = flow_document(body)
-            if ns == namespace and document.get("namespace") == flow_namespace and document.get("id") == flow_id:
-                return name
-        return None
+        key = self.view.saw_flow(event_type, body)
+        self.scheduler.sync(key, self.view.flows.get(key))
 
     # -- flow concurrency limits (the rules are core.admission's; the lock and the memory are here) ---------
 
     def _seats(self, flow_key: Key) -> list[admission.Seat]:
         seats = []
-        for (ns, name), body in list(self.executions.items()):
+        for (ns, name), body in list(self.view.executions.items()):
             if (ns, resources.flow_ref(body)) != flow_key:
                 continue
             state = (body.get("status") or {}).get("state")
@@ -208,7 +170,7 @@ class Operator:
         poke = self.pokes[key]
         while poke.is_set():
             poke.clear()
-            body = self.executions.get(key)
+            body = self.view.executions.get(key)
             if body is None:
                 break
             try:
@@ -216,9 +178,9 @@ class Operator:
             except Conflict:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
-                    self.executions.pop(key, None)
+                    self.view.executions.pop(key, None)
                     break
-                self.executions[key] = fresh
+                self.view.executions[key] = fresh
                 poke.set()
                 continue
             except Exception:
@@ -230,8 +192,7 @@ class Operator:
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
-            if _newer(outcome.body, self.executions.get(key)):
-                self.executions[key] = outcome.body
+            self.view.remember(key, outcome.body)
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
@@ -258,9 +219,9 @@ class Operator:
             flow_doc=(execution.get("status") or {}).get("flow"),
             revision=revision,
             now=now,
-            pods=dict(self.pods.get(key, {})),
-            deleted=set(self.deleted_pods.get(key, set())),
-            children=dict(self.children.get(key, {})),
+            pods=dict(self.view.pods.get(key, {})),
+            deleted=set(self.view.deleted_pods.get(key, set())),
+            children=dict(self.view.children.get(key, {})),
         )
         status = resources.stored_status(execution) or ExecutionStatus()
         if status.state.terminal:
@@ -432,7 +393,9 @@ class Operator:
             if isinstance(action, executor.RunTask):
                 self.kube.create_pod(resources.build_pod(self.config, body, subject.run, subject.flow_name, action))
             elif isinstance(action, executor.StartSubflow):
-                flow_name = self.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
+                flow_name = (
+                    self.view.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
+                )
                 self.kube.create("executions", resources.child_execution(body, action, flow_name))
 
     def _cleanup(self, subject: Subject, status: ExecutionStatus) -> None:
@@ -441,62 +404,6 @@ class Operator:
             return
         for pod_name in list(subject.pods):
             self.kube.delete_pod(subject.namespace, pod_name)
-
-    # -- schedules --------------------------------------------------------------------------------------
-
-    def sync_scheduler(self, key: Key) -> None:
-        """One asyncio task per Flow with Schedule triggers; restarted when the Flow's spec changes."""
-        body = self.flows.get(key)
-        generation = body["metadata"].get("generation") if body else None
-        current = self.schedulers.get(key)
-        if current is not None and current[0] == generation and body is not None:
-            return
-        if current is not None:
-            current[1].cancel()
-            self.schedulers.pop(key, None)
-        if body is None:
-            return
-        try:
-            flow = resources.load_flow(body)
-        except FlowError:
-            return
-        if not schedule.schedules(flow):
-            return
-        task = asyncio.create_task(self._schedule(key, flow), name=f"schedule {key[0]}/{key[1]}")
-        self.schedulers[key] = (generation, task)
-
-    async def _schedule(self, key: Key, flow: Flow) -> None:
-        """Create each trigger's execution when it is due (named from the due time: created once)."""
-        namespace, name = key
-        triggers = {trigger.id: trigger for trigger in schedule.schedules(flow)}
-        dues = {trigger_id: schedule.next_due(trigger, utcnow()) for trigger_id, trigger in triggers.items()}
-        while True:
-            trigger_id = schedule.soonest(dues)
-            trigger, due = triggers[trigger_id], dues[trigger_id]
-            await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.0))
-            body = resources.scheduled_execution(namespace, name, trigger, due)
-            try:
-                created = await asyncio.to_thread(self.kube.create, "executions", body)
-                log.info("schedule %s of flow %s/%s: %s", trigger.id, namespace, name,
-                         "started an execution" if created else "already started")  # fmt: skip
-            except Exception:
-                log.exception("schedule %s of flow %s/%s could not start an execution", trigger.id, namespace, name)
-            dues[trigger_id] = schedule.next_due(trigger, due)
-
-
-def _owner(body: dict[str, Any]) -> str | None:
-    """The Execution that owns this pod or child execution."""
-    owners = body["metadata"].get("ownerReferences") or []
-    return next((o["name"] for o in owners if o.get("kind") == "Execution"), None)
-
-
-def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
-    if than is None:
-        return True
-    try:
-        return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
-    except (KeyError, ValueError):
-        return True
 
 
 # --- kopf wiring ---------------------------------------------------------------------------------------
@@ -508,8 +415,8 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-View = Callable[[str, str], "dict[str, Any] | None"]
-StartService = Callable[[OperatorConfig, Kube, View], Awaitable[Service]]
+Lookup = Callable[[str, str], "dict[str, Any] | None"]  # an execution in the view, by namespace and name
+StartService = Callable[[OperatorConfig, Kube, Lookup], Awaitable[Service]]
 
 OPERATOR: Operator | None = None
 START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
@@ -552,7 +459,7 @@ async def start_api(**_: Any) -> None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
     if OPERATOR.config.api_port == 0 or API is not None or START_API is None:
         return
-    view = OPERATOR.executions
+    view = OPERATOR.view.executions
     API = await START_API(OPERATOR.config, OPERATOR.kube, lambda ns, name: view.get((ns, name)))
 
 
