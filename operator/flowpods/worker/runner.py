@@ -43,6 +43,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
+from flowpods.core.clock import utcnow
 from flowpods.core.model import (
     TYPE_ALIASES,
     Fail,
@@ -231,7 +232,7 @@ class TaskLog:
         self._lock = threading.Lock()
 
     def __call__(self, level: str, message: str) -> None:
-        now = datetime.now(UTC)
+        now = utcnow()
         lines = [
             format_log_line(now, level, self.trace_id, self.span_id, self.task_id, line)
             for line in (message.splitlines() or [""])
@@ -492,7 +493,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
         except Exception as exc:  # a bug or an OS error: still a reported, traced failure
             span.record_exception(exc)
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
-        ended = datetime.now(UTC)
+        ended = utcnow()
         result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
         if error is None and result.error is not None:
             span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})
