@@ -1,0 +1,105 @@
+"""How Kestra prints a value into a rendered string (Pebble's output writer with Kestra's JSON mapper).
+
+Maps and lists print as compact JSON, booleans as `true`/`false`, null as nothing, dates in ISO form with
+milliseconds and `Z`, numbers as Java prints them. One definition for `{{ }}` output, `~`, `join`, `string`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["iso_datetime", "jsonable", "to_json", "to_text"]
+
+
+def iso_datetime(value: datetime) -> str:
+    """`2026-11-25T18:40:13.310Z`: UTC, milliseconds (a naive datetime is taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def java_double(value: float) -> str:
+    """Java's Double.toString: `1.0`, `1.123`, `1.0E10`, `NaN`, `Infinity`."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    if value == 0 or 1e-3 <= abs(value) < 1e7:
+        text = repr(value)
+        return text if ("." in text or "e" in text) else text + ".0"
+    mantissa, _, exponent = f"{value!r}".partition("e") if "e" in repr(value) else (f"{value:.17g}", "", "")
+    if not exponent:
+        digits = f"{value:e}"
+        mantissa, _, exponent = digits.partition("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return f"{mantissa}E{int(exponent)}"
+
+
+def jsonable(value: Any) -> Any:
+    """The value with dates, decimals, tuples and bytes replaced by what Kestra's JSON mapper writes."""
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return iso_datetime(value)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return _iso_duration(value)
+    if isinstance(value, Decimal):
+        return float(value) if value != value.to_integral_value() else int(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def _iso_duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = "PT" + (f"{int(hours)}H" if hours else "") + (f"{int(minutes)}M" if minutes else "")
+    if secs or text == "PT":
+        text += (f"{secs:g}" if secs != int(secs) else str(int(secs))) + "S"
+    return ("-" if seconds < 0 else "") + text
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as is (Jackson's default)."""
+    return json.dumps(jsonable(value), separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+def to_text(value: Any) -> str:
+    """The text `{{ value }}` prints."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return java_double(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return iso_datetime(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
+        return to_json(value)
+    if isinstance(value, date | time | timedelta):
+        return jsonable(value)
+    return str(value)
