@@ -189,4 +189,3 @@ def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, p
         "status": "ERROR" if failed else "OK",
         "status_message": attempt.reason if failed else None,
     }
-

@@ -103,7 +103,6 @@ class TaskRun(WithHistory):
     closedIn: int | None = None
 
 
-
 class Change(Stored):
     """One committed status change: the basis of one EXECUTOR span."""
 
@@ -126,7 +125,6 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
-
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)

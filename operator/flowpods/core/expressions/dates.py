@@ -180,6 +180,7 @@ def _strptime_pattern(pattern: str) -> str:
 def parse_date(value: Any, existing_format: str | None = None, time_zone: str | None = None) -> datetime:
     """A datetime from a datetime, a date, an ISO string, a string in `existing_format`, or epoch seconds."""
     tz = zone(time_zone)
+    result: datetime
     if isinstance(value, datetime):
         result = value
     elif isinstance(value, date):

@@ -9,18 +9,19 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-import jq as jqlib
+import jq as jqlib  # type: ignore[import-not-found,unused-ignore]
 import yaml
 from jinja2 import Undefined
 
 from flowpods.core.expressions import dates
 from flowpods.core.expressions.limits import check_size
 from flowpods.core.expressions.operators import KestraError
-from flowpods.core.expressions.printing import jsonable, to_json, to_text
+from flowpods.core.expressions.printing import iso_datetime, jsonable, to_json, to_text
 
 __all__ = ["FILTERS", "JavaFloat", "JavaLong", "to_ion", "to_yaml"]
 
@@ -99,18 +100,21 @@ def to_ion(value: Any) -> str:
         parts = []
         for k, v in value.items():
             key = str(k)
-            shown = key if _ION_SYMBOL.fullmatch(key) and key not in _ION_KEYWORDS else "'" + key.replace("'", "\\'") + "'"
+            symbol = _ION_SYMBOL.fullmatch(key) and key not in _ION_KEYWORDS
+            shown = key if symbol else "'" + key.replace("'", "\\'") + "'"
             parts.append(f"{shown}:{to_ion(v)}")
         return "{" + ",".join(parts) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(to_ion(v) for v in value) + "]"
-    converted = jsonable(value)
-    return to_ion(converted) if not isinstance(converted, str) or converted != value else json.dumps(str(value))
+    if isinstance(value, datetime):
+        return iso_datetime(value)  # an Ion timestamp
+    return to_ion(jsonable(value))
 
 
 def to_yaml(value: Any) -> str:
     """YAML text of a value, block style, keys in their order."""
-    return yaml.safe_dump(jsonable(_defined(value)), default_flow_style=False, sort_keys=False, allow_unicode=True)
+    text = yaml.safe_dump(jsonable(_defined(value)), default_flow_style=False, sort_keys=False, allow_unicode=True)
+    return str(text)
 
 
 def yaml_filter(value: Any) -> Any:
@@ -174,7 +178,7 @@ def number_format(value: Any, pattern: str) -> str:
     whole = whole.lstrip("0").rjust(min_int, "0")
     frac = frac.rstrip("0").ljust(min_frac, "0") if max_frac else ""
     if grouping and group_size > 0:
-        groups = []
+        groups: list[str] = []
         while len(whole) > group_size:
             groups.insert(0, whole[-group_size:])
             whole = whole[:-group_size]
@@ -208,17 +212,14 @@ def class_name(value: Any) -> str | None:
     value = _defined(value)
     if value is None:
         return None
-    if isinstance(value, int) and not isinstance(value, bool | JavaLong | JavaBigInteger) and not -(2**31) <= value < 2**31:
+    plain_int = isinstance(value, int) and not isinstance(value, bool | JavaLong | JavaBigInteger)
+    if plain_int and not -(2**31) <= value < 2**31:
         return "java.lang.Long"
     for kind, name in JAVA_CLASSES:
         if isinstance(value, kind):
             return name
-    from datetime import date, datetime
-
     if isinstance(value, datetime):
         return "java.time.ZonedDateTime"
-    if isinstance(value, date):
-        return "java.time.LocalDate"
     return type(value).__name__
 
 
@@ -467,9 +468,9 @@ def trim(value: Any) -> str:
 
 def date(
     value: Any,
-    format: str | None = None,  # noqa: A002 - Kestra's argument name
-    existingFormat: str | None = None,  # noqa: N803
-    timeZone: str | None = None,  # noqa: N803
+    format: str | None = None,
+    existingFormat: str | None = None,
+    timeZone: str | None = None,
     locale: str | None = None,
 ) -> str:
     moment = dates.parse_date(_defined(value), existingFormat, timeZone)
@@ -480,9 +481,9 @@ def date_add(
     value: Any,
     amount: int,
     unit: str,
-    format: str | None = None,  # noqa: A002
-    existingFormat: str | None = None,  # noqa: N803
-    timeZone: str | None = None,  # noqa: N803
+    format: str | None = None,
+    existingFormat: str | None = None,
+    timeZone: str | None = None,
     locale: str | None = None,
 ) -> Any:
     moment = dates.add(dates.parse_date(_defined(value), existingFormat, timeZone), int(amount), unit)
@@ -490,7 +491,7 @@ def date_add(
 
 
 def _timestamp(per_second: int) -> Any:
-    def convert(value: Any, existingFormat: str | None = None, timeZone: str | None = None) -> int:  # noqa: N803
+    def convert(value: Any, existingFormat: str | None = None, timeZone: str | None = None) -> int:
         return dates.timestamp(dates.parse_date(_defined(value), existingFormat, timeZone), per_second)
 
     return convert

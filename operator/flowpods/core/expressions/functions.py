@@ -66,7 +66,7 @@ def _now(context: Context) -> datetime:
 
 
 @pass_context
-def now(context: Context, timeZone: str | None = None, format: str | None = None) -> Any:  # noqa: N803, A002
+def now(context: Context, timeZone: str | None = None, format: str | None = None) -> Any:
     moment = _now(context).astimezone(dates.zone(timeZone))
     return dates.format_date(moment, format) if format else moment
 

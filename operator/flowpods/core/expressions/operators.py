@@ -6,7 +6,7 @@ Each one charges the rendering budget where it could grow without bound (ranges,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -60,12 +60,21 @@ def contains(container: Any, item: Any) -> bool:
     raise KestraError(f"'contains' needs a list, a map or a string, not {type(container).__name__}")
 
 
-def _number(value: Any, op: str) -> int | float | Decimal:
+def _number(value: Any, op: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         if isinstance(value, Undefined):
             str(value)
         raise KestraError(f"'{op}' needs numbers, got {to_text(value)!r} ({type(value).__name__})")
     return value
+
+
+def _same_kind(a: Any, b: Any, op: Callable[[Any, Any], Any]) -> Any:
+    """Decimal with float gives float (Java widens BigDecimal arithmetic the same way for doubles)."""
+    if isinstance(a, Decimal) and isinstance(b, float):
+        a = float(a)
+    elif isinstance(b, Decimal) and isinstance(a, float):
+        b = float(b)
+    return op(a, b)
 
 
 def add(left: Any, right: Any) -> Any:
@@ -74,16 +83,16 @@ def add(left: Any, right: Any) -> Any:
         return left + right
     if isinstance(left, str) or isinstance(right, str):
         return concat(left, right)
-    return _number(left, "+") + _number(right, "+")
+    return _same_kind(_number(left, "+"), _number(right, "+"), lambda a, b: a + b)
 
 
 def multiply(left: Any, right: Any) -> Any:
-    return _number(left, "*") * _number(right, "*")
+    return _same_kind(_number(left, "*"), _number(right, "*"), lambda a, b: a * b)
 
 
 def divide(left: Any, right: Any) -> Any:
     """Java's division: two integers give an integer rounded toward zero."""
-    a, b = _number(left, "/"), _number(right, "/")
+    a, b = _same_kind(_number(left, "/"), _number(right, "/"), lambda x, y: (x, y))
     if b == 0 and not isinstance(a, float) and not isinstance(b, float):
         raise KestraError("division by zero")
     if isinstance(a, int) and isinstance(b, int):

@@ -101,5 +101,5 @@ def to_text(value: Any) -> str:
     if isinstance(value, Mapping | list | tuple | set | frozenset):
         return to_json(value)
     if isinstance(value, date | time | timedelta):
-        return jsonable(value)
+        return str(jsonable(value))
     return str(value)

@@ -432,11 +432,11 @@ def translate(source: str) -> str:
             i = end + 2
             continue
         if opener == "{%" and RAW_START.match(source, j):
-            end = RAW_END.search(source, j)
-            if not end:
+            raw_end = RAW_END.search(source, j)
+            if not raw_end:
                 raise TemplateSyntaxError("missing '{% endraw %}'", 1)
-            out.append(source[j : end.end()])
-            i = end.end()
+            out.append(source[j : raw_end.end()])
+            i = raw_end.end()
             continue
         start = j + 2
         trim_left = source.startswith("-", start)
