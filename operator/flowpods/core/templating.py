@@ -42,7 +42,7 @@ def _compile(source: str) -> Template:
 
 def render_string(source: str, context: dict[str, Any]) -> str:
     """Render one string; strings without `{{` or `{%` are returned as they are."""
-    if "{{" not in source and "{%" not in source:
+    if "{{" not in source and "{%" not in source and "{#" not in source:
         return source
     try:
         with limits.budget():

@@ -216,7 +216,7 @@ def add(value: datetime, amount: int, unit: str) -> datetime:
             return value + relativedelta(months=amount * CALENDAR_UNITS[unit])
         if unit in UNITS:
             return value + UNITS[unit] * amount
-    except OverflowError:
+    except (OverflowError, ValueError):
         raise DateError(f"date out of range after adding {amount} {unit}") from None
     raise DateError(f"unknown unit '{unit}' (one of {', '.join([*UNITS, *CALENDAR_UNITS])})")
 

@@ -164,6 +164,8 @@ def number_format(value: Any, pattern: str) -> str:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise KestraError(f"numberFormat needs a number, got {to_text(value)!r}") from None
+    if not amount.is_finite():
+        return "NaN" if amount.is_nan() else ("-∞" if amount < 0 else "∞")
     suffix = ""
     if pattern.endswith("%"):
         pattern, suffix, amount = pattern[:-1], "%", amount * 100

@@ -21,14 +21,14 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 
 from flowpods.core.expressions import dates
-from flowpods.core.expressions.filters import _defined, _text
+from flowpods.core.expressions.filters import _defined, _text, jq
 from flowpods.core.expressions.operators import KestraError, inclusive_range
 from flowpods.core.expressions.printing import to_json
 
 __all__ = ["FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
 
 NOW_KEY = "_kx_now"  # the context key holding the render time (a datetime)
-SECRET_MARKER = re.compile(r"\{\{secret:([A-Za-z0-9_.\-]{1,253})\}\}")
+SECRET_MARKER = re.compile(r"\[\[flowpods-secret:([A-Za-z0-9_.\-]{1,253})\]\]")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,253}")
 
 
@@ -38,7 +38,7 @@ class Unsupported(KestraError):
 
 def secret_marker(name: str) -> str:
     """What `secret('NAME')` renders to: a reference the worker replaces with the value from its environment."""
-    return "{{secret:" + name + "}}"
+    return f"[[flowpods-secret:{name}]]"
 
 
 def from_json(value: Any) -> Any:
@@ -170,6 +170,7 @@ FUNCTIONS: dict[str, Any] = {
     "uuid": uuid,
     "secret": secret,
     "printContext": print_context,
+    "jq": jq,
     "currentEachOutput": current_each_output,
     **{name: unsupported(name, why) for name, why in UNSUPPORTED.items()},
 }

@@ -404,7 +404,20 @@ def _tag(tokens: list[Token]) -> str:
     if name == "macro":
         parser = Parser(rest)
         macro = parser.name()
-        return f"macro {macro}({parser.call_arguments()})"
+        parser.expect("(")
+        params = []
+        while not parser.at(")"):
+            param = parser.name()
+            if parser.at("="):
+                parser.take()
+                params.append(f"{param}={parser.expression()}")
+            else:
+                params.append(f"{param}=none")  # Pebble: an argument not passed is null
+            if not parser.at(")"):
+                parser.expect(",")
+        parser.take()
+        parser.done()
+        return f"macro {macro}({', '.join(params)})"
     if name == "autoescape":
         return "autoescape " + expression(rest) if rest else "autoescape true"
     raise TemplateSyntaxError(f"unknown tag '{name}'", 1)
