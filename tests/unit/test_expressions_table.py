@@ -616,19 +616,22 @@ cases(FNOW, [
     ("{{ now() | timestamp(timeZone='Europe/Paris') }}", "1720505821"),
     ("{{ now() | date(\"yyyy-MM-dd'T'HH:mm:ssX\", timeZone='UTC') }}", "2024-07-09T06:17:01Z"),
 ])  # fmt: skip
+NESTED = {"vars": {"outer": "{{ vars.inner }}", "inner": "{{ inputs.who }}"}}
+FALLBACK = {"vars": {"tmpl": "{{ trigger.date ?? execution.startDate | date('yyyy-MM-dd') }}"}}
+EACH = {"outputs": {"make": {"v1": {"values": {"data": "d1"}}}}}
 FR = "Function reference > render() renders an expression held in a value, again until stable; renderOnce() once"
 cases(FR, [
     ("{{ render('{{ inputs.who }}') }}", "ada"),
-    ("{{ render(vars.tmpl) }}", "2024-07-09", {"vars": {"tmpl": "{{ trigger.date ?? execution.startDate | date('yyyy-MM-dd') }}"}}),
-    ("{{ render(vars.outer) }}", "ada", {"vars": {"outer": "{{ vars.inner }}", "inner": "{{ inputs.who }}"}}),
-    ("{{ renderOnce(vars.outer) }}", "{{ inputs.who }}", {"vars": {"outer": "{{ vars.inner }}", "inner": "{{ inputs.who }}"}}),
-    ("{{ render(vars.outer, recursive=false) }}", "{{ inputs.who }}", {"vars": {"outer": "{{ vars.inner }}", "inner": "{{ inputs.who }}"}}),
+    ("{{ render(vars.tmpl) }}", "2024-07-09", FALLBACK),
+    ("{{ render(vars.outer) }}", "ada", NESTED),
+    ("{{ renderOnce(vars.outer) }}", "{{ inputs.who }}", NESTED),
+    ("{{ render(vars.outer, recursive=false) }}", "{{ inputs.who }}", NESTED),
     ("{{ render('plain') }}", "plain"),
     ("{{ render('{{ missing }}') }}", Err("undefined")),
 ])  # fmt: skip
 FW = "Function reference > currentEachOutput(), printContext(); Execution context > parents, parent, labels"
 cases(FW, [
-    ("{{ currentEachOutput(outputs.make).values.data }}", "d1", {"outputs": {"make": {"v1": {"values": {"data": "d1"}}}}}),
+    ("{{ currentEachOutput(outputs.make).values.data }}", "d1", EACH),
     ("{{ parents[0].taskrun.value }}", "outer", {"parents": [{"taskrun": {"value": "outer"}, "outputs": {}}]}),
     ("{{ parent.taskrun.value }}", "outer", {"parent": {"taskrun": {"value": "outer"}, "outputs": {}}}),
     ("{{ labels.system.correlationId }}", "exec1", {"labels": {"system": {"correlationId": "exec1"}}}),
