@@ -213,7 +213,8 @@ def add(value: datetime, amount: int, unit: str) -> datetime:
     unit = unit.upper()
     try:
         if unit in CALENDAR_UNITS:
-            return value + relativedelta(months=amount * CALENDAR_UNITS[unit])
+            moved: datetime = value + relativedelta(months=amount * CALENDAR_UNITS[unit])
+            return moved
         if unit in UNITS:
             return value + UNITS[unit] * amount
     except (OverflowError, ValueError):
