@@ -8,7 +8,7 @@ expects a RenderError whose message contains the text.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ class Err:
     text: str
 
 
+ZONED = {"zoned": datetime(2013, 9, 8, 16, 19, tzinfo=timezone(timedelta(hours=2)))}
 NOW = datetime(2024, 7, 9, 6, 17, 1, 171193, tzinfo=UTC)
 BASE: dict[str, Any] = {
     "string": "string",
@@ -79,6 +80,8 @@ cases(P, [
     ("{{ -3 }}", "-3"),
     ("{{ execution.startDate }}", "2024-07-09T06:17:01.171Z"),
     ("{{ {'at': date} }}", '{"at":"2024-07-09T06:17:01.171Z"}'),
+    ("{{ zoned }}", "2013-09-08T16:19+02:00", ZONED),
+    ("{{ date | date('iso') | length }}", "24"),
     ("plain text", "plain text"),
     ("a {{ 'b' }} c", "a b c"),
     ("{{ 'multi\nline' }}", "multi\nline"),
@@ -193,6 +196,7 @@ cases(IN, [
     ("{{ 3 not in [1, 2] }}", "true"),
     ("{{ 'a' in 'abc' }}", "true"),
 ])  # fmt: skip
+BLOCK = {"block": {"test": {"child": "awesome"}}, "inner": "test"}
 NC = "Operators > null-coalescing: ?? returns the first defined, non-null value"
 cases(NC, [
     ("{{ foo ?? 'default' }}", "default"),
@@ -214,6 +218,11 @@ cases(NC, [
     ("{% set baz = 'baz' %}{{ foo ?? bar ?? baz }}", "baz"),
     ("{{ foo ?? bar ?? raise }}", Err("every alternative of '?? raise' is undefined or null")),
     ("{{ string ?? raise }}", "string"),
+    ("{{ missing ?? missing2 }}", Err("'missing2' is undefined")),
+    ("{{ inner.bla ?? block.test.child }}", "awesome", BLOCK),
+    ("{{ block[inner].child ?? null }}", "awesome", BLOCK),
+    ("{{ block[missing].child ?? block[inner].child }}", "awesome", BLOCK),
+    ("{{ block[missing].child ?? block[missing2].child ?? block[inner].child }}", "awesome", BLOCK),
 ])  # fmt: skip
 UC = "Operators > null-coalescing: ??? returns the right-hand side only when the left is undefined"
 cases(UC, [
@@ -627,6 +636,8 @@ cases(FR, [
     ("{{ renderOnce(vars.outer) }}", "{{ inputs.who }}", NESTED),
     ("{{ render(vars.outer, recursive=false) }}", "{{ inputs.who }}", NESTED),
     ("{{ render('plain') }}", "plain"),
+    ("{{ render(first) }}", Err("Too many rendering attempts"), {"first": "{{ second }}", "second": "{{ first }}"}),
+    ("{{ render(map) }}", '{"third":"1"}', {"map": {"third": "{{ second }}"}, "second": "{{ first }}", "first": "1"}),
     ("{{ render('{{ missing }}') }}", Err("undefined")),
 ])  # fmt: skip
 FW = "Function reference > currentEachOutput(), printContext(); Execution context > parents, parent, labels"

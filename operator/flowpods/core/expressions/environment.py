@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, Undefined, pass_context
 from jinja2.ext import Extension
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -19,7 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from flowpods.core.expressions import limits, syntax
 from flowpods.core.expressions.filters import FILTERS
 from flowpods.core.expressions.functions import FUNCTIONS
-from flowpods.core.expressions.operators import OPERATORS, TESTS
+from flowpods.core.expressions.operators import OPERATORS, TESTS, KestraError
 from flowpods.core.expressions.printing import to_text
 
 __all__ = ["KestraUndefined", "environment", "render_template"]
@@ -51,6 +51,11 @@ class KestraEnvironment(ImmutableSandboxedEnvironment):
             return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(argument, Undefined):  # `block[missing].child ?? x`: undefined, for ?? to catch
+            return self.undefined(obj=obj, name=str(getattr(argument, "_undefined_name", None) or "?"))
+        return super().getitem(obj, argument)
+
     def call(self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         limits.charge(0)
         return super().call(__context, __obj, *args, **kwargs)
@@ -77,11 +82,13 @@ def _render(context: Context, template: Any, recursive: bool = True) -> str:
     variables = context.get_all()
     for _ in range(MAX_RECURSIVE_RENDERS if recursive else 1):
         if "{{" not in text and "{%" not in text:
-            break
+            return text
         rendered = render_template(env, text, variables)
         if rendered == text:
-            break
+            return text
         text = rendered
+    if recursive and ("{{" in text or "{%" in text):
+        raise KestraError(f"Too many rendering attempts: render() still changes after {MAX_RECURSIVE_RENDERS}")
     return text
 
 
