@@ -81,7 +81,7 @@ cases(P, [
     ("{{ execution.startDate }}", "2024-07-09T06:17:01.171Z"),
     ("{{ {'at': date} }}", '{"at":"2024-07-09T06:17:01.171Z"}'),
     ("{{ zoned }}", "2013-09-08T16:19+02:00", ZONED),
-    ("{{ date | date('iso') | length }}", "24"),
+    ("{{ date | date('iso') | length }}", "27"),
     ("plain text", "plain text"),
     ("a {{ 'b' }} c", "a b c"),
     ("{{ 'multi\nline' }}", "multi\nline"),
@@ -564,8 +564,15 @@ cases(FD, [
     ('{{ date | date("HH:mm", timeZone="Asia/Kolkata") }}', "11:47"),
     ('{{ date | date("hh a") }}', "06 AM"),
     ('{{ date | date("D") }}', "191"),
-    ('{{ date | date("iso") }}', "2024-07-09T06:17:01.171Z"),
-    ('{{ date | date("sql") }}', "2024-07-09 06:17:01.171"),
+    ('{{ date | date("iso") }}', "2024-07-09T06:17:01.171193Z"),
+    ('{{ date | date() }}', "2024-07-09T06:17:01.171193Z"),
+    ('{{ date | date(format="iso", timeZone="Europe/Paris") }}', "2024-07-09T08:17:01.171193+02:00"),
+    ('{{ "2013-09-08T17:19:12+02:00" | date(timeZone="Europe/Paris") }}', "2013-09-08T17:19:12.000000+02:00"),
+    ('{{ "2013-09-08T17:19:12" | date(timeZone="Europe/Paris") }}', "2013-09-08T17:19:12.000000+02:00"),
+    ('{{ "2013-09-08" | date(timeZone="Europe/Paris") }}', "2013-09-08T00:00:00.000000+02:00"),
+    ("{{ 'Tue, 08 Feb 2022 19:38:26 GMT' | date(existingFormat='rfc_1123_date_time', timeZone='Europe/Paris') }}",
+     "2022-02-08T20:38:26.000000+01:00"),
+    ('{{ date | date("sql") }}', "2024-07-09 06:17:01.171193"),
     ('{{ date | date("iso_sec") }}', "2024-07-09T06:17:01Z"),
     ("{{ date | date('yyyy-MM-dd') | className }}", "java.lang.String"),
     ('{{ "July 24, 2001" | date("yyyy-MM-dd", existingFormat="MMMM dd, yyyy") }}', "2001-07-24"),
@@ -579,7 +586,9 @@ cases(FD, [
 ])  # fmt: skip
 FDA = "Filter reference > dateAdd: add or subtract an amount of a ChronoUnit"
 cases(FDA, [
-    ("{{ date | dateAdd(-1, 'DAYS') }}", "2024-07-08T06:17:01.171Z"),
+    ("{{ date | dateAdd(-1, 'DAYS') }}", "2024-07-08T06:17:01.171193Z"),
+    ("{{ date | dateAdd(-1, 'DAYS', timeZone='Europe/Paris') }}", "2024-07-08T08:17:01.171193+02:00"),
+    ("{{ (date | timestamp) > (date | dateAdd(-1, 'DAYS') | timestamp) }}", "true"),
     ("{{ date | dateAdd(1, 'DAYS') | date('yyyy-MM-dd') }}", "2024-07-10"),
     ("{{ date | dateAdd(2, 'HOURS') | date('HH') }}", "08"),
     ("{{ date | dateAdd(30, 'MINUTES') | date('HH:mm') }}", "06:47"),
@@ -618,7 +627,9 @@ cases(FF, [
 ])  # fmt: skip
 FNOW = "Function reference > now(): the current date (the time the executor renders at), formatted like date"
 cases(FNOW, [
-    ("{{ now() }}", "2024-07-09T06:17:01.171Z"),
+    ("{{ now() }}", "2024-07-09T06:17:01.171193Z"),
+    ("{{ now(format='iso_local_date') }}", "2024-07-09"),
+    ("{{ now(timeZone='Europe/Lisbon') }}", "2024-07-09T07:17:01.171193+01:00[Europe/Lisbon]"),
     ("{{ now() | date('yyyy-MM-dd') }}", "2024-07-09"),
     ("{{ now(timeZone='Europe/Paris') | date('HH:mm') }}", "08:17"),
     ("{{ now() | dateAdd(-1, 'DAYS') | date('yyyy-MM-dd') }}", "2024-07-08"),

@@ -18,23 +18,23 @@ from dateutil.relativedelta import relativedelta
 __all__ = ["add", "format_date", "parse_date", "timestamp", "zone"]
 
 NAMED_FORMATS = {
-    "iso": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
+    "iso": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
     "iso_sec": "yyyy-MM-dd'T'HH:mm:ssXXX",
-    "sql": "yyyy-MM-dd HH:mm:ss.SSS",
+    "sql": "yyyy-MM-dd HH:mm:ss.SSSSSS",
     "sql_seconds": "yyyy-MM-dd HH:mm:ss",
-    "iso_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
-    "iso_zoned_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX'['VV']'",
-    "iso_offset_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSXXX",
-    "iso_local_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSS",
+    "iso_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
+    "iso_zoned_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX'['VV']'",
+    "iso_offset_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX",
+    "iso_local_date_time": "yyyy-MM-dd'T'HH:mm:ss.SSSSSS",
     "iso_local_date": "yyyy-MM-dd",
     "iso_date": "yyyy-MM-dd",
-    "iso_local_time": "HH:mm:ss.SSS",
-    "iso_time": "HH:mm:ss.SSSXXX",
-    "iso_instant": "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'",
+    "iso_local_time": "HH:mm:ss.SSSSSS",
+    "iso_time": "HH:mm:ss.SSSSSSXXX",
+    "iso_instant": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSX",
     "iso_week_date": "YYYY-'W'ww-e",
     "iso_ordinal_date": "yyyy-DDD",
     "basic_iso_date": "yyyyMMdd",
-    "rfc_1123_date_time": "EEE, d MMM yyyy HH:mm:ss 'GMT'",
+    "rfc_1123_date_time": "EEE, dd MMM yyyy HH:mm:ss 'GMT'",
 }
 DEFAULT_FORMAT = "iso"
 
@@ -196,6 +196,8 @@ def parse_date(value: Any, existing_format: str | None = None, time_zone: str | 
         try:
             if existing_format:
                 result = datetime.strptime(value, _strptime_pattern(existing_format))
+                if "'GMT'" in NAMED_FORMATS.get(existing_format.lower(), existing_format):
+                    result = result.replace(tzinfo=UTC)
             else:
                 result = dateutil_parser.isoparse(value)
         except (ValueError, OverflowError):

@@ -487,9 +487,9 @@ def date_add(
     existingFormat: str | None = None,
     timeZone: str | None = None,
     locale: str | None = None,
-) -> Any:
+) -> str:
     moment = dates.add(dates.parse_date(_defined(value), existingFormat, timeZone), int(amount), unit)
-    return dates.format_date(moment, format) if format else moment
+    return dates.format_date(moment.astimezone(dates.zone(timeZone)) if timeZone else moment, format or "iso")
 
 
 def _timestamp(per_second: int) -> Any:

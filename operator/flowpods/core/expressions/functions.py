@@ -23,7 +23,7 @@ from jinja2.runtime import Context
 from flowpods.core.expressions import dates
 from flowpods.core.expressions.filters import _defined, _text, jq
 from flowpods.core.expressions.operators import KestraError, inclusive_range
-from flowpods.core.expressions.printing import to_json
+from flowpods.core.expressions.printing import ZonedDateTime, to_json
 
 __all__ = ["FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
 
@@ -68,7 +68,9 @@ def _now(context: Context) -> datetime:
 @pass_context
 def now(context: Context, timeZone: str | None = None, format: str | None = None) -> Any:
     moment = _now(context).astimezone(dates.zone(timeZone))
-    return dates.format_date(moment, format) if format else moment
+    if format:
+        return dates.format_date(moment, format)
+    return ZonedDateTime.fromtimestamp(moment.timestamp(), moment.tzinfo).replace(microsecond=moment.microsecond)
 
 
 def _seed(context: Context, kind: str) -> random.Random:

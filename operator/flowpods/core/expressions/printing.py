@@ -19,21 +19,33 @@ __all__ = ["iso_datetime", "jsonable", "to_json", "to_text"]
 
 def iso_datetime(value: datetime) -> str:
     """A UTC date as Kestra prints an instant, to the millisecond: `2026-11-25T18:40:13.310Z` (a naive date
-    is taken as UTC); a date at another offset as Java's ZonedDateTime prints it: `2013-09-08T16:19+02:00`."""
+    is taken as UTC); a date at another offset, or a ZonedDateTime, as Java's toString prints it:
+    `2013-09-08T16:19+02:00`."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    offset = value.utcoffset()
-    if not offset:
-        value = value.astimezone(UTC)
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if isinstance(value, ZonedDateTime) or value.utcoffset():
+        return java_zoned_text(value)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class ZonedDateTime(datetime):
+    """A date Kestra holds as a java.time.ZonedDateTime (what now() returns): printed with its full
+    precision, as Java's toString does (`2024-07-09T06:17:01.171193Z`)."""
+
+
+def java_zoned_text(value: datetime) -> str:
     text = value.strftime("%Y-%m-%dT%H:%M")
     if value.second or value.microsecond:
         text += f":{value.second:02d}"
     if value.microsecond:
         text += f".{value.microsecond // 1000:03d}" if value.microsecond % 1000 == 0 else f".{value.microsecond:06d}"
+    offset = value.utcoffset() or timedelta(0)
+    zone = getattr(value.tzinfo, "key", None)
+    if not offset and not zone:
+        return text + "Z"
     minutes = int(offset.total_seconds() // 60)
     hours, mins = divmod(abs(minutes), 60)
-    zone = getattr(value.tzinfo, "key", None)
     return text + f"{'+' if minutes >= 0 else '-'}{hours:02d}:{mins:02d}" + (f"[{zone}]" if zone else "")
 
 
