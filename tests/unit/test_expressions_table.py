@@ -231,6 +231,8 @@ cases(UC, [
     ("{{ string ??? 'default' }}", "string"),
     ("{{ outputs.nope ??? 'x' }}", "x"),
     ("{{ map.missing ??? 'x' }}", "x"),
+    ("{{ null ??? 'IS NULL' }}", ""),
+    ("{{ undefined ??? 'IS UNDEFINED' }}", "IS UNDEFINED"),
 ])  # fmt: skip
 T = "Operators > ternary: a ? b : c (only the chosen branch is evaluated)"
 cases(T, [
@@ -371,6 +373,7 @@ cases(FJ, [
     ('{{ "line\nbreak" | toJson }}', '"line\\nbreak"'),
     ("{{ {'title': inputs.who, 'n': inputs.n} | toJson }}", '{"title":"ada","n":3}'),
 ])  # fmt: skip
+JQ_RENDER = {"first": {"second": {"third": "{{ third }}"}}, "end": "awesome", "third": "{{ end }}"}
 FQ = "Filter reference > jq: apply a JQ expression; the result is always a list"
 cases(FQ, [
     ("{{ [1, 2, 3] | jq('.') }}", "[[1,2,3]]"),
@@ -384,6 +387,11 @@ cases(FQ, [
     ("{{ '{\"key\": \"k1\"}' | jq('.key') | first }}", "k1"),
     ("{{ [1] | jq('.[') }}", Err("invalid jq expression")),
     ("{{ jq([1, 2], '.[1]') | first }}", "2"),
+    ("{{ my_vars | jq('.test[0]') }}", "[1]", {"my_vars": {"test": [1, 2, 3]}}),
+    ("{{ render(first) | jq('.second.third') }}", '["awesome"]', JQ_RENDER),
+    ("{% set object = v | jq('.object') %}{{ object[0].key }}", "value", {"v": {"object": {"key": "value"}}}),
+    ("{% set array = v | jq('.array') %}{{ array[0][0] }}", "arrayValue", {"v": {"array": ["arrayValue"]}}),
+    ("{{ v | jq('.when') | first }}", "2013-09-08T16:19:00+02:00", {"v": {"when": ZONED["zoned"]}}),
 ])  # fmt: skip
 FI = "Filter reference > toIon: an object as Amazon Ion text"
 cases(FI, [
@@ -648,6 +656,7 @@ cases(FR, [
     ("{{ render(vars.outer, recursive=false) }}", "{{ inputs.who }}", NESTED),
     ("{{ render('plain') }}", "plain"),
     ("{{ render(first) }}", Err("Too many rendering attempts"), {"first": "{{ second }}", "second": "{{ first }}"}),
+    ("{{ render(m).third }}", "1", {"m": {"third": "{{ second }}"}, "second": "{{ first }}", "first": "1"}),
     ("{{ render(map) }}", '{"third":"1"}', {"map": {"third": "{{ second }}"}, "second": "{{ first }}", "first": "1"}),
     ("{{ render('{{ missing }}') }}", Err("undefined")),
 ])  # fmt: skip

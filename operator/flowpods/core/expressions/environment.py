@@ -74,11 +74,18 @@ def render_template(env: KestraEnvironment, source: str, context: Mapping[str, A
 
 
 @pass_context
-def _render(context: Context, template: Any, recursive: bool = True) -> str:
-    """render(): render a string that holds an expression, again until it no longer changes."""
+def _render(context: Context, template: Any, recursive: bool = True) -> Any:
+    """render(): render a string that holds an expression, again until it no longer changes; in a map or a
+    list, every string inside (the structure is kept)."""
     env = context.environment
     assert isinstance(env, KestraEnvironment)
-    text = to_text(template)
+    if isinstance(template, Mapping):
+        return {key: _render(context, item, recursive) for key, item in template.items()}
+    if isinstance(template, list | tuple):
+        return [_render(context, item, recursive) for item in template]
+    if not isinstance(template, str):
+        return template
+    text = template
     variables = context.get_all()
     for _ in range(MAX_RECURSIVE_RENDERS if recursive else 1):
         if "{{" not in text and "{%" not in text:
@@ -93,7 +100,7 @@ def _render(context: Context, template: Any, recursive: bool = True) -> str:
 
 
 @pass_context
-def _render_once(context: Context, template: Any) -> str:
+def _render_once(context: Context, template: Any) -> Any:
     return _render(context, template, recursive=False)
 
 

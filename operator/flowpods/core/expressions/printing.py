@@ -79,7 +79,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [jsonable(v) for v in value]
     if isinstance(value, datetime):
-        return iso_datetime(value)
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return aware.isoformat() if aware.utcoffset() else iso_datetime(aware)  # Jackson: ISO_OFFSET_DATE_TIME
     if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, timedelta):
