@@ -400,24 +400,40 @@ cases(FI, [
     ("{{ 'text' | toIon }}", '"text"'),
     ("{{ {'with space': 1} | toIon }}", "{'with space':1}"),
     ("{{ 1.5 | toIon }}", "1.5e0"),
-    ("{{ date | toIon }}", "2024-07-09T06:17:01.171Z"),
+    ("{{ date | toIon }}", 'ZonedDateTime::"2024-07-09T06:17:01.171Z"'),
+    ('{{ {"empty_object": {}} | toIon }}', "{empty_object:{}}"),
+    ("{{ null | toIon }}", "null"),
+    ("{{ {not: json} | toIon }}", Err("unexpected")),
 ])  # fmt: skip
-FY = "Filter reference > yaml: parses YAML text into an object, or writes an object as YAML"
+FY = "Filter reference > yaml: a value as YAML text (lists indented, as Kestra's YamlFilterTest); yaml() parses"
 cases(FY, [
-    ('{{ "foo: bar" | yaml }}', '{"foo":"bar"}'),
-    ('{{ ("foo: [1, 2]" | yaml).foo[1] }}', "2"),
+    ("{{ 'string' | yaml }}", "string\n"),
+    ("{{ 1 | yaml }}", "1\n"),
+    ("{{ 1.123 | yaml }}", "1.123\n"),
+    ("{{ true | yaml }}", "true\n"),
+    ("{{ ['string', 1, 1.123] | yaml }}", " - string\n - 1\n - 1.123\n"),
     ('{{ {"key": "value"} | yaml }}', "key: value\n"),
-    ("{{ {'a': [1, 2]} | yaml }}", "a:\n- 1\n- 2\n"),
-    ('{{ "a: [" | yaml }}', Err("invalid YAML")),
+    ("{{ {'a': [1, 2]} | yaml }}", "a:\n  - 1\n  - 2\n"),
+    ("{{ {'int': 1, 'm': {'s': 'x'}} | yaml }}", "int: 1\nm:\n  s: x\n"),
+    ('{{ "foo: bar" | yaml }}', "'foo: bar'\n"),
+    ("{{ zoned | yaml }}", "'2013-09-08T16:19:00+02:00'\n", ZONED),
+    ('{{ yaml("foo: [1, 2]").foo[1] }}', "2"),
+    ('{{ yaml("a: [") }}', Err("invalid YAML")),
 ])  # fmt: skip
-FIN = "Filter reference > indent and nindent: indentation for templated YAML"
+FIN = "Filter reference > indent and nindent: every line indented (nindent: after a line break), breaks kept"
 cases(FIN, [
     ('{{ "a\nb" | indent(2) }}', "a\n  b"),
     ('{{ "a\nb\nc" | indent(4) }}', "a\n    b\n    c"),
     ('{{ "key: value" | nindent(2) }}', "\n  key: value"),
     ('{{ "a\nb" | nindent(2) }}', "\n  a\n  b"),
     ('{{ "a\nb" | indent(1, "-") }}', "a\n-b"),
-    ("{{ {'k': 'v', 'l': [1]} | yaml | nindent(4) }}", "\n    k: v\n    l:\n    - 1\n"),
+    ("{{ null | nindent(2) }}", ""),
+    ("{{ '' | nindent(2) }}", ""),
+    ('{{ "\n\n" | nindent(2) }}', "\n  \n  \n  "),
+    ("{{ 1 | nindent(2) }}", "\n  1"),
+    ('{{ "first line\r\nsecond line" | nindent(2) }}', "\r\n  first line\r\n  second line"),
+    ('{{ "first line\nsecond line" | nindent(2, "\t") }}', "\n\t\tfirst line\n\t\tsecond line"),
+    ("{{ {'k': 'v'} | yaml | nindent(4) }}", "\n    k: v\n    "),
 ])  # fmt: skip
 
 # -- filters: numbers ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from jinja2 import Undefined
 from flowpods.core.expressions import dates
 from flowpods.core.expressions.limits import check_size
 from flowpods.core.expressions.operators import KestraError
-from flowpods.core.expressions.printing import iso_datetime, jsonable, to_json, to_text
+from flowpods.core.expressions.printing import jsonable, to_json, to_text
 
 __all__ = ["FILTERS", "JavaFloat", "JavaLong", "to_ion", "to_yaml"]
 
@@ -107,25 +107,27 @@ def to_ion(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ",".join(to_ion(v) for v in value) + "]"
     if isinstance(value, datetime):
-        return iso_datetime(value)  # an Ion timestamp
+        return f'ZonedDateTime::"{jsonable(value)}"'  # as Kestra's Ion mapper annotates a date
     return to_ion(jsonable(value))
 
 
+class _IndentedDumper(yaml.SafeDumper):  # type: ignore[misc,unused-ignore]
+    """Lists indented under their key, as Kestra's YAML mapper writes them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
 def to_yaml(value: Any) -> str:
-    """YAML text of a value, block style, keys in their order."""
-    text = yaml.safe_dump(jsonable(_defined(value)), default_flow_style=False, sort_keys=False, allow_unicode=True)
-    return str(text)
-
-
-def yaml_filter(value: Any) -> Any:
-    """Kestra's `yaml` filter: YAML text of an object; a string is parsed (`"foo: bar" | yaml`)."""
-    value = _defined(value)
-    if isinstance(value, str):
-        try:
-            return yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise KestraError(f"invalid YAML: {exc}") from None
-    return to_yaml(value)
+    """Kestra's `yaml` filter: a value as YAML text (a scalar on one line, a top-level list indented)."""
+    data = jsonable(_defined(value))
+    if not isinstance(data, dict | list):
+        text = yaml.dump(data, Dumper=_IndentedDumper, allow_unicode=True, default_flow_style=False)
+        return str(text).removesuffix("...\n").rstrip("\n") + "\n" if data is not None else "null\n"
+    text = str(yaml.dump(data, Dumper=_IndentedDumper, allow_unicode=True, default_flow_style=False, sort_keys=False))
+    if isinstance(data, list) and data:
+        text = "".join(" " + line for line in text.splitlines(keepends=True))
+    return text
 
 
 # -- numbers ------------------------------------------------------------------------------------------
@@ -448,17 +450,28 @@ def string(value: Any) -> str:
     return _text(value)
 
 
+def _lines(value: Any) -> tuple[list[str], str]:
+    text = "" if value is None else _text(value)
+    separator = next((sep for sep in ("\r\n", "\n", "\r") if sep in text), "\n")
+    return text.split(separator), separator
+
+
 def indent(value: Any, amount: int, prefix: str = " ") -> str:
     """Every line but the first indented by `amount` times `prefix` (Kestra's indent)."""
+    lines, separator = _lines(_defined(value))
+    if lines == [""]:
+        return ""
     pad = prefix * int(amount)
-    lines = _text(value).split("\n")
-    return "\n".join([lines[0], *[(pad + line) if line else line for line in lines[1:]]])
+    return separator.join([lines[0], *[pad + line for line in lines[1:]]])
 
 
 def nindent(value: Any, amount: int, prefix: str = " ") -> str:
-    """A newline, then every line indented (Helm's nindent)."""
+    """A line break, then every line indented (Helm's nindent); the text's own line break is kept."""
+    lines, separator = _lines(_defined(value))
+    if lines == [""]:
+        return ""
     pad = prefix * int(amount)
-    return "\n" + "\n".join((pad + line) if line else line for line in _text(value).split("\n"))
+    return separator + separator.join(pad + line for line in lines)
 
 
 def trim(value: Any) -> str:
@@ -504,7 +517,7 @@ FILTERS: dict[str, Any] = {
     "json": to_json_filter,
     "toIon": to_ion,
     "jq": jq,
-    "yaml": yaml_filter,
+    "yaml": to_yaml,
     "fromJson": lambda v: json.loads(_text(v)),
     "jsonDecode": lambda v: json.loads(_text(v)),
     "abs": abs_filter,

@@ -126,7 +126,8 @@ def tokenize(source: str, start: int, closer: str) -> tuple[list[Token], int]:
 
 
 def _literal(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'").replace("\r", "\\r").replace("\n", "\\n")
+    return "'" + escaped + "'"  # line breaks escaped: jinja2 would normalise a raw CR LF
 
 
 class Parser:
