@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 import jq as jqlib  # type: ignore[import-not-found,unused-ignore]
+import re2  # type: ignore[import-not-found,import-untyped,unused-ignore]
 import yaml
 from jinja2 import Undefined
 
@@ -270,13 +271,19 @@ def join(value: Any, separator: str = "") -> str:
     return text
 
 
+def _regex_error(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+
+
 def split(value: Any, delimiter: str, limit: int = 0) -> list[str]:
-    """Java's String.split: the delimiter is a regex; limit as Java's (0 drops trailing empty strings)."""
+    """Java's String.split: the delimiter is a regex (RE2: linear time, no backreferences or lookaround);
+    limit as Java's (0 drops trailing empty strings)."""
     text, limit = _text(value), int(limit)
     try:
-        parts = re.split(delimiter, text, maxsplit=max(0, limit - 1) if limit > 0 else 0)
-    except re.error as exc:
-        raise KestraError(f"invalid split pattern '{delimiter}': {exc}") from None
+        parts: list[str] = re2.split(delimiter, text, maxsplit=max(0, limit - 1) if limit > 0 else 0)
+    except re2.error as exc:
+        raise KestraError(f"invalid split pattern '{delimiter}': {_regex_error(exc)}") from None
     if limit == 0:
         while parts and parts[-1] == "":
             parts.pop()
@@ -381,9 +388,9 @@ def replace(value: Any, pairs: Mapping[str, Any], regexp: bool = False) -> str:
     for search, substitute in _defined(pairs).items():
         if regexp:
             try:
-                text = re.sub(str(search), re.sub(r"\$(\d)", r"\\\1", to_text(substitute)), text)
-            except re.error as exc:
-                raise KestraError(f"invalid replace pattern '{search}': {exc}") from None
+                text = re2.sub(str(search), re.sub(r"\$(\d)", r"\\\1", to_text(substitute)), text)
+            except re2.error as exc:
+                raise KestraError(f"invalid replace pattern '{search}': {_regex_error(exc)}") from None
         else:
             text = text.replace(str(search), to_text(substitute))
         check_size(len(text))

@@ -88,11 +88,14 @@ def _seed(context: Context, kind: str) -> random.Random:
 
 
 @pass_context
-def random_int(context: Context, lower: Any, upper: Any) -> int:
-    low, high = int(lower), int(upper)
-    if low >= high:
-        raise KestraError(f"randomInt({low}, {high}): the lower bound must be below the upper bound")
-    return _seed(context, "randomInt").randrange(low, high)
+def random_int(context: Context, lower: Any = None, upper: Any = None) -> int:
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lower, upper)):
+        raise KestraError(f"randomInt(lower, upper) needs two integers, got {lower!r}, {upper!r}")
+    if lower > upper:
+        raise KestraError(f"randomInt({lower}, {upper}): the lower bound must not be above the upper bound")
+    if lower == upper:
+        return int(lower)
+    return _seed(context, "randomInt").randrange(lower, upper)
 
 
 @pass_context
