@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from flowpods.cli.main import read_secrets
 from flowpods.core import secrets
 from flowpods.core.templating import render
 
@@ -35,14 +34,3 @@ def test_masking_reaches_nested_values_and_leaves_tiny_values_alone():
 
 def test_the_worker_variable_name_is_a_valid_environment_name():
     assert secrets.env_name("db.pass-word") == "FLOWPODS_SECRET_db_pass_word"
-
-
-def test_the_local_secrets_file_takes_yaml_or_assignments(tmp_path):
-    yaml_file = tmp_path / "s.yaml"
-    yaml_file.write_text("API_KEY: k1\nOTHER: 2\n")
-    assert read_secrets(str(yaml_file)) == {"FLOWPODS_SECRET_API_KEY": "k1", "FLOWPODS_SECRET_OTHER": "2"}
-    env_file = tmp_path / "s.env"
-    env_file.write_text("# comment\nAPI_KEY=a=b\n")
-    assert read_secrets(str(env_file)) == {"FLOWPODS_SECRET_API_KEY": "a=b"}
-    with pytest.raises(ValueError, match="cannot read the secrets file"):
-        read_secrets(str(tmp_path / "missing"))
