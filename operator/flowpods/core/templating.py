@@ -46,8 +46,7 @@ def render_string(source: str, context: dict[str, Any]) -> str:
         return source
     try:
         with limits.budget():
-            _compile(source)
-            return render_template(environment(), source, context)
+            return render_template(_compile(source), context)
     except TemplateError as exc:
         raise RenderError(source, _reason(exc)) from None
     except limits.LimitExceeded as exc:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, Undefined, pass_context
+from jinja2 import ChainableUndefined, StrictUndefined, Template, Undefined, pass_context
 from jinja2.ext import Extension
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -61,11 +61,11 @@ class KestraEnvironment(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
-def render_template(env: KestraEnvironment, source: str, context: Mapping[str, Any]) -> str:
+def render_template(template: Template, context: Mapping[str, Any]) -> str:
     """Render with the output size checked as it is produced."""
     chunks: list[str] = []
     size = 0
-    for chunk in env.from_string(source).generate(dict(context)):
+    for chunk in template.generate(dict(context)):
         size += len(chunk)
         limits.check_size(size, "the rendered text")
         limits.charge(0)
@@ -90,7 +90,7 @@ def _render(context: Context, template: Any, recursive: bool = True) -> Any:
     for _ in range(MAX_RECURSIVE_RENDERS if recursive else 1):
         if "{{" not in text and "{%" not in text:
             return text
-        rendered = render_template(env, text, variables)
+        rendered = render_template(env.from_string(text), variables)
         if rendered == text:
             return text
         text = rendered
