@@ -142,6 +142,10 @@ cases(C, [
     ("{{ 'x' ~ null ~ 'y' }}", "xy"),
     ("{{ 'a' ~ 'b' | upper }}", "AB"),
     ("{{ inputs.who ~ '!' }}", "ada!"),
+    ('{{ "Hello #{inputs.who}, n=#{inputs.n + 1}" }}', "Hello ada, n=4"),
+    ('{{ "map #{ {\'a\': 1} }" }}', 'map {"a":1}'),
+    ("{{ 'no #{interpolation} in single quotes' }}", "no #{interpolation} in single quotes"),
+    ('{{ "open #{ x" }}', Err("unclosed '#{'")),
 ])  # fmt: skip
 CMP = "Operators > comparisons: == (alias equals, null-safe), !=, <, >, <=, >="
 cases(CMP, [
@@ -510,7 +514,9 @@ cases(FC, [
     ("{{ ['a', 'b'] | keys }}", "[0,1]"),
     ("{{ {'foo': 'bar', 'baz': 'qux'} | values }}", '["bar","qux"]'),
     ("{{ [1] | values }}", Err("values needs a map")),
-    ("{{ {'a': {'b': 1, 'c': {'d': 2}}} | flatten }}", '{"a.b":1,"a.c.d":2}'),
+    ("{{ ['a', ['b', ['c']], 'd'] | flatten }}", '["a","b","c","d"]'),
+    ("{{ [['first', 'x'], 'y'] | flatten | first }}", "first"),
+    ("{{ 'abc' | flatten }}", Err("flatten needs a list")),
     ("{{ [1, 1, 2] | uniq }}", "[1,2]"),
 ])  # fmt: skip
 
@@ -561,6 +567,14 @@ cases(FS2, [
     ("{{ true | string }}", "true"),
     ("{{ [1] | string }}", "[1]"),
     ("{{ (123 | string) ~ 4 }}", "1234"),
+    ("{{ 12.3 | string | className }}", "java.lang.String"),
+    ('{{ {"field": "hello"} | string }}', '{"field":"hello"}'),
+    ("{{ null | indent(2) }}", ""),
+    ("{{ 'string' | indent(2) }}", "string"),
+    ('{{ "\n\n" | indent(2) }}', "\n  \n  "),
+    ('{{ "first line\r\nsecond line" | indent(2) }}', "first line\r\n  second line"),
+    ("{{ {'empty_object': {}} | toJson }}", '{"empty_object":{}}'),
+    ("{{ | toJson }}", Err("unexpected")),
     ('{{ "Can\'t be here" | escapeChar("single") }}', "Can\\'t be here"),
     ("{{ 'say \"hi\"' | escapeChar('double') }}", 'say \\"hi\\"'),
     ("{{ \"it's\" | escapeChar('shell') }}", "it'\\''s"),

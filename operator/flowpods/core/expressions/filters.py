@@ -338,18 +338,21 @@ def values(value: Any) -> list[Any]:
     raise KestraError("values needs a map")
 
 
-def flatten(value: Any, separator: str = ".") -> dict[str, Any]:
-    """Nested maps to one level with joined keys: {"a": {"b": 1}} -> {"a.b": 1}."""
-    out: dict[str, Any] = {}
+def flatten(value: Any) -> list[Any]:
+    """A list of lists as one list (Kestra's FlattenFilterTest): nested lists are spliced in, depth first."""
+    out: list[Any] = []
 
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, Mapping) and node:
-            for k, v in node.items():
-                walk(f"{prefix}{separator}{k}" if prefix else str(k), v)
-        else:
-            out[prefix] = node
+    def walk(node: Any) -> None:
+        for item in node:
+            if isinstance(item, list | tuple):
+                walk(item)
+            else:
+                out.append(item)
 
-    walk("", _defined(value))
+    value = _defined(value)
+    if not isinstance(value, list | tuple):
+        raise KestraError("flatten needs a list")
+    walk(value)
     return out
 
 

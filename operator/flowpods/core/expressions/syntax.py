@@ -65,7 +65,7 @@ UNSUPPORTED_TAGS = {"include", "extends", "import", "from", "embed", "parallel",
 
 @dataclass
 class Token:
-    kind: str  # "name", "num", "str", "op", "end"
+    kind: str  # "name", "num", "str", "interp" (a double-quoted string with #{...}), "op", "end"
     value: str
     pos: int
 
@@ -99,7 +99,7 @@ def tokenize(source: str, start: int, closer: str) -> tuple[list[Token], int]:
             return tokens, i
         if ch in "'\"":
             value, i = _string(source, i)
-            tokens.append(Token("str", value, i))
+            tokens.append(Token("interp" if ch == '"' and "#{" in value else "str", value, i))
             continue
         m = NUMBER.match(source, i)
         if ch.isdigit() and m:
@@ -263,6 +263,8 @@ class Parser:
         tok = self.take()
         if tok.kind == "str":
             return _literal(tok.value)
+        if tok.kind == "interp":
+            return _interpolation(tok.value)
         if tok.kind == "num":
             return tok.value
         if tok.kind == "op" and tok.value == "(":
@@ -348,6 +350,28 @@ class Parser:
                 value = f"{value}[{index}]"
             else:
                 return value
+
+
+def _interpolation(text: str) -> str:
+    """Pebble's `"Hello #{name}"`: the literal pieces and the printed expressions, concatenated."""
+    parts: list[str] = []
+    i = 0
+    while (start := text.find("#{", i)) >= 0:
+        parts.append(_literal(text[i:start]))
+        depth, j = 1, start + 2
+        while j < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        if depth:
+            raise TemplateSyntaxError("unclosed '#{' in a string", 1)
+        tokens, _ = tokenize(text[start + 2 : j - 1] + "}}", 0, "}}")
+        parts.append(expression(tokens))
+        i = j
+    parts.append(_literal(text[i:]))
+    result = parts[0]
+    for part in parts[1:]:
+        result = f"_kx_concat({result}, {part})"
+    return result
 
 
 def _identifier(text: str) -> str:
