@@ -90,7 +90,8 @@ def _render(context: Context, template: Any, recursive: bool = True) -> Any:
     for _ in range(MAX_RECURSIVE_RENDERS if recursive else 1):
         if "{{" not in text and "{%" not in text:
             return text
-        rendered = render_template(env.from_string(text), variables)
+        with limits.nested():
+            rendered = render_template(env.from_string(text), variables)
         if rendered == text:
             return text
         text = rendered

@@ -13,9 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-__all__ = ["MAX_ITERATIONS", "MAX_OUTPUT", "MAX_RANGE", "MAX_SECONDS", "Budget", "LimitExceeded", "budget", "charge"]
+__all__ = [
+    "MAX_ITERATIONS", "MAX_NESTING", "MAX_OUTPUT", "MAX_RANGE", "MAX_SECONDS", "Budget", "LimitExceeded", "budget",
+    "charge", "nested",
+]  # fmt: skip
 
 MAX_RANGE = 10_000  # items in one range(), a..b
 MAX_ITERATIONS = 100_000  # loop iterations in one rendering, all loops together
@@ -31,7 +34,7 @@ class LimitExceeded(Exception):
 class Budget:
     deadline: float
     iterations: int = 0
-    calls: dict[str, int] = field(default_factory=dict)
+    nesting: int = 0  # render() inside render()
 
     def tick(self, items: int = 1) -> None:
         self.iterations += items
@@ -60,6 +63,25 @@ def budget() -> Iterator[Budget]:
         yield current
     finally:
         _current.reset(token)
+
+
+MAX_NESTING = 10  # render() calls inside one another
+
+
+@contextmanager
+def nested() -> Iterator[None]:
+    """One more level of render() inside render(); Kestra refuses a circular render the same way."""
+    current = _current.get()
+    if current is None:
+        yield
+        return
+    if current.nesting >= MAX_NESTING:
+        raise LimitExceeded(f"Maximum render() nesting depth of {MAX_NESTING} reached (limit MAX_NESTING)")
+    current.nesting += 1
+    try:
+        yield
+    finally:
+        current.nesting -= 1
 
 
 def charge(items: int = 1) -> None:
