@@ -70,7 +70,8 @@ def now(context: Context, timeZone: str | None = None, format: str | None = None
     moment = _now(context).astimezone(dates.zone(timeZone))
     if format:
         return dates.format_date(moment, format)
-    return ZonedDateTime.fromtimestamp(moment.timestamp(), moment.tzinfo).replace(microsecond=moment.microsecond)
+    fields = (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond)
+    return ZonedDateTime(*fields, tzinfo=moment.tzinfo)
 
 
 def _seed(context: Context, kind: str) -> random.Random:
