@@ -773,6 +773,8 @@ cases(E, [
     ("{{ x", Err("missing '}}'")),
     ("{% if %}", Err("unexpected")),
     ("{% nope %}", Err("unknown tag 'nope'")),
+    ("{{ a and {% for x in y %}{{ x }}{% endfor %} }}", Err("'{%' inside a '{{ }}' or '{% %}': close it first")),
+    ("{% if {{ x }} %}{% endif %}", Err("'{{' inside")),
     ("{{ 2 ** 3 }}", Err("unexpected")),
     ("{{ ''.__class__ }}", Err("")),
     ("{{ list | nofilter }}", Err("No filter named 'nofilter'")),
