@@ -97,7 +97,7 @@ def tokenize(source: str, start: int, closer: str) -> tuple[list[Token], int]:
             continue
         if depth == 0 and (source.startswith(closer, i) or source.startswith("-" + closer, i)):
             return tokens, i
-        if source.startswith("{%", i) or source.startswith("{{", i) and closer == "%}":
+        if source.startswith("{%", i) or (source.startswith("{{", i) and closer == "%}"):
             raise TemplateSyntaxError(f"'{source[i : i + 2]}' inside a '{{{{ }}}}' or '{{% %}}': close it first", 1)
         if ch in "'\"":
             value, i = _string(source, i)
