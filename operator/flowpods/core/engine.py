@@ -33,7 +33,7 @@ from flowpods.core.model import (
     Switch,
     TaskBase,
 )
-from flowpods.core.records import WorkItem
+from flowpods.core.records import SpanRecord, WorkItem
 from flowpods.core.status import Attempt, Change, ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.core.templating import RenderError, is_truthy, render, render_string
 
@@ -80,6 +80,7 @@ class AttemptFinished(_AttemptEvent):
     exitCode: int | None = None
     startedAt: datetime | None = None
     timedOut: bool = False
+    spans: list[SpanRecord] = Field(default_factory=list, description="The worker's spans, from its result")
 
 
 class ChildFinished(_Event):
@@ -368,6 +369,7 @@ class _Machine:
         attempt.endedAt = event.at
         attempt.exitCode = event.exitCode
         attempt.closedIn = self.n
+        attempt.spans = list(event.spans)
         self.finished.append(f"{tr.taskId}#{attempt.number}")
         if tr.state != State.RUNNING:
             tr.set_state(State.RUNNING, attempt.startedAt)

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowpods.core.records import SpanRecord
+
 
 class State(StrEnum):
     """Kestra's states."""
@@ -83,6 +85,9 @@ class Attempt(Stored):
     pod: str | None = None
     node: str | None = None
     closedIn: int | None = Field(default=None, description="The change that recorded its end")
+    spans: list[SpanRecord] = Field(
+        default_factory=list, description="The worker's spans it handed back with its result; exported with closedIn"
+    )
 
 
 class TaskRun(WithHistory):
@@ -101,7 +106,6 @@ class TaskRun(WithHistory):
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
     createdIn: int = 0
     closedIn: int | None = None
-
 
 
 class Change(Stored):
@@ -126,7 +130,6 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
-
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)

@@ -24,9 +24,9 @@ import kopf
 from croniter import croniter
 
 from flowpods.core import engine
+from flowpods.core import export as span_export
 from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
 from flowpods.core.model import Flow, FlowError
-from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
@@ -39,6 +39,7 @@ from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provi
 log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
+EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again 10 s later
 
 
 def utcnow() -> datetime:
@@ -52,7 +53,7 @@ class Outcome:
     body: dict[str, Any] | None = None
     wake_at: datetime | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-    export: tuple[str, list[Any], int] | None = None  # spans to send once the change's actions are done
+    export: tuple[str, span_export.ExportPlan | None] | None = None  # spans to send once the actions are done
     finished: bool = False
 
 
@@ -408,9 +409,11 @@ class Operator:
         return outcome
 
     def _export_pending(self, status: ExecutionStatus) -> bool:
-        """Spans of committed changes not yet exported (an export failed, or its rollback was stored)."""
-        exporting = self.exporter is not None and self.config.traces != TraceLevel.DISABLED
-        return exporting and bool(status.changes) and status.exported < status.changes[-1].n
+        """Spans of committed changes not confirmed yet (an export failed, or the operator died before)."""
+        return self._exporting() and span_export.pending(status)
+
+    def _exporting(self) -> bool:
+        return self.exporter is not None and self.config.traces != TraceLevel.DISABLED
 
     def _commit(
         self,
@@ -422,39 +425,42 @@ class Operator:
         revision: int | None,
         outcome: Outcome,
     ) -> dict[str, Any]:
-        """Store the status with the span watermark moved past the spans it completes.
+        """Store the status, the span watermark left where it was (it moves only once an export is confirmed).
 
-        The spans themselves leave in `_export`, after the pods of this change were created, so tracing
-        adds nothing to the time between one task and the next.
+        The spans of the changes above the watermark leave in `_export`, after the pods of this change were
+        created, so tracing adds nothing to the time between one task and the next.
         """
-        fresh, watermark = spans_to_export(run, flow, status)
-        previous = status.exported
-        status.exported = watermark
+        if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
+            status.exported = span_export.last_change(status)
         body = dict(execution)
         body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
         stored = self.kube.replace_status("executions", body)
-        if fresh and self.exporter is not None and self.config.traces != TraceLevel.DISABLED:
-            outcome.export = (run.id, fresh, previous)
+        if self._exporting():
+            outcome.export = (run.id, span_export.plan(run, flow, status))
         return stored
 
     def _export(self, outcome: Outcome) -> None:
-        """Export the spans the last commit completed; on failure store the watermark back at once.
-
-        The watermark was stored first, so a restart never exports a span twice; a failed export is
-        stored back and retried, so a collector outage loses nothing. Only a crash between the commit
-        and the export can lose spans.
-        """
-        if outcome.export is None or outcome.body is None or self.exporter is None:
+        """Send the spans above the confirmed watermark; only once the exporter confirmed them, move the
+        watermark (core/export.py has the protocol). A failed export leaves it, and is retried in 10 s."""
+        if outcome.export is None or outcome.body is None:
             return
-        name, fresh, previous = outcome.export
+        name, plan = outcome.export
         outcome.export = None
-        if self.exporter.export(fresh):
+        if plan is None:
             return
-        log.warning("exporting %d spans of %s failed; retrying in 10s", len(fresh), name)
-        rollback = dict(outcome.body)
-        rollback["status"] = {**outcome.body["status"], "exported": previous}
-        outcome.body = self.kube.replace_status("executions", rollback)
-        outcome.wake_at = utcnow() + timedelta(seconds=10)
+        if self.exporter is None or not self.exporter.export(plan.spans):
+            log.warning("exporting %d spans of %s failed; retrying in 10s", len(plan.spans), name)
+            retry = utcnow() + timedelta(seconds=10)
+            outcome.wake_at = min(outcome.wake_at, retry) if outcome.wake_at is not None else retry
+            return
+        meta = outcome.body["metadata"]
+        try:
+            outcome.body = self.kube.patch_status(
+                "executions", meta["namespace"], meta["name"], span_export.watermark_patch(plan)
+            )
+        except Conflict:  # the stored watermark is not the plan's any more: the next reconcile sees the truth
+            log.warning("the span watermark of %s moved from %d meanwhile; not storing %d", name, plan.since,
+                        plan.upto)  # fmt: skip
 
     def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
         namespace = parent["metadata"]["namespace"]
@@ -560,7 +566,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global OPERATOR
     config = OperatorConfig.from_env()
     load_client_config()
-    exporter = SpanRecordExporter.from_env(default_service="flowpods")
+    exporter = SpanRecordExporter.from_env(default_service="flowpods", timeout=EXPORT_TIMEOUT)
     fine = None
     if config.traces == TraceLevel.FINE:
         fine = FineTracer(tracer_provider_from_env("flowpods"))

@@ -354,6 +354,7 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
             exitCode=code,
             startedAt=started,
             timedOut=timed_out,
+            spans=result.spans,
             **common,
         )
     running = state.get("running")
