@@ -38,7 +38,7 @@ def test_a_plan_holds_exactly_the_spans_of_the_changes_above_the_watermark() -> 
     sim.finish("a")
     sim.status.exported = 1
     plan = export.plan(RUN, sim.flow, sim.status)
-    assert plan is not None and (plan.since, plan.upto) == (1, 2)
+    assert plan is not None and (plan.stored, plan.since, plan.upto) == (1, 1, 2)
     expected = sorted(r.span_id for closed_in, r in derive_spans(RUN, sim.flow, sim.status) if closed_in == 2)
     assert sorted(r.span_id for r in plan.spans) == expected
     assert {r.name for r in plan.spans} == {"EXECUTOR - company.team_f", "TASKRUN a"}
@@ -100,6 +100,22 @@ def test_a_kill_between_the_export_and_its_record_resends_only_the_pending_chang
     restarted.exported = export.advance(again, True)
     twice = {span_id for span_id, n in sent.items() if n == 2}
     assert twice == {r.span_id for r in plan.spans} and len(twice) == 2, "one change's spans, nothing more"
+
+
+def test_a_confirmed_export_whose_watermark_could_not_be_stored_is_not_sent_again_by_the_same_process() -> None:
+    sim = flow_of_three()
+    first = export.plan(RUN, sim.flow, sim.status)
+    assert first is not None
+    confirmed = export.advance(first, confirmed=True)  # sent; storing the watermark failed (API server away)
+    sim.finish("a")
+    plan = export.plan(RUN, sim.flow, sim.status, confirmed=confirmed)
+    assert plan is not None and (plan.stored, plan.since, plan.upto) == (0, 1, 2)
+    assert {r.name for r in plan.spans} == {"EXECUTOR - company.team_f", "TASKRUN a"}, "only the new change"
+    assert export.watermark_patch(plan)[0] == {"op": "test", "path": "/status/exported", "value": 0}
+    # all confirmed already: an empty plan that only stores the watermark
+    sim.status.exported = 0
+    only_store = export.plan(RUN, sim.flow, sim.status, confirmed=2)
+    assert only_store is not None and only_store.spans == () and export.advance(only_store, True) == 2
 
 
 def test_the_watermark_patch_only_moves_it_from_where_the_plan_started() -> None:

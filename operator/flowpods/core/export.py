@@ -13,8 +13,10 @@ The shell (the operator, the local runner) follows one protocol:
 
 A crash, a refused call or a failed export anywhere in between leaves the stored watermark where it
 was, so the next reconcile (this process or the next one) sends those spans again with the same ids:
-nothing is lost. The only way a span is sent twice is a crash (or a failed watermark write) after the
-exporter confirmed it and before step 3 was stored; it is then re-sent once, with the same ids.
+nothing is lost. A process that had an export confirmed but could not store the watermark (the API server
+away) remembers the confirmed number and passes it as `confirmed`: it stores the watermark later without
+sending those spans again. So the only way a span is sent twice is a process that dies after the exporter
+confirmed it and before the watermark was stored; its successor sends that plan's spans once more.
 """
 
 from __future__ import annotations
@@ -30,8 +32,11 @@ from flowpods.core.status import ExecutionStatus, RunInfo
 
 @dataclass(frozen=True)
 class ExportPlan:
-    """The spans of changes `since` < n <= `upto`, and the watermark to store once they were confirmed."""
+    """The spans of changes `since` < n <= `upto`, and the watermark to store once they were confirmed.
 
+    `stored` is the watermark the status holds (at most `since`: more was confirmed but not stored yet)."""
+
+    stored: int
     since: int
     upto: int
     spans: tuple[SpanRecord, ...]
@@ -46,21 +51,24 @@ def pending(status: ExecutionStatus) -> bool:
     return status.exported < last_change(status)
 
 
-def plan(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> ExportPlan | None:
-    """What to send now, given the stored status and its confirmed watermark; None when nothing is pending.
+def plan(run: RunInfo, flow: Flow | None, status: ExecutionStatus, confirmed: int = 0) -> ExportPlan | None:
+    """What to send now, given the stored status and its watermark; None when nothing is pending.
 
-    Every span a change completed is in the plan, sampled or not (the exporter drops unsampled ones), so a
-    plan exists for each pending change even if it has no span to send: the watermark must still move.
+    `confirmed`: a watermark this process saw confirmed but could not store; the spans up to it are not
+    sent again, the plan only stores it (with the spans of newer changes). Every span a change completed is
+    in the plan, sampled or not (the exporter drops unsampled ones), so a plan exists for each pending change
+    even if it has no span to send: the watermark must still move.
     """
-    since, upto = status.exported, last_change(status)
-    if since >= upto:
+    stored, upto = status.exported, last_change(status)
+    if stored >= upto:
         return None
+    since = min(max(stored, confirmed), upto)
     fresh = tuple(record for closed_in, record in derive_spans(run, flow, status) if since < closed_in <= upto)
-    return ExportPlan(since=since, upto=upto, spans=fresh)
+    return ExportPlan(stored=stored, since=since, upto=upto, spans=fresh)
 
 
 def advance(export: ExportPlan, confirmed: bool) -> int:
-    """The watermark after an export attempt: moved past the plan only when the exporter confirmed it."""
+    """The confirmed watermark after an export attempt: past the plan only when the exporter confirmed it."""
     return export.upto if confirmed else export.since
 
 
@@ -68,6 +76,6 @@ def watermark_patch(export: ExportPlan) -> list[dict[str, Any]]:
     """A JSON patch of the status that stores the confirmed watermark, and fails (422) unless the stored one
     is still the one the plan started from: a stale plan can never move the watermark, back or forth."""
     return [
-        {"op": "test", "path": "/status/exported", "value": export.since},
+        {"op": "test", "path": "/status/exported", "value": export.stored},
         {"op": "replace", "path": "/status/exported", "value": export.upto},
     ]

@@ -77,6 +77,8 @@ class Operator:
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
+        # per Execution uid: a span watermark the exporter confirmed that is not stored yet (the write failed)
+        self.confirmed: dict[str, int] = {}
 
     # -- the view ---------------------------------------------------------------------------------------
 
@@ -436,7 +438,7 @@ class Operator:
         body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
         stored = self.kube.replace_status("executions", body)
         if self._exporting():
-            outcome.export = (run.id, span_export.plan(run, flow, status))
+            outcome.export = (run.uid, span_export.plan(run, flow, status, self.confirmed.get(run.uid, 0)))
         return stored
 
     def _export(self, outcome: Outcome) -> None:
@@ -444,23 +446,35 @@ class Operator:
         watermark (core/export.py has the protocol). A failed export leaves it, and is retried in 10 s."""
         if outcome.export is None or outcome.body is None:
             return
-        name, plan = outcome.export
+        uid, plan = outcome.export
         outcome.export = None
         if plan is None:
             return
-        if self.exporter is None or not self.exporter.export(plan.spans):
-            log.warning("exporting %d spans of %s failed; retrying in 10s", len(plan.spans), name)
-            retry = utcnow() + timedelta(seconds=10)
-            outcome.wake_at = min(outcome.wake_at, retry) if outcome.wake_at is not None else retry
-            return
         meta = outcome.body["metadata"]
+        name = f"{meta['namespace']}/{meta['name']}"
+        if plan.spans and (self.exporter is None or not self.exporter.export(plan.spans)):
+            log.warning("exporting %d spans of %s failed; retrying in 10s", len(plan.spans), name)
+            self._wake(outcome, 10.0)
+            return
+        self.confirmed[uid] = plan.upto  # sent: never again from this process, even if storing it fails now
         try:
             outcome.body = self.kube.patch_status(
                 "executions", meta["namespace"], meta["name"], span_export.watermark_patch(plan)
             )
         except Conflict:  # the stored watermark is not the plan's any more: the next reconcile sees the truth
-            log.warning("the span watermark of %s moved from %d meanwhile; not storing %d", name, plan.since,
-                        plan.upto)  # fmt: skip
+            log.warning("the span watermark of %s moved from %d meanwhile", name, plan.stored)
+            return
+        except Exception:
+            log.exception("storing the span watermark %d of %s failed; retrying in %ss", plan.upto, name,
+                          RETRY_AFTER_ERROR)  # fmt: skip
+            self._wake(outcome, RETRY_AFTER_ERROR)
+            return
+        self.confirmed.pop(uid, None)
+
+    @staticmethod
+    def _wake(outcome: Outcome, seconds: float) -> None:
+        when = utcnow() + timedelta(seconds=seconds)
+        outcome.wake_at = min(outcome.wake_at, when) if outcome.wake_at is not None else when
 
     def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
         namespace = parent["metadata"]["namespace"]
