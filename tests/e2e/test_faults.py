@@ -108,18 +108,26 @@ def unfinished(custom_objects, namespace: str) -> list[str]:
 
 
 def wait_all_done(custom_objects, namespace: str, parents: int, operator: OperatorProcess, timeout: float) -> None:
-    """Until the parents and their children (as many) have all ended."""
+    """Until the parents and their children (as many) have all ended, and the operator recorded every span of
+    theirs as exported (the watermark at the last change)."""
+
+    def settled(status: dict[str, Any]) -> bool:
+        changes = status.get("changes") or [{"n": 0}]
+        return status.get("state") in TERMINAL and status.get("exported") == changes[-1]["n"]
 
     def done() -> bool:
         items = executions(custom_objects, namespace)
-        ended = [e for e in items if (e.get("status") or {}).get("state") in TERMINAL]
-        return len(items) == 2 * parents and len(ended) == len(items)
+        return len(items) == 2 * parents and all(settled(e.get("status") or {}) for e in items)
 
     def describe() -> str:
-        states = Counter((e.get("status") or {}).get("state") for e in executions(custom_objects, namespace))
+        states = Counter(
+            ((e.get("status") or {}).get("state"), settled(e.get("status") or {}))
+            for e in executions(custom_objects, namespace)
+        )
         return f"states: {dict(states)}\n{operator.log_tail(40)}"
 
-    testenv.wait_for(done, timeout, f"{parents} executions and their subflows to end", describe=describe)
+    testenv.wait_for(done, timeout, f"{parents} executions and their subflows to end, spans recorded as exported",
+                     describe=describe)  # fmt: skip
 
 
 @dataclass
