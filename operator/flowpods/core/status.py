@@ -28,7 +28,6 @@ class State(StrEnum):
     FAILED = "FAILED"
     KILLED = "KILLED"
     CANCELLED = "CANCELLED"
-    SKIPPED = "SKIPPED"
 
     @property
     def terminal(self) -> bool:
@@ -39,7 +38,7 @@ class State(StrEnum):
         return self in (State.FAILED, State.KILLED, State.CANCELLED)
 
 
-TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
+TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED})
 
 
 class Stored(BaseModel):
@@ -104,7 +103,6 @@ class TaskRun(WithHistory):
     branch: str | None = Field(default=None, description="If/Switch: the branch taken")
     iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
-    createdIn: int = 0
     closedIn: int | None = None
 
 

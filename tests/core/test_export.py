@@ -11,7 +11,7 @@ from flowpods.core.engine import AttemptFinished
 from flowpods.core.records import SpanRecord
 from flowpods.core.spans import derive_spans
 from flowpods.core.status import ExecutionStatus, State
-from tests.unit.simulation import RUN, Simulation, log, make_flow
+from tests.core.simulation import RUN, Simulation, log, make_flow
 
 
 def flow_of_three() -> Simulation:
