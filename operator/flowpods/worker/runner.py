@@ -540,8 +540,9 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
 
     The worker's finished spans go back with its result (as many as fit in the termination message), for the
     operator to export with the task run's own span: a collector that is away while the pod runs loses none.
-    Spans that do not fit are sent from here, bounded by LIVE_EXPORT_TIMEOUT so a missing collector never
-    holds the task's exit longer.
+    Spans that do not fit, and those of an attempt cancelled by SIGTERM (its pod deleted: a kill may have
+    closed the attempt already), are sent from here, bounded by LIVE_EXPORT_TIMEOUT so a missing collector
+    never holds the task's exit longer.
     """
     termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
     try:
@@ -559,7 +560,10 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
     try:
         with _sigterm_cancels():
             text, code = execute(item, provider, environ, sys.stdout)
-        text, left = attach_spans(text, collected.finished())
+        if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
+            left = collected.finished()
+        else:
+            text, left = attach_spans(text, collected.finished())
         write_termination_message(termination_log, text)
         if left:
             export_live(left, environ)
