@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -165,7 +166,7 @@ def account(custom_objects, core_v1, collector: Collector, namespace: str, paren
         status = resources.stored_status(body)
         assert stored is not None and status is not None
         flow, revision = stored
-        run = resources.run_info(body, flow, revision)
+        run = resources.run_info(body, flow, revision, datetime.now(UTC))  # created: the stored timestamp
         for tr in status.taskRuns:
             if tr.taskId not in ATTEMPTS:
                 continue
