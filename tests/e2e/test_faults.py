@@ -274,7 +274,7 @@ def test_api_server_stopped_and_restarted_mid_run(faulty, testenv_info, custom_o
     testenv.wait_for(some_pod_ran, 60, "a first pod to finish")
     stopped = time.monotonic()
     testenv.stop_component(testenv_info, "kube-apiserver")
-    time.sleep(15)
+    time.sleep(10)  # down for this long after it stopped (stopping and starting it take more)
     testenv.start_component(testenv_info, "kube-apiserver")
     down = time.monotonic() - stopped
     wait_all_done(custom_objects, namespace, len(names), faulty, timeout=180)
