@@ -11,7 +11,7 @@ from typing import Any
 
 from flowpods.core import ids
 from flowpods.core.model import Flow, TaskBase
-from flowpods.core.records import SpanEvent, SpanRecord
+from flowpods.core.records import WORKER_SERVICE, SpanEvent, SpanRecord
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
 
 RESULTS = {
@@ -101,9 +101,6 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
                 span(attempt.closedIn, **_attempt_span(run, task, tr, attempt, parent_id))
                 spans.extend((attempt.closedIn, _worker_span(run, task, tr, attempt, r)) for r in attempt.spans)
     return spans
-
-
-WORKER_SERVICE = "flowpods-worker"
 
 
 def _worker_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, record: SpanRecord) -> SpanRecord:
