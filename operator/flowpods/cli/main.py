@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flowpods.cli.terminal import printable
+
 EXIT_BAD_INPUT = 2
 # worker log lines carry a timestamp and the trace context; progress output shows the level and message only
 LOG_PREFIX = re.compile(r"^\S+ (\w+) \[trace_id=\w+ span_id=\w+\] ")
@@ -166,11 +168,13 @@ def _validate(files: list[str]) -> int:
     for name in files:
         try:
             flow = load_flow_file(name)
-            console.print(f"[green]✔[/] {escape(name)}: {flow.namespace}.{flow.id}, {len(flow.all_tasks())} tasks")
+            note = " (disabled)" if flow.disabled else ""
+            console.print(f"[green]✔[/] {escape(printable(name))}: {flow.namespace}.{flow.id}, "
+                          f"{len(flow.all_tasks())} tasks{note}")  # fmt: skip
         except FlowError as exc:
             status = EXIT_BAD_INPUT
             for problem in exc.problems:
-                console.print(f"[red]✘[/] {escape(problem)}")
+                console.print(f"[red]✘[/] {escape(printable(problem))}")
     return status
 
 
@@ -191,11 +195,16 @@ def _run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False, width=width)
     try:
         flow = load_flow_file(args.flow)
+        if flow.disabled:
+            raise FlowError([f"flow {flow.namespace}.{flow.id} is disabled (disabled: true); enable it to run it"])
+        if args.flows and not Path(args.flows).is_dir():
+            raise FlowError([f"--flows {args.flows} is not a folder"])
         given = parse_assignments(args.input)
         resolve_inputs(flow, given)
     except (FlowError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, FlowError) else [str(exc)]
-        err.print(f"[red bold]flowpods: cannot run {escape(args.flow)}[/]: " + escape("; ".join(problems)) + ".")
+        err.print(f"[red bold]flowpods: cannot run {escape(printable(args.flow))}[/]: "
+                  + escape(printable("; ".join(problems))) + ".")  # fmt: skip
         err.print("Fix the flow or the inputs (see `flowpods run --help`) and run it again.")
         return EXIT_BAD_INPUT
 
@@ -209,12 +218,12 @@ def _run(args: argparse.Namespace) -> int:
         label = f"{execution.run.namespace}.{execution.run.flowId}"
         for item in change.created:
             if "#" in item or "->" in item:
-                out.print(f"{indent}[cyan]▶[/] {escape(label)} {escape(item)}")
+                out.print(f"{indent}[cyan]▶[/] {escape(label)} {escape(printable(item))}")
         for item in change.finished:
             if "#" not in item:
                 tr = next((t for t in execution.status.taskRuns if item.split("[")[0] == t.taskId), None)
                 state = _taskrun_state(execution, item) or (tr.state.value if tr else "")
-                out.print(f"{indent}{_mark(state)} {escape(label)} {escape(item)} {state}")
+                out.print(f"{indent}{_mark(state)} {escape(label)} {escape(printable(item))} {state}")
         if change.state.terminal:
             out.print(f"{indent}{_mark(change.state.value)} [bold]{escape(label)}[/] {change.state.value}")
 
@@ -224,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         indent = "  " * (execution.depth + 1)
         for line in text.rstrip().splitlines()[-20:]:
             line = LOG_PREFIX.sub(r"\1 ", line)
-            out.print(f"{indent}[dim]│ {escape(line)}[/]")
+            out.print(f"{indent}[dim]│ {escape(printable(line))}[/]")
 
     if not args.quiet:
         out.print(f"[bold]flowpods[/] running {escape(flow.namespace)}.{escape(flow.id)} locally")
@@ -248,9 +257,9 @@ def _run(args: argparse.Namespace) -> int:
     out.print()
     out.print(f"{_mark(state)} execution [bold]{root.run.id}[/] {state} in {took}")
     if root.status.error:
-        out.print(f"  reason: {escape(root.status.error)}")
+        out.print(f"  reason: {escape(printable(root.status.error))}")
     if root.status.outputs:
-        out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
+        out.print("  outputs: " + escape(printable(json.dumps(root.status.outputs, default=str))))
     from flowpods.core import engine
 
     out.print(f"  trace id: {engine.trace_id(root.run)}")

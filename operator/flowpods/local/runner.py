@@ -213,7 +213,9 @@ class LocalRunner:
         flow = self.catalog.get(action.namespace, action.flowId)
         problem = None
         if flow is None:
-            problem = f"flow {action.namespace}.{action.flowId} not found"
+            problem = self.catalog.not_found(action.namespace, action.flowId)
+        elif flow.disabled:
+            problem = f"flow {action.namespace}.{action.flowId} is disabled"
         elif execution.depth + 1 > engine.MAX_SUBFLOW_DEPTH:
             problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
         if problem is not None or flow is None:
