@@ -37,6 +37,7 @@ from flowpods.api.openapi import openapi_document
 from flowpods.core import engine, ids
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
+from flowpods.core.redaction import loggable
 from flowpods.core.status import State
 from flowpods.kube import resources
 from flowpods.kube.client import Kube
@@ -352,7 +353,7 @@ class Api:
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
         took = (time.monotonic() - started) * 1000
-        namespace = request.match_info.get("namespace", "-")
+        namespace = loggable(request.match_info.get("namespace", "-"))  # from the path: %0A must not forge a line
         log.info("%s %s ns=%s -> %d (%.0f ms)", request.method, route or "(no route)", namespace, response.status,
                  took)  # fmt: skip
         return response
@@ -568,7 +569,7 @@ class Api:
                 body = await self._current(namespace, name)
             await response.write_eof()
         except ConnectionResetError:  # the follower went away: nothing to answer
-            log.info("follower of %s/%s went away", namespace, name)
+            log.info("follower of %s/%s went away", loggable(namespace), loggable(name))
         return response
 
     async def kill(self, request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from croniter import croniter
 from flowpods.core import engine
 from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
 from flowpods.core.model import Flow, FlowError
+from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.kube import resources
@@ -359,7 +360,7 @@ class Operator:
             run = resources.run_info(execution, flow, revision)
             queued = flow.concurrency is not None and not self._may_run(execution, flow.concurrency.limit)
             behavior = flow.concurrency.behavior if flow.concurrency else "QUEUE"
-            flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
+            flow_doc = flow_snapshot(flow)  # without triggers: a webhook key must not reach the Execution
             if queued and behavior != "QUEUE":
                 refused = State.CANCELLED if behavior == "CANCEL" else State.FAILED
                 reason = f"flow '{flow_name}' already runs {flow.concurrency.limit} executions (its concurrency limit)"
