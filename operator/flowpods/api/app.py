@@ -20,9 +20,12 @@ import string
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 from kubernetes import client
 from multidict import MultiMapping
 from opentelemetry import trace
@@ -35,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
 from flowpods.core import engine, ids
+from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.redaction import loggable
@@ -159,6 +163,10 @@ def webhook_data(body: bytes, headers: MultiMapping[str], query: MultiMapping[st
     text = body.decode("utf-8", errors="replace")
     parsed: Any = None
     if text.strip():
+        try:
+            check_json_depth(text, "the webhook body")
+        except ShapeError as exc:
+            raise ApiError(400, str(exc)) from None
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError:
@@ -505,6 +513,10 @@ class Api:
         if not raw.strip():
             return StartRequest()
         try:
+            check_json_depth(raw, "the body")
+        except ShapeError as exc:
+            raise ApiError(400, f"{exc} (inputs and labels must be flatter)") from None
+        try:
             return StartRequest.model_validate_json(raw)
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
@@ -587,6 +599,50 @@ class Api:
 # --- serving -------------------------------------------------------------------------------------------
 
 
+def protocol_error_message(status: int, exc: BaseException | None) -> str:
+    """What a request aiohttp refused before any route saw it is told (the request's bytes not echoed)."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else "?"
+        return f"a request header (or the request line) is too long: the limit is {limit} bytes per line"
+    if isinstance(exc, BadHttpMessage):
+        return f"malformed HTTP request: {loggable(str(exc.message), 120)}"
+    if status >= 500:
+        return "internal error in the flowpods API; the operator log has the details"
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else f"HTTP error {status}"
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering the requests it refuses itself (headers over the limit, a
+    malformed request line) as JSON errors like every other error of the API, logged in one line."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent, cannot send the error")
+        if status >= 500:
+            self.log_exception("error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            log.warning("refused a request from %s: %d %s", request.remote, status, type(exc).__name__)
+        response = web.json_response(error_body(status, protocol_error_message(status, exc)), status=status)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """The API's runner: aiohttp's, whose protocol errors are JSON (see `_JsonErrorHandler`)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
+                                loop=asyncio.get_running_loop(), **self._kwargs)  # fmt: skip
+
+
 class Server:
     """The running API: its aiohttp runner and its tracer provider (flushed on stop)."""
 
@@ -605,7 +661,7 @@ async def serve(config: OperatorConfig, kube: Kube, view: View | None = None) ->
     settings = Settings(max_body=config.api_max_body, jaeger_url=config.jaeger_url,
                         namespaces=tuple(config.namespaces))  # fmt: skip
     api = Api(settings, kube, KubeAuth(kube.api), tracer, view)
-    runner = web.AppRunner(api.app(), access_log=None)  # the access log would print webhook keys
+    runner = ApiRunner(api.app(), access_log=None)  # the access log would print webhook keys
     await runner.setup()
     site = web.TCPSite(runner, config.api_host, config.api_port)
     await site.start()

@@ -87,6 +87,7 @@ class ChildFinished(_Event):
     taskRunId: str
     state: State
     outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = Field(default=None, description="The child's reason, when it failed")
 
 
 class Kill(_Event):
@@ -209,6 +210,19 @@ def advance(flow: Flow, run: RunInfo, status: ExecutionStatus | None, events: li
         machine.apply(event)
     machine.drive()
     return machine.decision(events)
+
+
+MAX_CHILD_REASON = 500
+"""Characters of a child's reason quoted in its parent's: a chain of subflows cannot grow it without end."""
+
+
+def child_failure(child: str | None, state: State, reason: str | None) -> str:
+    """A parent's reason for a failed subflow task run: the child's name, its state and its own reason."""
+    message = f"subflow execution {child} ended {state.value}"
+    if reason:
+        cut = reason if len(reason) <= MAX_CHILD_REASON else reason[:MAX_CHILD_REASON] + "..."
+        message += f": {cut}"
+    return message
 
 
 def failed_start(run: RunInfo, reason: str, now: datetime, state: State = State.FAILED) -> ExecutionStatus:
@@ -405,7 +419,7 @@ class _Machine:
         self.touched = True
         tr.outputs = {"executionId": tr.child, "state": event.state.value, "outputs": event.outputs}
         if event.state.failed and task.transmitFailed:
-            self._fail_taskrun(tr, task, f"subflow execution {tr.child} ended {event.state.value}", event.at)
+            self._fail_taskrun(tr, task, child_failure(tr.child, event.state, event.error), event.at)
         elif event.state == State.WARNING:
             self._finish_taskrun(tr, State.WARNING, event.at)
         else:

@@ -429,6 +429,7 @@ def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | No
         taskRunId=taskrun_id,
         state=State(state),
         outputs=status.get("outputs") or {},
+        error=status.get("error") if isinstance(status.get("error"), str) else None,
     )
 
 

@@ -187,8 +187,9 @@ class LocalRunner:
         execution.reported_to_parent = True
         parent_id, taskrun_id = execution.parent
         event = ChildFinished(
-            at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs
-        )
+            at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs,
+            error=execution.status.error,
+        )  # fmt: skip
         self._advance(parent_id, [event])
 
     # -- actions --------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class LocalRunner:
             problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
         if problem is not None or flow is None:
             failed = ChildFinished(
-                at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}
+                at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}, error=problem
             )
             self._advance(execution.run.id, [failed])
             return
