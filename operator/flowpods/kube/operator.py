@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,12 @@ from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provi
 log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
+MAX_RETRY_AFTER_ERROR = 60.0
+TERMINAL_STATES = frozenset(state.value for state in State if state.terminal)
+RECURSION_LIMIT = 30_000
+"""kopf decodes every watched object with `json`, which recurses once per level: the API server admits
+objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
+30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
 
 
 def utcnow() -> datetime:
@@ -77,6 +84,9 @@ class Operator:
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
+        # the last error handling each execution (logged once while it repeats) and how often it was retried
+        self.errors: dict[Key, str] = {}
+        self.error_retries: dict[Key, int] = {}
 
     # -- the view ---------------------------------------------------------------------------------------
 
@@ -207,12 +217,63 @@ class Operator:
                 self.executions[key] = fresh
                 poke.set()
                 continue
-            except Exception:
-                log.exception("reconciling execution %s/%s failed; retrying in %ss", *key, RETRY_AFTER_ERROR)
-                self.poke_at(key, utcnow() + timedelta(seconds=RETRY_AFTER_ERROR))
-                continue
+            except Exception as exc:
+                outcome = await self._on_error(key, body, exc)
+            else:
+                self.errors.pop(key, None)
+                self.error_retries.pop(key, None)
             self._after(key, outcome)
         self.loops.pop(key, None)
+
+    async def _on_error(self, key: Key, body: dict[str, Any], exc: Exception) -> Outcome:
+        """An error handling one execution: retried with a back-off when it may pass (the API server busy),
+        else the execution ends FAILED with the reason on its status and in an Event. Logged once per
+        distinct error, never a silent retry loop."""
+        reason = resources.describe_error(exc)
+        first = self.errors.get(key) != reason
+        self.errors[key] = reason
+        if resources.is_transient(exc):
+            self.error_retries[key] = retries = self.error_retries.get(key, 0) + 1
+            delay = min(RETRY_AFTER_ERROR * 2 ** (retries - 1), MAX_RETRY_AFTER_ERROR)
+            if first:
+                log.warning("reconciling execution %s/%s: %s; retrying (every %ss at most)", *key, reason,
+                            MAX_RETRY_AFTER_ERROR)  # fmt: skip
+            self.poke_at(key, utcnow() + timedelta(seconds=delay))
+            outcome = Outcome()
+            if first:
+                outcome.body = body
+                outcome.events.append(("Warning", "Retrying", f"{reason}; retrying"))
+            return outcome
+        if first:
+            log.error("execution %s/%s cannot go on: %s", *key, reason, exc_info=exc)
+        try:
+            return await asyncio.to_thread(self._fail, key, reason)
+        except Exception as again:
+            if first:
+                log.error("execution %s/%s: could not record its failure: %s", *key, resources.describe_error(again))
+            self.poke_at(key, utcnow() + timedelta(seconds=MAX_RETRY_AFTER_ERROR))
+            return Outcome()
+
+    def _fail(self, key: Key, reason: str) -> Outcome:
+        """End the execution FAILED with `reason`: its running pods stopped, its running children killed."""
+        current = self.kube.get("executions", *key)
+        if current is None:
+            return Outcome()
+        previous = current.get("status") or {}
+        state = previous.get("state") if isinstance(previous, dict) else None
+        if state in State._value2member_map_ and State(state).terminal:
+            return Outcome()  # it already ended: nothing more to write (and no loop of writes)
+        body = dict(current)
+        body["status"] = resources.failed_status(previous, f"the operator cannot go on: {reason}", utcnow())
+        outcome = Outcome(body=self.kube.replace_status("executions", body), finished=True)
+        outcome.events.append(("Warning", "Failed", body["status"]["error"]))
+        for name, pod in list(self.pods.get(key, {}).items()):
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                self.kube.delete_pod(key[0], name)
+        for name, child in list(self.children.get(key, {}).items()):
+            if (child.get("status") or {}).get("state") not in TERMINAL_STATES:
+                self.kube.annotate("executions", key[0], name, {ANNOTATION_KILL: "true"})
+        return outcome
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
@@ -336,8 +397,10 @@ class Operator:
         flow_name = (spec.get("flowRef") or {}).get("name", "")
         flow_resource = self.kube.get("flows", meta["namespace"], flow_name) if flow_name else None
         flow: Flow | None = None
-        problem = None
-        if resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
+        problem: str | None = None
+        if (problem := resources.spec_problem(execution)) is not None:
+            execution = resources.without_spec_data(execution)  # describe it without what cannot be read
+        elif resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
             problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
         elif flow_resource is None:
             problem = f"flow '{flow_name}' not found in namespace {meta['namespace']}"
@@ -663,6 +726,7 @@ async def _operate(config: OperatorConfig) -> None:
 def run(config: OperatorConfig | None = None) -> int:
     """`flowpods operator`: run until stopped."""
     config = config or OperatorConfig.from_env()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
     asyncio.run(_operate(config))

@@ -6,12 +6,17 @@ read back into the executor's events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
 from flowpods.core import engine, ids
+from flowpods.core.bounds import ShapeError, check_shape
 from flowpods.core.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
 from flowpods.core.model import Flow, FlowError, Schedule, Webhook, parse_flow
 from flowpods.core.records import TASKRUN_ENV
@@ -422,6 +427,8 @@ def depth(execution: dict[str, Any]) -> int:
 def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | None:
     status = child.get("status") or {}
     state = status.get("state")
+    if state not in State._value2member_map_:  # a status edited by hand must not stop the parent
+        return None
     if not state or not State(state).terminal:
         return None
     return ChildFinished(
@@ -436,3 +443,72 @@ def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | No
 def flow_json(flow_doc: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a flow document (YAML may hold dates)."""
     return json.loads(json.dumps(flow_doc, default=str))
+
+
+# --- hostile input: what an execution's spec may hold, and how an execution ends when it cannot go on ---
+
+MAX_REASON = 1000
+"""Characters of an error kept in a status and an Event."""
+
+
+def spec_problem(execution: dict[str, Any]) -> str | None:
+    """Why the Execution's spec cannot be run at all (inputs, trigger data or labels too deep or too big)."""
+    spec = execution.get("spec") or {}
+    trigger = spec.get("trigger") if isinstance(spec.get("trigger"), dict) else {}
+    for what, value in (("spec.inputs", spec.get("inputs")), ("spec.trigger.data", trigger.get("data")),
+                        ("spec.labels", spec.get("labels"))):  # fmt: skip
+        if value is None:
+            continue
+        try:
+            check_shape(value, what)
+        except ShapeError as exc:
+            return str(exc)
+    return None
+
+
+def without_spec_data(execution: dict[str, Any]) -> dict[str, Any]:
+    """The Execution with its inputs, labels and trigger data left out (to describe one that cannot run)."""
+    spec = dict(execution.get("spec") or {})
+    trigger = spec.get("trigger") if isinstance(spec.get("trigger"), dict) else {}
+    spec.update(inputs={}, labels={}, trigger={"type": str(trigger.get("type") or "kubectl")})
+    return {**execution, "spec": spec}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error that may pass by itself (the API server busy or unreachable): retried, not a failure."""
+    if isinstance(exc, ApiException):
+        return exc.status in (0, None, 408, 429, 500, 502, 503, 504)
+    return isinstance(exc, OSError | TimeoutError | urllib3.exceptions.HTTPError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about an error, for a status, an Event and a log line (the API server's own message)."""
+    if isinstance(exc, ApiException):
+        message = exc.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(exc.body or "{}").get("message") or message
+        text = f"the Kubernetes API refused a request ({exc.status}): {message}"
+    elif isinstance(exc, RecursionError):
+        text = "a value in this execution is nested too deeply to handle"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+
+
+def failed_status(previous: Any, reason: str, now: datetime) -> dict[str, Any]:
+    """A status ending the execution FAILED when it cannot go on, written from scratch (the stored status
+    may be what could not be read); the flow snapshot and the trace id are kept when they are there."""
+    previous = previous if isinstance(previous, dict) else {}
+    stamp = now.isoformat().replace("+00:00", "Z")
+    body: dict[str, Any] = {
+        "state": State.FAILED.value,
+        "history": [{"state": State.FAILED.value, "at": stamp}],
+        "error": reason,
+        "message": reason,
+        "endDate": stamp,
+    }
+    for key in ("flow", "flowRevision", "traceId", "traceparent"):
+        if key in previous:
+            body[key] = previous[key]
+    return body
