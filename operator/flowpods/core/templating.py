@@ -13,6 +13,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from flowpods.core.shellquote import shellquote
 from flowpods.core.truth import is_truthy
 
 __all__ = ["RenderError", "is_truthy", "render", "render_string"]
@@ -48,6 +49,7 @@ class _KestraEnvironment(ImmutableSandboxedEnvironment):
 def _environment() -> ImmutableSandboxedEnvironment:
     env = _KestraEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
     env.filters.update(json=_to_json, toJson=_to_json, fromJson=_from_json, jsonDecode=_from_json)
+    env.filters["shellquote"] = shellquote  # core/shellquote.py: a value as one literal shell word
     return env
 
 

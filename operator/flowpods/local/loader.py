@@ -48,6 +48,14 @@ def _yaml_depth(text: str, limit: int) -> int:
     return deepest
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Where and why PyYAML stopped, in one line (its own message spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {' '.join(str(problem).split())}"
+
+
 def read_documents(path: Path) -> list[Any]:
     """The YAML documents of a file; FlowError names the file and what is wrong, never a traceback."""
     try:
@@ -65,7 +73,7 @@ def read_documents(path: Path) -> list[Any]:
             raise FlowError([f"{path}: the YAML is nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"])
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as exc:
-        raise FlowError([f"{path}: not valid YAML: {exc}"]) from None
+        raise FlowError([f"{path}: not valid YAML{_yaml_where(exc)}"]) from None
     try:
         check_shape(documents, "the file")
     except ShapeError as exc:
