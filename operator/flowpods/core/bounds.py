@@ -22,6 +22,10 @@ MAX_VALUES = 200_000
 # a whole string (brackets inside it do not count) or one bracket
 _JSON_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
+MAX_EXECUTIONS_PER_ROOT = 1000
+"""Subflow executions one root execution may start (a Parallel of self-Subflows doubles at each level);
+the operator's FLOWPODS_MAX_EXECUTIONS_PER_ROOT, and the bound of a local run."""
+
 
 class ShapeError(ValueError):
     """A document nests too deeply or holds too many values; the message says which limit and where."""

@@ -54,6 +54,9 @@ class OperatorConfig(BaseModel):
         default=None, description="FLOWPODS_JAEGER_URL: Jaeger's UI, for trace links in API responses"
     )
     health_port: int = Field(default=8081, description="FLOWPODS_HEALTH_PORT: kopf's liveness endpoint")
+    max_executions_per_root: int = Field(
+        default=1000, ge=1, description="FLOWPODS_MAX_EXECUTIONS_PER_ROOT: subflow executions one root may start"
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -88,6 +91,7 @@ class OperatorConfig(BaseModel):
             "api_max_body": "FLOWPODS_API_MAX_BODY",
             "jaeger_url": "FLOWPODS_JAEGER_URL",
             "health_port": "FLOWPODS_HEALTH_PORT",
+            "max_executions_per_root": "FLOWPODS_MAX_EXECUTIONS_PER_ROOT",
         }
         for field, name in optional.items():
             if get(name) is not None:

@@ -400,8 +400,13 @@ class Operator:
         problem: str | None = None
         if (problem := resources.spec_problem(execution)) is not None:
             execution = resources.without_spec_data(execution)  # describe it without what cannot be read
-        elif resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
+        elif (lineage := self._lineage(execution))[0] > engine.MAX_SUBFLOW_DEPTH:
             problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
+        elif lineage[0] > 0 and (started := self._started_by(meta["namespace"], lineage[1])) > (
+            limit := self.config.max_executions_per_root
+        ):
+            problem = (f"the root execution '{lineage[1]}' has started {started - 1} subflow executions; the limit "
+                       f"is {limit} (FLOWPODS_MAX_EXECUTIONS_PER_ROOT)")  # fmt: skip
         elif flow_resource is None:
             problem = f"flow '{flow_name}' not found in namespace {meta['namespace']}"
         else:
@@ -523,7 +528,30 @@ class Operator:
     def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
         namespace = parent["metadata"]["namespace"]
         flow_name = self.flow_resource_for(namespace, action.namespace, action.flowId) or action.flowId
-        self.kube.create("executions", resources.child_execution(parent, action, flow_name))
+        root = self._lineage(parent)[1]
+        self.kube.create("executions", resources.child_execution(parent, action, flow_name, root))
+
+    def _lineage(self, execution: dict[str, Any]) -> tuple[int, str]:
+        """How deep in a chain of subflows the execution is, and the name of the chain's root, from the
+        parents' stored statuses (see `resources.is_parent_of`), never from an annotation."""
+        depth, current = 0, execution
+        namespace = execution["metadata"]["namespace"]
+        while depth <= engine.MAX_SUBFLOW_DEPTH and (ref := resources.parent_reference(current)) is not None:
+            name = ref.get("name") or ""
+            parent = self.executions.get((namespace, name)) or self.kube.get("executions", namespace, name)
+            if not resources.is_parent_of(parent, current):
+                break
+            depth, current = depth + 1, parent  # type: ignore[assignment]
+        return depth, current["metadata"]["name"]
+
+    def _started_by(self, namespace: str, root: str) -> int:
+        """Executions in the view labelled with this root (the child being started included)."""
+        label = resources.label_value(root)
+        return sum(
+            1
+            for (ns, _), body in list(self.executions.items())
+            if ns == namespace and (body["metadata"].get("labels") or {}).get(resources.LABEL_ROOT) == label
+        )
 
     def _cleanup(self, namespace: str, name: str, status: ExecutionStatus, pods: dict[str, Any]) -> None:
         policy = self.config.pod_cleanup

@@ -37,6 +37,7 @@ LABEL_TASKRUN_ID = f"{GROUP}/taskrun-id"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_PARENT = f"{GROUP}/parent-execution"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ROOT = f"{GROUP}/root-execution"
 
 ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
@@ -387,16 +388,20 @@ def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:
 # --- subflows ------------------------------------------------------------------------------------------
 
 
-def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource: str) -> dict[str, Any]:
-    """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span."""
+def child_execution(
+    parent: dict[str, Any], action: StartSubflow, flow_resource: str, root: str | None = None
+) -> dict[str, Any]:
+    """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span,
+    labelled with the root execution of its chain (what the bound on executions per root counts)."""
     meta = parent["metadata"]
+    root_label = {LABEL_ROOT: label_value(root or meta["name"])}
     return {
         "apiVersion": API_VERSION,
         "kind": "Execution",
         "metadata": {
             "name": action.name,
             "namespace": meta["namespace"],
-            "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods"},
+            "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods", **root_label},
             "annotations": {
                 ANNOTATION_TRACEPARENT: action.traceparent,
                 ANNOTATION_DEPTH: str(depth(parent) + 1),
@@ -417,7 +422,7 @@ def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource:
 
 
 def depth(execution: dict[str, Any]) -> int:
-    """How deep in a chain of subflows an execution is (0: started directly)."""
+    """The depth the annotation claims: shown to people, never trusted (see `parent_if_verified`)."""
     try:
         return int((execution["metadata"].get("annotations") or {}).get(ANNOTATION_DEPTH, "0"))
     except ValueError:
@@ -512,3 +517,21 @@ def failed_status(previous: Any, reason: str, now: datetime) -> dict[str, Any]:
         if key in previous:
             body[key] = previous[key]
     return body
+
+
+def parent_reference(child: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference naming the child's parent Execution, if any."""
+    refs = child.get("metadata", {}).get("ownerReferences") or []
+    return next((o for o in refs if isinstance(o, dict) and o.get("kind") == "Execution"), None)
+
+
+def is_parent_of(parent: dict[str, Any] | None, child: dict[str, Any]) -> bool:
+    """Whether `parent` started `child`: its uid is the one the child's ownerReference names and its stored
+    status (written by the operator alone) lists the child. Annotations and labels, which whoever may
+    create Executions may set, prove nothing."""
+    ref = parent_reference(child)
+    if parent is None or ref is None or parent.get("metadata", {}).get("uid") != ref.get("uid"):
+        return False
+    runs = (parent.get("status") or {}).get("taskRuns")
+    name = child["metadata"]["name"]
+    return isinstance(runs, list) and any(isinstance(tr, dict) and tr.get("child") == name for tr in runs)

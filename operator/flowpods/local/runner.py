@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowpods.core import engine, ids
+from flowpods.core.bounds import MAX_EXECUTIONS_PER_ROOT
 from flowpods.core.engine import (
     AttemptFinished,
     ChildFinished,
@@ -219,6 +220,9 @@ class LocalRunner:
             problem = f"flow {action.namespace}.{action.flowId} is disabled"
         elif execution.depth + 1 > engine.MAX_SUBFLOW_DEPTH:
             problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
+        elif len(self.executions) > MAX_EXECUTIONS_PER_ROOT:
+            started = len(self.executions) - 1
+            problem = f"this run has started {started} subflow executions; the limit is {MAX_EXECUTIONS_PER_ROOT}"
         if problem is not None or flow is None:
             failed = ChildFinished(
                 at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}, error=problem

@@ -269,3 +269,60 @@ def test_a_parents_reason_quotes_its_childs_reason_bounded() -> None:
     )
     assert child_failure("c-1", State.KILLED, None) == "subflow execution c-1 ended KILLED"
     assert len(child_failure("c", State.FAILED, "r" * 10_000)) < 600
+
+
+def chain(length: int) -> list[dict[str, Any]]:
+    """Executions e0 (the root) .. e<length>, each the verified child of the one before: owned by it, and
+    listed in its stored status."""
+    bodies = [running("e0")]
+    for i in range(1, length + 1):
+        child = execution(f"e{i}")
+        parent = bodies[-1]
+        child["metadata"]["ownerReferences"] = [{"kind": "Execution", "name": parent["metadata"]["name"],
+                                                 "uid": parent["metadata"]["uid"]}]  # fmt: skip
+        child["metadata"]["labels"] = {resources.LABEL_ROOT: "e0"}
+        parent["status"]["taskRuns"] = [{"id": "t", "taskId": "sub", "child": child["metadata"]["name"]}]
+        child["status"] = copy.deepcopy(running()["status"])
+        bodies.append(child)
+    del bodies[-1]["status"]  # the last one is starting
+    return bodies
+
+
+def start_last(bodies: list[dict[str, Any]], **config: str) -> FakeKube:
+    kube = FakeKube(flow_resource(FLOW_SPEC))
+    op = Operator(OperatorConfig.from_env(config), kube, None)  # type: ignore[arg-type]
+    for body in bodies:
+        op.executions[("ns", body["metadata"]["name"])] = body
+    last = bodies[-1]
+    op.reconcile(("ns", last["metadata"]["name"]), last)
+    return kube
+
+
+def test_subflow_depth_comes_from_the_parents_stored_status_not_the_annotation() -> None:
+    bodies = chain(11)
+    bodies[-1]["metadata"]["annotations"] = {"flowpods.io/subflow-depth": "-5"}  # edited to lift the limit
+    kube = start_last(bodies)
+    assert kube.writes[-1]["status"]["error"] == "subflows nest deeper than 10"
+    assert kube.created == []
+
+
+def test_a_forged_parent_does_not_count_and_a_forged_depth_does_not_stop_an_execution() -> None:
+    bodies = chain(1)
+    child = bodies[-1]
+    child["metadata"]["annotations"] = {"flowpods.io/subflow-depth": "99"}
+    bodies[0]["status"]["taskRuns"] = []  # the claimed parent never started it
+    kube = start_last(bodies)
+    assert kube.writes[-1]["status"]["state"] == "RUNNING" and len(kube.created) == 1
+
+
+def test_a_root_may_start_a_bounded_number_of_executions() -> None:
+    bodies = chain(1)
+    for i in range(3):  # three more children of the same root, already in the view
+        extra = execution(f"x{i}")
+        extra["metadata"]["labels"] = {resources.LABEL_ROOT: "e0"}
+        bodies.insert(1, extra)
+    kube = start_last(bodies, FLOWPODS_MAX_EXECUTIONS_PER_ROOT="3")
+    assert kube.writes[-1]["status"]["error"] == (
+        "the root execution 'e0' has started 3 subflow executions; the limit is 3 (FLOWPODS_MAX_EXECUTIONS_PER_ROOT)"
+    )
+    assert start_last(bodies, FLOWPODS_MAX_EXECUTIONS_PER_ROOT="4").writes[-1]["status"]["state"] == "RUNNING"
