@@ -184,6 +184,11 @@ class TaskBase(Strict):
     description: str | None = None
     retry: Retry | None = None
     timeout: PositiveDuration | None = Field(default=None, description="ISO-8601 duration, per attempt")
+    pendingTimeout: PositiveDuration | None = Field(
+        default=None,
+        description="How long an attempt's pod may wait to start (unschedulable, image not pulled) before the "
+        "attempt fails with the pod's reason; default: the operator's FLOWPODS_PENDING_TIMEOUT (5 minutes)",
+    )
     allowFailure: bool = False
     disabled: bool = False
 

@@ -307,6 +307,7 @@ class Operator:
         deleted = set(self.deleted_pods.get(key, set()))
         children = dict(self.children.get(key, {}))
         events: list[Any] = []
+        pending_wake: datetime | None = None  # when a pod that has not started yet will have waited too long
         annotations = meta.get("annotations") or {}
         if str(annotations.get(ANNOTATION_KILL, "")).lower() == "true":
             events.append(Kill(at=now))
@@ -325,8 +326,12 @@ class Operator:
                         pods[name] = pod
                 if pod is not None:
                     observed = resources.observe_pod(pod, attempt)
+                    limit = self._pending_limit(flow, tr.taskId)
+                    observed = observed or resources.pending_expired(pod, tr.id, attempt, limit, now)
                     if observed is not None:
                         events.append(observed)
+                    elif (deadline := resources.pending_deadline(pod, limit)) is not None:
+                        pending_wake = min(deadline, pending_wake or deadline)
                 elif name in deleted:
                     events.append(resources.pod_deleted(name, tr.id, attempt.number))
             if tr.child and tr.child in children:
@@ -336,7 +341,18 @@ class Operator:
 
         decision = engine.advance(flow, run, status, events, now)
         with self._fine_step(run, decision.status.changes[-1].n if decision.changed else None):
-            return self._carry_out(execution, flow, run, decision, events, pods, children, flow_doc, revision, now)
+            outcome = self._carry_out(execution, flow, run, decision, events, pods, children, flow_doc, revision, now)
+        if pending_wake is not None:
+            outcome.wake_at = min(pending_wake, outcome.wake_at or pending_wake)
+        return outcome
+
+    def _pending_limit(self, flow: Flow, task_id: str) -> timedelta:
+        """How long the task's pod may wait to start: the task's pendingTimeout, else the operator's."""
+        try:
+            own = flow.task(task_id).pendingTimeout
+        except KeyError:
+            own = None
+        return own or timedelta(seconds=self.config.pending_timeout_seconds)
 
     def _fine_step(self, run: Any, change: int | None) -> AbstractContextManager[None]:
         """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
@@ -364,7 +380,9 @@ class Operator:
             if new_status.state.terminal and decision.changed:
                 outcome.events.append(_final_event(run.id, new_status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
-            if isinstance(event, AttemptFinished) and (event.reason or "").startswith("image pull error") and event.pod:
+            if not isinstance(event, AttemptFinished) or not event.pod:
+                continue
+            if (event.reason or "").startswith(("image pull error", resources.PENDING_TIMEOUT)):
                 self.kube.delete_pod(meta["namespace"], event.pod)
         for action in decision.actions:
             if isinstance(action, StopTask):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import urllib3
@@ -366,6 +366,53 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
     if running and attempt.startedAt is None:
         return AttemptStarted(at=parse_time(running.get("startedAt")) or datetime.now(UTC), **common)
     return None
+
+
+PENDING_TIMEOUT = "pending timeout"
+
+
+def pending_deadline(pod: dict[str, Any], limit: timedelta) -> datetime | None:
+    """When a pod that has not started yet has waited too long (None: it started, or it is already done)."""
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    for container in status.get("containerStatuses") or []:
+        if (container.get("state") or {}).keys() & {"running", "terminated"}:
+            return None
+    created = parse_time(pod.get("metadata", {}).get("creationTimestamp"))
+    return created + limit if created is not None else None
+
+
+def pending_expired(
+    pod: dict[str, Any], taskrun_id: str, attempt: Attempt, limit: timedelta, now: datetime
+) -> AttemptFinished | None:
+    """The attempt fails when its pod has waited longer than `limit` to start, with the pod's own reason
+    (Unschedulable and the scheduler's message, or the container's waiting reason)."""
+    deadline = pending_deadline(pod, limit)
+    if deadline is None or now < deadline or attempt.startedAt is not None:
+        return None
+    status = pod.get("status") or {}
+    unscheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+                        and c.get("status") == "False"), None)  # fmt: skip
+    waiting = next(
+        ((c.get("state") or {}).get("waiting") for c in status.get("containerStatuses") or []
+         if (c.get("state") or {}).get("waiting")), None,
+    )  # fmt: skip
+    if unscheduled is not None:
+        why = f"{unscheduled.get('reason') or 'not scheduled'}: {unscheduled.get('message') or ''}"
+    elif waiting:
+        why = f"{waiting.get('reason') or 'waiting'}: {waiting.get('message') or ''}"
+    else:
+        why = "the pod did not start"
+    seconds = f"{limit.total_seconds():g}"
+    return AttemptFinished(
+        at=now,
+        taskRunId=taskrun_id,
+        attempt=attempt.number,
+        pod=pod.get("metadata", {}).get("name"),
+        success=False,
+        reason=f"{PENDING_TIMEOUT}: not started after {seconds}s: {why}".rstrip(": "),
+    )
 
 
 def _condition_time(status: dict[str, Any]) -> datetime | None:

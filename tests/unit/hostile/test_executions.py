@@ -8,7 +8,7 @@ import copy
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -326,3 +326,62 @@ def test_a_root_may_start_a_bounded_number_of_executions() -> None:
         "the root execution 'e0' has started 3 subflow executions; the limit is 3 (FLOWPODS_MAX_EXECUTIONS_PER_ROOT)"
     )
     assert start_last(bodies, FLOWPODS_MAX_EXECUTIONS_PER_ROOT="4").writes[-1]["status"]["state"] == "RUNNING"
+
+
+def pending_pod(name: str, minutes_ago: float, unscheduled: bool = True) -> dict[str, Any]:
+    created = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    status: dict[str, Any] = {"phase": "Pending"}
+    if unscheduled:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                 "message": "0/1 nodes are available: 1 Insufficient memory."}]  # fmt: skip
+    else:
+        status["containerStatuses"] = [{"name": "task", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    return {"metadata": {"name": name, "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "labels": {"flowpods.io/attempt": "1"}}, "status": status}  # fmt: skip
+
+
+def started_with_one_pod(spec: dict[str, Any], **config: str) -> tuple[Operator, FakeKube, dict[str, Any], str]:
+    kube = FakeKube(flow_resource(spec))
+    op = Operator(OperatorConfig.from_env(config), kube, None)  # type: ignore[arg-type]
+    op.reconcile(("ns", "e1"), execution())
+    (pod,) = kube.created
+    return op, kube, kube.writes[-1], pod["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "config", "minutes", "reason"),
+    [
+        (FLOW_SPEC, {}, 6, "pending timeout: not started after 300s: Unschedulable: 0/1 nodes are available"),
+        (FLOW_SPEC, {"FLOWPODS_PENDING_TIMEOUT": "30"}, 1, "not started after 30s: Unschedulable"),
+        (
+            {**FLOW_SPEC, "tasks": [{"id": "t", "type": "Log", "message": "hi", "pendingTimeout": "PT10S"}]},
+            {},
+            0.5,
+            "not started after 10s: Unschedulable",
+        ),
+    ],
+    ids=["default", "operator-setting", "task-override"],
+)
+def test_a_pod_pending_too_long_fails_its_attempt_with_the_pods_reason(
+    spec: dict[str, Any], config: dict[str, str], minutes: float, reason: str
+) -> None:
+    op, kube, body, pod = started_with_one_pod(spec, **config)
+    op.pods[("ns", "e1")] = {pod: pending_pod(pod, minutes)}
+    op.reconcile(("ns", "e1"), body)
+    (run,) = kube.writes[-1]["status"]["taskRuns"]
+    assert run["state"] == "FAILED" and reason in run["attempts"][-1]["reason"]
+    assert kube.writes[-1]["status"]["state"] == "FAILED"
+    assert kube.deleted_pods == [pod]
+
+
+def test_a_pod_pending_within_its_limit_waits_and_a_wake_up_is_set_for_the_deadline() -> None:
+    op, kube, body, pod = started_with_one_pod(FLOW_SPEC)
+    op.pods[("ns", "e1")] = {pod: pending_pod(pod, 1, unscheduled=False)}
+    writes = len(kube.writes)
+    outcome = op.reconcile(("ns", "e1"), body)
+    assert len(kube.writes) == writes and kube.deleted_pods == []  # nothing changed yet
+    assert outcome.wake_at is not None
+    assert timedelta(minutes=3.9) < outcome.wake_at - datetime.now(UTC) < timedelta(minutes=4.1)
+    attempt = resources.Attempt(number=1, createdAt=datetime.now(UTC))
+    late = resources.pending_expired(pending_pod(pod, 6, False), "t", attempt, timedelta(minutes=5), datetime.now(UTC))
+    assert late is not None and late.reason == "pending timeout: not started after 300s: ContainerCreating"
