@@ -142,4 +142,4 @@ def _excerpt(value: str, limit: int = 80) -> str:
 
 
 def _iso_duration(value: timedelta) -> str:
-    return TypeAdapter(timedelta).dump_python(value, mode="json")
+    return str(TypeAdapter(timedelta).dump_python(value, mode="json"))

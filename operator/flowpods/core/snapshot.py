@@ -19,4 +19,5 @@ LEFT_OUT = frozenset({"triggers"})
 def flow_snapshot(flow: Flow) -> dict[str, Any]:
     """The flow as a JSON-safe document for `status.flow`, triggers (and so webhook keys) left out."""
     document = flow.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude=set(LEFT_OUT))
-    return json.loads(json.dumps(document, default=str))
+    safe: dict[str, Any] = json.loads(json.dumps(document, default=str))
+    return safe

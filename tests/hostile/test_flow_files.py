@@ -9,7 +9,7 @@ import pytest
 
 from flowpods.cli.main import main
 from flowpods.local.loader import FlowCatalog
-from tests.unit.hostile.corpus import BAD_FLOW_FILES, BAD_INPUTS, LOG, Case, flow
+from tests.hostile.corpus import BAD_FLOW_FILES, BAD_INPUTS, LOG, Case, flow
 
 
 def one_line(text: str) -> str:

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from flowpods.core.engine import child_failure
+from flowpods.core.executor.rules import child_failure
 from flowpods.core.status import State
 from flowpods.kube import resources
 from flowpods.kube.config import OperatorConfig
 from flowpods.kube.operator import RECURSION_LIMIT, Operator
-from tests.unit.hostile.corpus import nested_ifs_document
+from tests.hostile.corpus import nested_ifs_document
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLOW_SPEC = {"id": "greet", "namespace": "team", "tasks": [{"id": "t", "type": "Log", "message": "hi"}]}
@@ -258,8 +258,9 @@ def test_errors_are_described_in_one_bounded_line() -> None:
 
 
 def test_a_child_whose_state_was_edited_to_garbage_does_not_stop_its_parent() -> None:
-    assert resources.child_finished({"status": {"state": "ALMOST"}}, "tr") is None
-    finished = resources.child_finished({"status": {"state": "FAILED", "error": "task 'x' failed: boom"}}, "tr")
+    assert resources.child_finished({"status": {"state": "ALMOST"}}, "tr", NOW) is None
+    failed = {"status": {"state": "FAILED", "error": "task 'x' failed: boom"}}
+    finished = resources.child_finished(failed, "tr", NOW)
     assert finished is not None and finished.error == "task 'x' failed: boom"
 
 
@@ -323,7 +324,7 @@ def test_a_root_may_start_a_bounded_number_of_executions() -> None:
         bodies.insert(1, extra)
     kube = start_last(bodies, FLOWPODS_MAX_EXECUTIONS_PER_ROOT="3")
     assert kube.writes[-1]["status"]["error"] == (
-        "the root execution 'e0' has started 3 subflow executions; the limit is 3 (FLOWPODS_MAX_EXECUTIONS_PER_ROOT)"
+        "the root execution 'e0' has started 3 subflow executions; the limit is 3"
     )
     assert start_last(bodies, FLOWPODS_MAX_EXECUTIONS_PER_ROOT="4").writes[-1]["status"]["state"] == "RUNNING"
 

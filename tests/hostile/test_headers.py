@@ -11,7 +11,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
 from flowpods.api.app import Api, ApiRunner, Settings
-from tests.unit.test_api_app import FakeAuth, FakeKube
+from tests.adapters.api.test_api_app import FakeAuth, FakeKube
 
 OK_LINE = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from tests.unit.test_api_app import ADMIN, KEY, FakeKube, auth, run
+from tests.adapters.api.test_api_app import ADMIN, KEY, FakeKube, auth, run
 
 START = "/api/v1/executions/ns/greet"
 HOOK = f"/api/v1/executions/webhook/ns/hooked/{KEY}"
