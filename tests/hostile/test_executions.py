@@ -386,3 +386,14 @@ def test_a_pod_pending_within_its_limit_waits_and_a_wake_up_is_set_for_the_deadl
     attempt = resources.Attempt(number=1, createdAt=datetime.now(UTC))
     late = resources.pending_expired(pending_pod(pod, 6, False), "t", attempt, timedelta(minutes=5), datetime.now(UTC))
     assert late is not None and late.reason == "pending timeout: not started after 300s: ContainerCreating"
+
+
+def test_a_status_too_large_for_etcd_ends_the_execution_failed_instead_of_retrying() -> None:
+    body = running()
+    kube = FakeKube(flow_resource(FLOW_SPEC), body)
+    too_large = ApiException(status=500, reason="Internal Server Error")
+    too_large.body = json.dumps({"message": "etcdserver: request is too large"})
+    assert not resources.is_transient(too_large)
+    run_error(operator(kube), body, too_large)
+    assert kube.writes[-1]["status"]["state"] == "FAILED"
+    assert kube.writes[-1]["status"]["error"].endswith("(500): etcdserver: request is too large")

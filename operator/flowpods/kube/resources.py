@@ -548,6 +548,8 @@ def without_spec_data(execution: dict[str, Any]) -> dict[str, Any]:
 def is_transient(exc: BaseException) -> bool:
     """An error that may pass by itself (the API server busy or unreachable): retried, not a failure."""
     if isinstance(exc, ApiException):
+        if "too large" in str(exc.body or ""):  # etcd's object limit answers 500, and will again
+            return False
         return exc.status in (0, None, 408, 429, 500, 502, 503, 504)
     return isinstance(exc, OSError | TimeoutError | urllib3.exceptions.HTTPError)
 
