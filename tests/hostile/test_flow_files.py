@@ -82,3 +82,12 @@ def test_hidden_folders_are_not_searched(tmp_path: Path) -> None:
     hidden.mkdir()
     (hidden / "child.yaml").write_text("id: child\nnamespace: team\ntasks:\n" + LOG)
     assert FlowCatalog(tmp_path).get("team", "child") is None
+
+
+def test_escape_sequences_in_task_output_do_not_reach_the_terminal(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "ansi.yaml"
+    path.write_text(flow(tasks='  - id: paint\n    type: Log\n    message: "\\e[31mRED\\e]0;owned\\a\\e[2J"\n'))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31mRED\\x1b]0;owned\\x07\\x1b[2J" in out
