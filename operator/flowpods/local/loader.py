@@ -91,6 +91,10 @@ def load_flow_file(path: str | Path) -> Flow:
         raise FlowError([f"{path}: {problem}" for problem in exc.problems]) from None
 
 
+MAX_CATALOG_FILES = 2000
+"""Flow files a local run reads from --flows and its subfolders (a folder such as ~ must not take minutes)."""
+
+
 class FlowCatalog:
     """The flows a local run can reach (for subflows): every flow file in a folder and its subfolders, read lazily.
 
@@ -125,9 +129,14 @@ class FlowCatalog:
         self._scanned = True
         if self.folder is None:
             return
+        read = 0
         for path in sorted([*self.folder.rglob("*.yaml"), *self.folder.rglob("*.yml")]):
             if not path.is_file() or any(part.startswith(".") for part in path.relative_to(self.folder).parts):
-                continue
+                continue  # hidden folders (.git, .venv) hold no flows
+            read += 1
+            if read > MAX_CATALOG_FILES:
+                self.unreadable[path] = f"not read: only the first {MAX_CATALOG_FILES} files are"
+                break
             try:
                 flow = load_flow_file(path)
             except FlowError as exc:
