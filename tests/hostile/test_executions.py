@@ -397,3 +397,23 @@ def test_a_status_too_large_for_etcd_ends_the_execution_failed_instead_of_retryi
     run_error(operator(kube), body, too_large)
     assert kube.writes[-1]["status"]["state"] == "FAILED"
     assert kube.writes[-1]["status"]["error"].endswith("(500): etcdserver: request is too large")
+
+
+def test_a_task_run_too_large_for_a_pod_fails_its_execution_before_any_pod_is_created() -> None:
+    spec = {**FLOW_SPEC, "tasks": [{"id": "t", "type": "Log", "message": "x" * 600_000}]}
+    kube = FakeKube(flow_resource(spec), execution())
+    op = operator(kube)
+    with pytest.raises(resources.TooLarge) as caught:
+        op.reconcile(("ns", "e1"), execution())
+    assert kube.created == []
+    run_error(op, execution(), caught.value)
+    assert kube.writes[-1]["status"]["state"] == "FAILED"
+    assert kube.writes[-1]["status"]["error"].startswith(
+        "the operator cannot go on: task 't': the rendered task run is 600"
+    )
+
+
+def test_a_status_over_the_limit_is_refused_before_it_is_sent() -> None:
+    with pytest.raises(resources.TooLarge, match="the status of execution e1 would be 1100"):
+        resources.check_status_size({"taskRuns": ["x" * 1_100_000]}, "e1")
+    resources.check_status_size({"taskRuns": ["x" * 1000]}, "e1")

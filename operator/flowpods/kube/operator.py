@@ -499,6 +499,7 @@ class Operator:
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status.model_copy(update={"exported": watermark}),
                                                subject.flow_doc, subject.revision, self.config.traces)  # fmt: skip
+        resources.check_status_size(body["status"], subject.name)
         stored = self.kube.replace_status("executions", body)
         export = Export(subject.run.id, fresh, status.exported) if fresh and self._exporting() else None
         return stored, export

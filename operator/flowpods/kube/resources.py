@@ -197,19 +197,42 @@ def status_body(
 # --- pods ----------------------------------------------------------------------------------------------
 
 
+MAX_TASKRUN_BYTES = 512 * 1024
+"""The largest rendered task run handed to a pod (in an environment variable of its spec)."""
+MAX_STATUS_BYTES = 1024 * 1024
+"""The largest status written: etcd keeps objects up to about 1.5 MB, spec and metadata included."""
+
+
+class TooLarge(ValueError):
+    """An object flowpods would write cannot fit in the cluster; the message says which and how big."""
+
+
+def check_status_size(status: dict[str, Any], name: str) -> None:
+    """Raise TooLarge before a status that etcd would refuse is sent."""
+    size = len(json.dumps(status, separators=(",", ":"), default=str))
+    if size > MAX_STATUS_BYTES:
+        raise TooLarge(f"the status of execution {name} would be {size} bytes; at most {MAX_STATUS_BYTES} are "
+                       "written (etcd's object limit): run fewer task runs in one execution (a ForEach over fewer "
+                       "values, or subflows)")  # fmt: skip
+
+
 def build_pod(
     config: OperatorConfig, execution: dict[str, Any], run: RunInfo, flow_resource: str, action: RunTask
 ) -> dict[str, Any]:
     """The worker pod of one task-run attempt."""
     meta = execution["metadata"]
     work = action.work
+    rendered = work.model_dump_json()
+    if len(rendered) > MAX_TASKRUN_BYTES:
+        raise TooLarge(f"task '{work.taskId}': the rendered task run is {len(rendered)} bytes; at most "
+                       f"{MAX_TASKRUN_BYTES} fit in a pod (pass large values in files)")  # fmt: skip
     name = pod_name(meta["name"], work.taskRunId, work.attempt)
     parent = ids.parse_traceparent(action.traceparent)
     traced = config.traces != TraceLevel.DISABLED
     pod_attributes = {"k8s.pod.name": "$(FLOWPODS_POD_NAME)", "k8s.namespace.name": meta["namespace"]}
     env: list[dict[str, Any]] = [
         {"name": "FLOWPODS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": TASKRUN_ENV, "value": work.model_dump_json()},
+        {"name": TASKRUN_ENV, "value": rendered},
         *({"name": k, "value": v} for k, v in worker_environment(action, run, traced, pod_attributes).items()),
         {"name": "FLOWPODS_TRACES", "value": config.traces.value},
     ]
@@ -561,6 +584,8 @@ def describe_error(exc: BaseException) -> str:
         with contextlib.suppress(ValueError, AttributeError):
             message = json.loads(exc.body or "{}").get("message") or message
         text = f"the Kubernetes API refused a request ({exc.status}): {message}"
+    elif isinstance(exc, TooLarge):
+        text = str(exc)
     elif isinstance(exc, RecursionError):
         text = "a value in this execution is nested too deeply to handle"
     else:
