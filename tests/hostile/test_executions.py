@@ -414,6 +414,6 @@ def test_a_task_run_too_large_for_a_pod_fails_its_execution_before_any_pod_is_cr
 
 
 def test_a_status_over_the_limit_is_refused_before_it_is_sent() -> None:
-    with pytest.raises(resources.TooLarge, match="the status of execution e1 would be 1100"):
-        resources.check_status_size({"taskRuns": ["x" * 1_100_000]}, "e1")
+    with pytest.raises(resources.TooLarge, match="the status of execution e1 would be 1500"):
+        resources.check_status_size({"taskRuns": ["x" * 1_500_000]}, "e1")
     resources.check_status_size({"taskRuns": ["x" * 1000]}, "e1")

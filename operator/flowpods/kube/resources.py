@@ -199,7 +199,7 @@ def status_body(
 
 MAX_TASKRUN_BYTES = 512 * 1024
 """The largest rendered task run handed to a pod (in an environment variable of its spec)."""
-MAX_STATUS_BYTES = 1024 * 1024
+MAX_STATUS_BYTES = 1_400_000
 """The largest status written: etcd keeps objects up to about 1.5 MB, spec and metadata included."""
 
 
