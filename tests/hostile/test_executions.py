@@ -377,12 +377,13 @@ def test_a_pod_pending_too_long_fails_its_attempt_with_the_pods_reason(
 
 def test_a_pod_pending_within_its_limit_waits_and_a_wake_up_is_set_for_the_deadline() -> None:
     op, kube, body, pod = started_with_one_pod(FLOW_SPEC)
-    op.pods[("ns", "e1")] = {pod: pending_pod(pod, 1, unscheduled=False)}
+    waiting = pending_pod(pod, 1, unscheduled=False)
+    op.pods[("ns", "e1")] = {pod: waiting}
     writes = len(kube.writes)
     outcome = op.reconcile(("ns", "e1"), body)
     assert len(kube.writes) == writes and kube.deleted_pods == []  # nothing changed yet
     assert outcome.wake_at is not None
-    assert timedelta(minutes=3.9) < outcome.wake_at - datetime.now(UTC) < timedelta(minutes=4.1)
+    assert outcome.wake_at == resources.parse_time(waiting["metadata"]["creationTimestamp"]) + timedelta(minutes=5)
     attempt = resources.Attempt(number=1, createdAt=datetime.now(UTC))
     late = resources.pending_expired(pending_pod(pod, 6, False), "t", attempt, timedelta(minutes=5), datetime.now(UTC))
     assert late is not None and late.reason == "pending timeout: not started after 300s: ContainerCreating"

