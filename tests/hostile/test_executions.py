@@ -191,8 +191,10 @@ def test_an_error_handling_an_execution_ends_it_failed_once_with_a_reason(caplog
     body = running()
     kube = FakeKube(flow_resource(FLOW_SPEC), body)
     op = operator(kube)
-    op.pods[("ns", "e1")] = {"e1-a-1": {"status": {"phase": "Running"}}, "e1-b-1": {"status": {"phase": "Succeeded"}}}
-    op.children[("ns", "e1")] = {"child": {"status": {"state": "RUNNING"}}, "done": {"status": {"state": "SUCCESS"}}}
+    running_pod, done_pod = {"status": {"phase": "Running"}}, {"status": {"phase": "Succeeded"}}
+    op.view.pods[("ns", "e1")] = {"e1-a-1": running_pod, "e1-b-1": done_pod}
+    running_child, done_child = {"status": {"state": "RUNNING"}}, {"status": {"state": "SUCCESS"}}
+    op.view.children[("ns", "e1")] = {"child": running_child, "done": done_child}
     with caplog.at_level(logging.ERROR, logger="flowpods.kube.operator"):
         outcome = run_error(op, body, OverflowError("date value out of range"))
         again = run_error(op, kube.get("executions", "ns", "e1") or {}, OverflowError("date value out of range"))
@@ -293,7 +295,7 @@ def start_last(bodies: list[dict[str, Any]], **config: str) -> FakeKube:
     kube = FakeKube(flow_resource(FLOW_SPEC))
     op = Operator(OperatorConfig.from_env(config), kube, None)  # type: ignore[arg-type]
     for body in bodies:
-        op.executions[("ns", body["metadata"]["name"])] = body
+        op.view.executions[("ns", body["metadata"]["name"])] = body
     last = bodies[-1]
     op.reconcile(("ns", last["metadata"]["name"]), last)
     return kube
@@ -367,7 +369,7 @@ def test_a_pod_pending_too_long_fails_its_attempt_with_the_pods_reason(
     spec: dict[str, Any], config: dict[str, str], minutes: float, reason: str
 ) -> None:
     op, kube, body, pod = started_with_one_pod(spec, **config)
-    op.pods[("ns", "e1")] = {pod: pending_pod(pod, minutes)}
+    op.view.pods[("ns", "e1")] = {pod: pending_pod(pod, minutes)}
     op.reconcile(("ns", "e1"), body)
     (run,) = kube.writes[-1]["status"]["taskRuns"]
     assert run["state"] == "FAILED" and reason in run["attempts"][-1]["reason"]
@@ -378,7 +380,7 @@ def test_a_pod_pending_too_long_fails_its_attempt_with_the_pods_reason(
 def test_a_pod_pending_within_its_limit_waits_and_a_wake_up_is_set_for_the_deadline() -> None:
     op, kube, body, pod = started_with_one_pod(FLOW_SPEC)
     waiting = pending_pod(pod, 1, unscheduled=False)
-    op.pods[("ns", "e1")] = {pod: waiting}
+    op.view.pods[("ns", "e1")] = {pod: waiting}
     writes = len(kube.writes)
     outcome = op.reconcile(("ns", "e1"), body)
     assert len(kube.writes) == writes and kube.deleted_pods == []  # nothing changed yet
