@@ -579,7 +579,7 @@ cases(FS2, [
     ("{{ 'say \"hi\"' | escapeChar('double') }}", 'say \\"hi\\"'),
     ("{{ \"it's\" | escapeChar('shell') }}", "it'\\''s"),
     ("{{ 'x' | escapeChar('other') }}", Err("escapeChar type must be")),
-    ("{{ \"a'b\" | sh }}", "'a'\\''b'"),
+    ("{{ \"a'b\" | sh }}", "'a'\"'\"'b'"),
     ("{{ '$(rm -rf /)' | sh }}", "'$(rm -rf /)'"),
 ])  # fmt: skip
 FE = "Filter reference > base64encode, base64decode, sha1, sha256, sha512, md5, urlencode, urldecode"

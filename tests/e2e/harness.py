@@ -121,10 +121,17 @@ def free_port() -> int:
 def crds(testenv_info) -> None:
     """The flowpods CRDs, applied once per session with kubectl, and established."""
     testenv.kubectl(testenv_info, "apply", "-f", str(REPO / "crds"))
-    testenv.kubectl(
-        testenv_info, "wait", "--for", "condition=established", "--timeout=60s",
-        "crd/flows.flowpods.io", "crd/executions.flowpods.io",
-    )  # fmt: skip
+
+    def established() -> bool:
+        # `kubectl wait` fails at once ("status.conditions accessor error") on a CRD that has no
+        # conditions yet, just after it was created: poll instead
+        done = testenv.kubectl(
+            testenv_info, "get", "crd/flows.flowpods.io", "crd/executions.flowpods.io", "-o",
+            'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Established")].status}{" "}{end}', check=False,
+        )  # fmt: skip
+        return done.returncode == 0 and done.stdout.split() == ["True", "True"]
+
+    testenv.wait_for(established, 60, "the flowpods CRDs to be established")
 
 
 @pytest.fixture

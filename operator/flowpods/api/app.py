@@ -20,9 +20,12 @@ import string
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
 from kubernetes import client
 from multidict import MultiMapping
 from opentelemetry import trace
@@ -35,8 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
 from flowpods.core import ids
+from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
+from flowpods.core.redaction import loggable
 from flowpods.core.start import Refusal, start_check
 from flowpods.core.status import State
 from flowpods.kube import resources
@@ -141,6 +146,10 @@ def webhook_data(body: bytes, headers: MultiMapping[str], query: MultiMapping[st
     text = body.decode("utf-8", errors="replace")
     parsed: Any = None
     if text.strip():
+        try:
+            check_json_depth(text, "the webhook body")
+        except ShapeError as exc:
+            raise ApiError(400, str(exc)) from None
         try:
             parsed = json.loads(text)
         except json.JSONDecodeError:
@@ -333,7 +342,7 @@ class Api:
             if response.status >= 500:
                 span.set_status(Status(StatusCode.ERROR))
         took = (time.monotonic() - started) * 1000
-        namespace = request.match_info.get("namespace", "-")
+        namespace = loggable(request.match_info.get("namespace", "-"))  # from the path: %0A must not forge a line
         log.info("%s %s ns=%s -> %d (%.0f ms)", request.method, route or "(no route)", namespace, response.status,
                  took)  # fmt: skip
         return response
@@ -485,6 +494,10 @@ class Api:
         if not raw.strip():
             return StartRequest()
         try:
+            check_json_depth(raw, "the body")
+        except ShapeError as exc:
+            raise ApiError(400, f"{exc} (inputs and labels must be flatter)") from None
+        try:
             return StartRequest.model_validate_json(raw)
         except ValidationError as exc:
             if any(e["type"] == "json_invalid" for e in exc.errors()):
@@ -549,7 +562,7 @@ class Api:
                 body = await self._current(namespace, name)
             await response.write_eof()
         except ConnectionResetError:  # the follower went away: nothing to answer
-            log.info("follower of %s/%s went away", namespace, name)
+            log.info("follower of %s/%s went away", loggable(namespace), loggable(name))
         return response
 
     async def kill(self, request: web.Request) -> web.Response:
@@ -565,6 +578,50 @@ class Api:
 
 
 # --- serving -------------------------------------------------------------------------------------------
+
+
+def protocol_error_message(status: int, exc: BaseException | None) -> str:
+    """What a request aiohttp refused before any route saw it is told (the request's bytes not echoed)."""
+    if isinstance(exc, LineTooLong):
+        limit = exc.args[1] if len(exc.args) > 1 else "?"
+        return f"a request header (or the request line) is too long: the limit is {limit} bytes per line"
+    if isinstance(exc, BadHttpMessage):
+        return f"malformed HTTP request: {loggable(str(exc.message), 120)}"
+    if status >= 500:
+        return "internal error in the flowpods API; the operator log has the details"
+    return HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else f"HTTP error {status}"
+
+
+class _JsonErrorHandler(RequestHandler):
+    """aiohttp's connection handler, answering the requests it refuses itself (headers over the limit, a
+    malformed request line) as JSON errors like every other error of the API, logged in one line."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already sent, cannot send the error")
+        if status >= 500:
+            self.log_exception("error handling a request from %s", request.remote, exc_info=exc)
+        else:
+            log.warning("refused a request from %s: %d %s", request.remote, status, type(exc).__name__)
+        response = web.json_response(error_body(status, protocol_error_message(status, exc)), status=status)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ApiRunner(web.AppRunner):
+    """The API's runner: aiohttp's, whose protocol errors are JSON (see `_JsonErrorHandler`)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _JsonErrorServer(server.request_handler, request_factory=server.request_factory,
+                                loop=asyncio.get_running_loop(), **self._kwargs)  # fmt: skip
 
 
 class Server:
@@ -585,7 +642,7 @@ async def serve(config: OperatorConfig, kube: Kube, view: View | None = None) ->
     settings = Settings(max_body=config.api_max_body, jaeger_url=config.jaeger_url,
                         namespaces=tuple(config.namespaces))  # fmt: skip
     api = Api(settings, kube, KubeAuth(kube.api), tracer, view)
-    runner = web.AppRunner(api.app(), access_log=None)  # the access log would print webhook keys
+    runner = ApiRunner(api.app(), access_log=None)  # the access log would print webhook keys
     await runner.setup()
     site = web.TCPSite(runner, config.api_host, config.api_port)
     await site.start()

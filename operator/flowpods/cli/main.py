@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from flowpods.cli.terminal import printable
+
 if TYPE_CHECKING:  # imported lazily at run time: `flowpods worker` must start fast
     from flowpods.local.runner import LocalExecution
 
@@ -21,7 +23,8 @@ RUN_HELP = """\
 Run a flow on this machine with the embedded runtime: the same executor the operator uses, each task-run
 attempt done by the same worker code as in a pod, started here as a local subprocess with TRACEPARENT
 set. Shell and Python tasks run directly on this machine, without a container (their containerImage is
-ignored). Subflows are looked up among the flow files in --flows (default: the flow file's folder).
+ignored). Subflows are looked up among the flow files in --flows and its subfolders (default: the flow
+file's folder); a file there that is not a valid flow is skipped, and named if a subflow is not found.
 
 FLOW is a Flow resource (apiVersion/kind/metadata/spec) or a plain Kestra flow file (id, namespace,
 tasks at the top). At the end the trace tree is printed, the slowest task marked. When
@@ -98,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
             "executor spans. Configured from the environment: FLOWPODS_NAMESPACES (comma-separated; empty: all), "
             "FLOWPODS_WORKER_IMAGE, FLOWPODS_WORKER_COMMAND, FLOWPODS_WORKER_SERVICE_ACCOUNT, "
             "FLOWPODS_WORKER_OTLP_ENDPOINT, FLOWPODS_TRACES (DEFAULT, DISABLED, FINE), FLOWPODS_POD_CLEANUP "
-            "(keep, on-success, on-completion), FLOWPODS_EXECUTION_TTL (seconds), FLOWPODS_HEALTH_PORT, the HTTP "
+            "(keep, on-success, on-completion), FLOWPODS_EXECUTION_TTL (seconds), FLOWPODS_PENDING_TIMEOUT (seconds), "
+            "FLOWPODS_MAX_EXECUTIONS_PER_ROOT, FLOWPODS_HEALTH_PORT, the HTTP "
             "API's FLOWPODS_API_HOST, FLOWPODS_API_PORT (0: off), FLOWPODS_API_MAX_BODY, FLOWPODS_JAEGER_URL, and the "
             "standard OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_SERVICE_NAME. The cluster "
             "is reached through the pod's service account, or else the kubeconfig named by KUBECONFIG."
@@ -196,11 +200,13 @@ def _validate(files: list[str]) -> int:
     for name in files:
         try:
             flow = load_flow_file(name)
-            console.print(f"[green]✔[/] {escape(name)}: {flow.namespace}.{flow.id}, {len(flow.all_tasks())} tasks")
+            note = " (disabled)" if flow.disabled else ""
+            console.print(f"[green]✔[/] {escape(printable(name))}: {flow.namespace}.{flow.id}, "
+                          f"{len(flow.all_tasks())} tasks{note}")  # fmt: skip
         except FlowError as exc:
             status = EXIT_BAD_INPUT
             for problem in exc.problems:
-                console.print(f"[red]✘[/] {escape(problem)}")
+                console.print(f"[red]✘[/] {escape(printable(problem))}")
     return status
 
 
@@ -222,12 +228,17 @@ def _run(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False, width=width)
     try:
         flow = load_flow_file(args.flow)
+        if flow.disabled:
+            raise FlowError([f"flow {flow.namespace}.{flow.id} is disabled (disabled: true); enable it to run it"])
+        if args.flows and not Path(args.flows).is_dir():
+            raise FlowError([f"--flows {args.flows} is not a folder"])
         given = parse_assignments(args.input)
         resolve_inputs(flow, given)
         secret_env = read_secrets(args.secrets) if args.secrets else {}
     except (FlowError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, FlowError) else [str(exc)]
-        err.print(f"[red bold]flowpods: cannot run {escape(args.flow)}[/]: " + escape("; ".join(problems)) + ".")
+        err.print(f"[red bold]flowpods: cannot run {escape(printable(args.flow))}[/]: "
+                  + escape(printable("; ".join(problems))) + ".")  # fmt: skip
         err.print("Fix the flow or the inputs (see `flowpods run --help`) and run it again.")
         return EXIT_BAD_INPUT
 
@@ -241,12 +252,12 @@ def _run(args: argparse.Namespace) -> int:
         label = f"{execution.run.namespace}.{execution.run.flowId}"
         for item in change.created:
             if "#" in item or "->" in item:
-                out.print(f"{indent}[cyan]▶[/] {escape(label)} {escape(item)}")
+                out.print(f"{indent}[cyan]▶[/] {escape(label)} {escape(printable(item))}")
         for item in change.finished:
             if "#" not in item:
                 tr = next((t for t in execution.status.taskRuns if item.split("[")[0] == t.taskId), None)
                 state = _taskrun_state(execution, item) or (tr.state.value if tr else "")
-                out.print(f"{indent}{_mark(state)} {escape(label)} {escape(item)} {state}")
+                out.print(f"{indent}{_mark(state)} {escape(label)} {escape(printable(item))} {state}")
         if change.state.terminal:
             out.print(f"{indent}{_mark(change.state.value)} [bold]{escape(label)}[/] {change.state.value}")
 
@@ -256,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
         indent = "  " * (execution.depth + 1)
         for line in text.rstrip().splitlines()[-20:]:
             line = LOG_PREFIX.sub(r"\1 ", line)
-            out.print(f"{indent}[dim]│ {escape(line)}[/]")
+            out.print(f"{indent}[dim]│ {escape(printable(line))}[/]")
 
     if not args.quiet:
         out.print(f"[bold]flowpods[/] running {escape(flow.namespace)}.{escape(flow.id)} locally")
@@ -282,9 +293,9 @@ def _run(args: argparse.Namespace) -> int:
     out.print()
     out.print(f"{_mark(state)} execution [bold]{root.run.id}[/] {state} in {took}")
     if root.status.error:
-        out.print(f"  reason: {escape(root.status.error)}")
+        out.print(f"  reason: {escape(printable(root.status.error))}")
     if root.status.outputs:
-        out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
+        out.print("  outputs: " + escape(printable(json.dumps(root.status.outputs, default=str))))
     from flowpods.core import ids
 
     out.print(f"  trace id: {ids.trace_id(root.run)}")

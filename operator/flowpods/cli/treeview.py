@@ -7,6 +7,7 @@ from datetime import datetime
 from rich.text import Text
 from rich.tree import Tree
 
+from flowpods.cli.terminal import printable
 from flowpods.core.clock import format_duration
 from flowpods.core.records import SpanRecord
 
@@ -63,7 +64,7 @@ def _label(span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord
     bar = " " * offset + "█" * width + " " * (BAR_WIDTH - offset - width)
     state = str(span.attributes.get("flowpods.state") or ("ERROR" if span.status == "ERROR" else ""))
     text = Text()
-    text.append(f"{span.name}", style="bold" if span.name.startswith("RUN ") else "")
+    text.append(printable(span.name), style="bold" if span.name.startswith("RUN ") else "")
     text.append(f"  {format_duration(seconds)}", style="cyan")
     if state:
         text.append(f"  {state}", style=STATE_STYLES.get(state, "red" if state == "ERROR" else ""))

@@ -7,13 +7,14 @@ both are coerced to the declared type, and every problem names the input.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from flowpods.core.bounds import ShapeError, check_json_depth, check_shape
 from flowpods.core.model import Flow, FlowError, Input, InputType
+from flowpods.core.patterns import PatternError, fullmatch
 
 _DATETIME = TypeAdapter(datetime)
 _DURATION = TypeAdapter(timedelta)
@@ -27,6 +28,10 @@ def resolve_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
     Raises FlowError listing every missing, unknown or ill-typed input.
     """
     given = dict(given or {})
+    try:
+        check_shape(given, "the inputs")
+    except ShapeError as exc:
+        raise FlowError([str(exc)]) from None
     problems: list[str] = []
     resolved: dict[str, Any] = {}
     declared = {item.id for item in flow.inputs}
@@ -60,8 +65,11 @@ def coerce(spec: Input, raw: Any) -> Any:
 def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
     if kind == InputType.STRING:
         value = raw if isinstance(raw, str) else json.dumps(raw) if isinstance(raw, dict | list) else str(raw)
-        if spec.validator and not re.fullmatch(spec.validator, value):
-            raise ValueError(f"'{value}' does not match the pattern {spec.validator}")
+        try:
+            if spec.validator and not fullmatch(spec.validator, value):
+                raise ValueError(f"'{_excerpt(value)}' does not match the pattern {spec.validator}")
+        except PatternError as exc:
+            raise ValueError(str(exc)) from None
         return value
     if kind in (InputType.INT, InputType.FLOAT):
         try:
@@ -85,11 +93,16 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
             return text in _TRUE
         raise ValueError(f"'{raw}' is not a BOOLEAN (true or false)")
     if kind == InputType.JSON:
-        if isinstance(raw, str):
-            try:
-                return json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+        try:
+            if isinstance(raw, str):
+                check_json_depth(raw, "the value")
+                try:
+                    return json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+            check_shape(raw, "the value")
+        except ShapeError as exc:
+            raise ValueError(str(exc)) from None
         return raw
     if kind == InputType.DATETIME:
         try:
@@ -110,7 +123,10 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
         items = raw
         if isinstance(raw, str):
             try:
+                check_json_depth(raw, "the value")
                 items = json.loads(raw)
+            except ShapeError as exc:
+                raise ValueError(str(exc)) from None
             except json.JSONDecodeError:
                 items = [part.strip() for part in raw.split(",") if part.strip()]
         if not isinstance(items, list):
@@ -118,6 +134,11 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
         item_kind = spec.itemType or InputType.STRING
         return [_coerce_as(item_kind, spec, item) for item in items]
     raise ValueError(f"unsupported input type {kind}")  # pragma: no cover - the enum is exhaustive
+
+
+def _excerpt(value: str, limit: int = 80) -> str:
+    """A value quoted in an error: long ones cut, so a message never carries megabytes."""
+    return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
 
 
 def _iso_duration(value: timedelta) -> str:

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -22,6 +23,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from flowpods.core.bounds import ShapeError, check_shape
+from flowpods.core.patterns import PatternError, compile_pattern
 
 ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_-]*$"
 NAMESPACE_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
@@ -39,6 +43,32 @@ class Strict(BaseModel):
     """Unknown fields are errors: a typo must not silently change what a flow does."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- durations ----------------------------------------------------------------------------------------
+
+MAX_DURATION = timedelta(days=366)
+"""The longest timeout, retry interval or sleep a flow may ask for: beyond it dates overflow."""
+
+
+def _bounded(value: timedelta) -> timedelta:
+    if value < timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    if value > MAX_DURATION:
+        raise ValueError(f"a duration cannot be longer than {MAX_DURATION.days} days")
+    return value
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("a duration must be longer than zero")
+    return _bounded(value)
+
+
+Duration = Annotated[timedelta, AfterValidator(_bounded)]
+"""An ISO-8601 duration between zero and MAX_DURATION."""
+PositiveDuration = Annotated[timedelta, AfterValidator(_positive)]
+"""An ISO-8601 duration longer than zero and at most MAX_DURATION."""
 
 
 # --- inputs -------------------------------------------------------------------------------------------
@@ -76,10 +106,35 @@ class Input(Strict):
         aliases = {"BOOL": "BOOLEAN", "SELECT": "ENUM"}
         return aliases.get(value, value) if isinstance(value, str) else value
 
+    @field_validator("validator")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_pattern(value)
+            except PatternError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _enum_needs_values(self) -> Input:
         if self.type == InputType.ENUM and not self.values:
             raise ValueError("an ENUM input needs a list of `values`")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_defaults(self) -> Input:
+        """A default that its own input would refuse is a flow error, found before any execution."""
+        if self.defaults is None:
+            return self
+        from flowpods.core.inputs import coerce  # inputs imports this module
+
+        try:
+            coerce(self, self.defaults)
+        except ValueError as exc:
+            raise ValueError(f"the default value is invalid: {exc}") from None
         return self
 
 
@@ -90,12 +145,12 @@ class Retry(Strict):
     """Kestra's retry block. `maxAttempts` counts every attempt, the first included."""
 
     type: Literal["constant", "exponential", "random"] = "constant"
-    maxAttempts: int = Field(default=1, ge=1, validation_alias="maxAttempts")
-    interval: timedelta = timedelta(seconds=1)
-    maxInterval: timedelta | None = None
-    delayFactor: float = Field(default=2.0, gt=0)
-    minInterval: timedelta | None = None
-    maxDuration: timedelta | None = None
+    maxAttempts: int = Field(default=1, ge=1, le=1000, validation_alias="maxAttempts")
+    interval: Duration = timedelta(seconds=1)
+    maxInterval: Duration | None = None
+    delayFactor: float = Field(default=2.0, gt=0, le=100)
+    minInterval: Duration | None = None
+    maxDuration: Duration | None = None
     warningOnRetry: bool = False
 
     @model_validator(mode="before")
@@ -109,7 +164,9 @@ class Retry(Strict):
     def delay_before(self, attempt: int) -> timedelta:
         """The wait before attempt number `attempt` (2 is the first retry)."""
         if self.type == "exponential":
-            delay = self.interval * (self.delayFactor ** max(attempt - 2, 0))
+            # the exponent is capped so the float cannot overflow; the delay is capped below
+            seconds = self.interval.total_seconds() * self.delayFactor ** min(max(attempt - 2, 0), 64)
+            delay = timedelta(seconds=min(seconds, MAX_DURATION.total_seconds()))
         elif self.type == "random":
             low = self.minInterval or timedelta(0)
             high = self.maxInterval or self.interval
@@ -127,7 +184,12 @@ class TaskBase(Strict):
     id: str = Field(pattern=ID_PATTERN, description="Unique within the flow")
     description: str | None = None
     retry: Retry | None = None
-    timeout: timedelta | None = Field(default=None, description="ISO-8601 duration, per attempt")
+    timeout: PositiveDuration | None = Field(default=None, description="ISO-8601 duration, per attempt")
+    pendingTimeout: PositiveDuration | None = Field(
+        default=None,
+        description="How long an attempt's pod may wait to start (unschedulable, image not pulled) before the "
+        "attempt fails with the pod's reason; default: the operator's FLOWPODS_PENDING_TIMEOUT (5 minutes)",
+    )
     allowFailure: bool = False
     disabled: bool = False
 
@@ -162,7 +224,7 @@ class OutputValues(TaskBase):
 
 class Sleep(TaskBase):
     type: Literal["Sleep", "io.kestra.plugin.core.flow.Sleep"]
-    duration: timedelta
+    duration: Duration
 
 
 class Fail(TaskBase):
@@ -449,6 +511,10 @@ def parse_flow(data: dict[str, Any]) -> Flow:
     """Validate a flow document; raise FlowError whose problems name the task id and the field."""
     if not isinstance(data, dict):
         raise FlowError([f"a flow must be a mapping, not {type(data).__name__}"])
+    try:
+        check_shape(data, "the flow")
+    except ShapeError as exc:
+        raise FlowError([str(exc)]) from None
     try:
         return Flow.model_validate(data)
     except ValidationError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from flowpods.core.bounds import MAX_EXECUTIONS_PER_ROOT
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.status import State
 
@@ -18,7 +19,9 @@ MAX_SUBFLOW_DEPTH = 10  # a flow that calls itself must end, not fill the cluste
 class Refusal(StrEnum):
     """Why an execution cannot start (the API answers 404 for a missing flow, 409 for the others)."""
 
+    BAD_SPEC = "bad-spec"
     TOO_DEEP = "too-deep"
+    TOO_MANY = "too-many"
     NOT_FOUND = "not-found"
     INVALID = "invalid"
     DISABLED = "disabled"
@@ -30,12 +33,30 @@ class CannotStart:
     message: str
 
 
-def start_check(flow_name: str, flow: Flow | FlowError | None, namespace: str | None = None,
-                depth: int = 0) -> CannotStart | None:  # fmt: skip
-    """Why an execution of `flow_name` cannot start, or None: too deep in subflows, its flow missing, invalid or
-    disabled. `flow` is the loaded flow, the error that loading raised, or None when there is no such flow."""
+def start_check(
+    flow_name: str,
+    flow: Flow | FlowError | None,
+    namespace: str | None = None,
+    depth: int = 0,
+    *,
+    spec_problem: str | None = None,
+    root: str | None = None,
+    started: int = 0,
+    max_started: int = MAX_EXECUTIONS_PER_ROOT,
+) -> CannotStart | None:
+    """Why an execution of `flow_name` cannot start, or None: its spec cannot be read (`spec_problem`), it
+    nests too deep in subflows, its root has already started `max_started` subflow executions, or its flow is
+    missing, invalid or disabled. `flow` is the loaded flow, the error that loading raised, or None when
+    there is no such flow."""
+    if spec_problem is not None:
+        return CannotStart(Refusal.BAD_SPEC, spec_problem)
     if depth > MAX_SUBFLOW_DEPTH:
         return CannotStart(Refusal.TOO_DEEP, f"subflows nest deeper than {MAX_SUBFLOW_DEPTH}")
+    if depth > 0 and started >= max_started:
+        return CannotStart(
+            Refusal.TOO_MANY,
+            f"the root execution '{root}' has started {started} subflow executions; the limit is {max_started}",
+        )
     if flow is None:
         where = f" in namespace {namespace}" if namespace else ""
         return CannotStart(Refusal.NOT_FOUND, f"flow '{flow_name}' not found{where}")

@@ -54,6 +54,13 @@ class OperatorConfig(BaseModel):
         default=None, description="FLOWPODS_JAEGER_URL: Jaeger's UI, for trace links in API responses"
     )
     health_port: int = Field(default=8081, description="FLOWPODS_HEALTH_PORT: kopf's liveness endpoint")
+    pending_timeout_seconds: float = Field(
+        default=300, gt=0, description="FLOWPODS_PENDING_TIMEOUT: seconds a task's pod may wait to start "
+        "(a task's pendingTimeout overrides it)"
+    )  # fmt: skip
+    max_executions_per_root: int = Field(
+        default=1000, ge=1, description="FLOWPODS_MAX_EXECUTIONS_PER_ROOT: subflow executions one root may start"
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -88,6 +95,8 @@ class OperatorConfig(BaseModel):
             "api_max_body": "FLOWPODS_API_MAX_BODY",
             "jaeger_url": "FLOWPODS_JAEGER_URL",
             "health_port": "FLOWPODS_HEALTH_PORT",
+            "max_executions_per_root": "FLOWPODS_MAX_EXECUTIONS_PER_ROOT",
+            "pending_timeout_seconds": "FLOWPODS_PENDING_TIMEOUT",
         }
         for field, name in optional.items():
             if get(name) is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from flowpods.core import admission, executor, notices, start
 from flowpods.core import export as span_export
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
+from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
@@ -39,6 +41,12 @@ from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provi
 log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
+MAX_RETRY_AFTER_ERROR = 60.0
+TERMINAL_STATES = frozenset(state.value for state in State if state.terminal)
+RECURSION_LIMIT = 30_000
+"""kopf decodes every watched object with `json`, which recurses once per level: the API server admits
+objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
+30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
 RETRY_EXPORT_AFTER = 10.0
 EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
 
@@ -77,6 +85,7 @@ class Subject:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
     children: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending_wake: datetime | None = None  # when a pod that has not started yet will have waited too long
 
     @property
     def namespace(self) -> str:
@@ -105,6 +114,9 @@ class Operator:
         self.admitted: dict[Key, set[str]] = defaultdict(set)
         # per Execution uid: a span watermark the exporter confirmed that is not stored yet (the write failed)
         self.confirmed: dict[str, int] = {}
+        # the last error handling each execution (logged once while it repeats) and how often it was retried
+        self.errors: dict[Key, str] = {}
+        self.error_retries: dict[Key, int] = {}
 
     # -- the view (kopf's watch events) ----------------------------------------------------------------------
 
@@ -185,12 +197,63 @@ class Operator:
                 self.view.executions[key] = fresh
                 poke.set()
                 continue
-            except Exception:
-                log.exception("reconciling execution %s/%s failed; retrying in %ss", *key, RETRY_AFTER_ERROR)
-                self.poke_at(key, utcnow() + timedelta(seconds=RETRY_AFTER_ERROR))
-                continue
+            except Exception as exc:
+                outcome = await self._on_error(key, body, exc)
+            else:
+                self.errors.pop(key, None)
+                self.error_retries.pop(key, None)
             self._after(key, outcome)
         self.loops.pop(key, None)
+
+    async def _on_error(self, key: Key, body: dict[str, Any], exc: Exception) -> Outcome:
+        """An error handling one execution: retried with a back-off when it may pass (the API server busy),
+        else the execution ends FAILED with the reason on its status and in an Event. Logged once per
+        distinct error, never a silent retry loop."""
+        reason = resources.describe_error(exc)
+        first = self.errors.get(key) != reason
+        self.errors[key] = reason
+        if resources.is_transient(exc):
+            self.error_retries[key] = retries = self.error_retries.get(key, 0) + 1
+            delay = min(RETRY_AFTER_ERROR * 2 ** (retries - 1), MAX_RETRY_AFTER_ERROR)
+            if first:
+                log.warning("reconciling execution %s/%s: %s; retrying (every %ss at most)", *key, reason,
+                            MAX_RETRY_AFTER_ERROR)  # fmt: skip
+            self.poke_at(key, utcnow() + timedelta(seconds=delay))
+            outcome = Outcome()
+            if first:
+                outcome.body = body
+                outcome.events.append(("Warning", "Retrying", f"{reason}; retrying"))
+            return outcome
+        if first:
+            log.error("execution %s/%s cannot go on: %s", *key, reason, exc_info=exc)
+        try:
+            return await asyncio.to_thread(self._fail, key, reason)
+        except Exception as again:
+            if first:
+                log.error("execution %s/%s: could not record its failure: %s", *key, resources.describe_error(again))
+            self.poke_at(key, utcnow() + timedelta(seconds=MAX_RETRY_AFTER_ERROR))
+            return Outcome()
+
+    def _fail(self, key: Key, reason: str) -> Outcome:
+        """End the execution FAILED with `reason`: its running pods stopped, its running children killed."""
+        current = self.kube.get("executions", *key)
+        if current is None:
+            return Outcome()
+        previous = current.get("status") or {}
+        state = previous.get("state") if isinstance(previous, dict) else None
+        if isinstance(state, str) and state in TERMINAL_STATES:
+            return Outcome()  # it already ended: nothing more to write (and no loop of writes)
+        body = dict(current)
+        body["status"] = resources.failed_status(previous, f"the operator cannot go on: {reason}", utcnow())
+        outcome = Outcome(body=self.kube.replace_status("executions", body), finished=True)
+        outcome.events.append(("Warning", "Failed", body["status"]["error"]))
+        for name, pod in list(self.view.pods.get(key, {}).items()):
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                self.kube.delete_pod(key[0], name)
+        for name, child in list(self.view.children.get(key, {}).items()):
+            if (child.get("status") or {}).get("state") not in TERMINAL_STATES:
+                self.kube.annotate("executions", key[0], name, {ANNOTATION_KILL: "true"})
+        return outcome
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
@@ -231,7 +294,10 @@ class Operator:
         events = self._observe(subject, flow, status)
         decision = executor.advance(flow, subject.run, status, events, now)
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
-            return self._carry_out(subject, flow, decision, events)
+            outcome = self._carry_out(subject, flow, decision, events)
+        if subject.pending_wake is not None:  # a pod that has not started: look again at its deadline
+            outcome.wake_at = min(subject.pending_wake, outcome.wake_at or subject.pending_wake)
+        return outcome
 
     def _observe(self, subject: Subject, flow: Flow, status: ExecutionStatus) -> list[Any]:
         """The events the view holds for this execution: a kill, a free place, its pods' and children's ends."""
@@ -255,8 +321,12 @@ class Operator:
                         subject.pods[name] = pod
                 if pod is not None:
                     observed = resources.observe_pod(pod, attempt, subject.now)
+                    limit = self._pending_limit(flow, tr.taskId)
+                    observed = observed or resources.pending_expired(pod, tr.id, attempt, limit, subject.now)
                     if observed is not None:
                         events.append(observed)
+                    elif (deadline := resources.pending_deadline(pod, limit)) is not None:
+                        subject.pending_wake = min(deadline, subject.pending_wake or deadline)
                 elif name in subject.deleted:
                     events.append(resources.pod_deleted(name, tr.id, attempt.number, subject.now))
             if tr.child and tr.child in subject.children:
@@ -264,6 +334,14 @@ class Operator:
                 if finished is not None:
                     events.append(finished)
         return events
+
+    def _pending_limit(self, flow: Flow, task_id: str) -> timedelta:
+        """How long the task's pod may wait to start: the task's pendingTimeout, else the operator's."""
+        try:
+            own = flow.task(task_id).pendingTimeout
+        except KeyError:
+            own = None
+        return own or timedelta(seconds=self.config.pending_timeout_seconds)
 
     def _fine_step(self, run: RunInfo, change: int | None) -> AbstractContextManager[None]:
         """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
@@ -278,7 +356,8 @@ class Operator:
             if status.state.terminal and decision.changed:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
-            if isinstance(event, executor.AttemptFinished) and event.imageUnavailable and event.pod:
+            gave_up = isinstance(event, executor.AttemptFinished) and (event.imageUnavailable or event.pendingTimedOut)
+            if gave_up and event.pod:
                 self.kube.delete_pod(subject.namespace, event.pod)
         for action in decision.actions:
             if isinstance(action, executor.StopTask):
@@ -307,7 +386,13 @@ class Operator:
         resource = self.kube.get("flows", namespace, flow_name) if flow_name else None
         revision = (resource or {}).get("metadata", {}).get("generation")
         loaded = resources.read_flow(resource)
-        cannot = start.start_check(flow_name, loaded, namespace, resources.depth(execution))
+        problem = resources.spec_problem(execution)
+        if problem is not None:
+            execution = resources.without_spec_data(execution)  # described without what cannot be read
+        depth, root = self._lineage(execution)  # from the parents' stored statuses, not the annotation
+        started = self._started_by(namespace, root) - 1 if depth > 0 else 0
+        cannot = start.start_check(flow_name, loaded, namespace, depth, spec_problem=problem, root=root,
+                                   started=started, max_started=self.config.max_executions_per_root)  # fmt: skip
         actions: Sequence[executor.Action] = []
         if cannot is not None or not isinstance(loaded, Flow):
             placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=namespace, tasks=[])
@@ -316,7 +401,7 @@ class Operator:
             status = executor.failed_start(subject.run, cannot.message if cannot else "cannot start", now)
         else:
             flow = loaded
-            flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
+            flow_doc = flow_snapshot(flow)  # without triggers: a webhook key must not reach the Execution
             subject = Subject(execution, resources.run_info(execution, flow, revision, now), flow, flow_name,
                               flow_doc, revision, now)  # fmt: skip
             has_place = flow.concurrency is None or self._may_run(execution, flow.concurrency.limit)
@@ -368,6 +453,7 @@ class Operator:
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status, subject.flow_doc, subject.revision,
                                                self.config.traces)  # fmt: skip
+        resources.check_status_size(body["status"], subject.name)
         stored = self.kube.replace_status("executions", body)
         if not self._exporting():
             return stored, None
@@ -418,7 +504,30 @@ class Operator:
                 flow_name = (
                     self.view.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
                 )
-                self.kube.create("executions", resources.child_execution(body, action, flow_name))
+                root = self._lineage(body)[1]
+                self.kube.create("executions", resources.child_execution(body, action, flow_name, root))
+
+    def _lineage(self, execution: dict[str, Any]) -> tuple[int, str]:
+        """How deep in a chain of subflows the execution is, and the name of the chain's root, from the
+        parents' stored statuses (see `resources.is_parent_of`), never from an annotation."""
+        depth, current = 0, execution
+        namespace = execution["metadata"]["namespace"]
+        while depth <= start.MAX_SUBFLOW_DEPTH and (ref := resources.parent_reference(current)) is not None:
+            name = ref.get("name") or ""
+            parent = self.view.executions.get((namespace, name)) or self.kube.get("executions", namespace, name)
+            if not resources.is_parent_of(parent, current):
+                break
+            depth, current = depth + 1, parent  # type: ignore[assignment]
+        return depth, current["metadata"]["name"]
+
+    def _started_by(self, namespace: str, root: str) -> int:
+        """Executions in the view labelled with this root (the child being started included)."""
+        label = resources.label_value(root)
+        return sum(
+            1
+            for (ns, _), body in list(self.view.executions.items())
+            if ns == namespace and (body["metadata"].get("labels") or {}).get(resources.LABEL_ROOT) == label
+        )
 
     def _cleanup(self, subject: Subject, status: ExecutionStatus) -> None:
         policy = self.config.pod_cleanup
@@ -557,6 +666,7 @@ def run(config: OperatorConfig | None = None, api: StartService | None = None) -
     global START_API
     START_API = api
     config = config or OperatorConfig.from_env()
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
     asyncio.run(_operate(config))

@@ -6,12 +6,17 @@ read back into the executor's events.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
 from flowpods.core import ids, schedule, secrets
+from flowpods.core.bounds import ShapeError, check_shape
 from flowpods.core.clock import format_duration
 from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
 from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
@@ -33,6 +38,7 @@ LABEL_TASKRUN_ID = f"{GROUP}/taskrun-id"
 LABEL_ATTEMPT = f"{GROUP}/attempt"
 LABEL_PARENT = f"{GROUP}/parent-execution"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ROOT = f"{GROUP}/root-execution"
 
 ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
@@ -204,19 +210,42 @@ def secret_env(task: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+MAX_TASKRUN_BYTES = 512 * 1024
+"""The largest rendered task run handed to a pod (in an environment variable of its spec)."""
+MAX_STATUS_BYTES = 1_400_000
+"""The largest status written: etcd keeps objects up to about 1.5 MB, spec and metadata included."""
+
+
+class TooLarge(ValueError):
+    """An object flowpods would write cannot fit in the cluster; the message says which and how big."""
+
+
+def check_status_size(status: dict[str, Any], name: str) -> None:
+    """Raise TooLarge before a status that etcd would refuse is sent."""
+    size = len(json.dumps(status, separators=(",", ":"), default=str))
+    if size > MAX_STATUS_BYTES:
+        raise TooLarge(f"the status of execution {name} would be {size} bytes; at most {MAX_STATUS_BYTES} are "
+                       "written (etcd's object limit): run fewer task runs in one execution (a ForEach over fewer "
+                       "values, or subflows)")  # fmt: skip
+
+
 def build_pod(
     config: OperatorConfig, execution: dict[str, Any], run: RunInfo, flow_resource: str, action: RunTask
 ) -> dict[str, Any]:
     """The worker pod of one task-run attempt."""
     meta = execution["metadata"]
     work = action.work
+    rendered = work.model_dump_json()
+    if len(rendered) > MAX_TASKRUN_BYTES:
+        raise TooLarge(f"task '{work.taskId}': the rendered task run is {len(rendered)} bytes; at most "
+                       f"{MAX_TASKRUN_BYTES} fit in a pod (pass large values in files)")  # fmt: skip
     name = pod_name(meta["name"], work.taskRunId, work.attempt)
     parent = ids.parse_traceparent(action.traceparent)
     traced = config.traces != TraceLevel.DISABLED
     pod_attributes = {"k8s.pod.name": "$(FLOWPODS_POD_NAME)", "k8s.namespace.name": meta["namespace"]}
     env: list[dict[str, Any]] = [
         {"name": "FLOWPODS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": TASKRUN_ENV, "value": work.model_dump_json()},
+        {"name": TASKRUN_ENV, "value": rendered},
         *({"name": k, "value": v} for k, v in worker_environment(action, run, traced, pod_attributes).items()),
         {"name": "FLOWPODS_TRACES", "value": config.traces.value},
     ]
@@ -353,6 +382,54 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt, now: datetime) -> Attempt
     return None
 
 
+PENDING_TIMEOUT = "pending timeout"
+
+
+def pending_deadline(pod: dict[str, Any], limit: timedelta) -> datetime | None:
+    """When a pod that has not started yet has waited too long (None: it started, or it is already done)."""
+    status = pod.get("status") or {}
+    if status.get("phase") not in (None, "Pending"):
+        return None
+    for container in status.get("containerStatuses") or []:
+        if (container.get("state") or {}).keys() & {"running", "terminated"}:
+            return None
+    created = parse_time(pod.get("metadata", {}).get("creationTimestamp"))
+    return created + limit if created is not None else None
+
+
+def pending_expired(
+    pod: dict[str, Any], taskrun_id: str, attempt: Attempt, limit: timedelta, now: datetime
+) -> AttemptFinished | None:
+    """The attempt fails when its pod has waited longer than `limit` to start, with the pod's own reason
+    (Unschedulable and the scheduler's message, or the container's waiting reason)."""
+    deadline = pending_deadline(pod, limit)
+    if deadline is None or now < deadline or attempt.startedAt is not None:
+        return None
+    status = pod.get("status") or {}
+    unscheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+                        and c.get("status") == "False"), None)  # fmt: skip
+    waiting = next(
+        ((c.get("state") or {}).get("waiting") for c in status.get("containerStatuses") or []
+         if (c.get("state") or {}).get("waiting")), None,
+    )  # fmt: skip
+    if unscheduled is not None:
+        why = f"{unscheduled.get('reason') or 'not scheduled'}: {unscheduled.get('message') or ''}"
+    elif waiting:
+        why = f"{waiting.get('reason') or 'waiting'}: {waiting.get('message') or ''}"
+    else:
+        why = "the pod did not start"
+    seconds = f"{limit.total_seconds():g}"
+    return AttemptFinished(
+        at=now,
+        taskRunId=taskrun_id,
+        attempt=attempt.number,
+        pod=pod.get("metadata", {}).get("name"),
+        success=False,
+        reason=f"{PENDING_TIMEOUT}: not started after {seconds}s: {why}".rstrip(": "),
+        pendingTimedOut=True,
+    )
+
+
 def _condition_time(status: dict[str, Any]) -> datetime | None:
     times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
     return max((t for t in times if t is not None), default=None)
@@ -420,15 +497,19 @@ def trace_annotations(traceparent: str | None, tracestate: str | None, baggage: 
     return annotations
 
 
-def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource: str) -> dict[str, Any]:
-    """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span."""
+def child_execution(
+    parent: dict[str, Any], action: StartSubflow, flow_resource: str, root: str | None = None
+) -> dict[str, Any]:
+    """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span,
+    labelled with the root execution of its chain (what the bound on executions per root counts)."""
     meta = parent["metadata"]
     baggage = (meta.get("annotations") or {}).get(ANNOTATION_BAGGAGE)
     annotations = {**trace_annotations(action.traceparent, None, baggage), ANNOTATION_DEPTH: str(depth(parent) + 1)}
     return execution_body(
         meta["namespace"], action.name, flow_resource, "subflow",
         {"executionId": meta["name"], "taskRunId": action.taskRunId},
-        inputs=action.inputs, labels=action.labels, meta_labels={LABEL_PARENT: label_value(meta["name"])},
+        inputs=action.inputs, labels=action.labels,
+        meta_labels={LABEL_PARENT: label_value(meta["name"]), LABEL_ROOT: label_value(root or meta["name"])},
         annotations=annotations, owner=parent,
     )  # fmt: skip
 
@@ -442,7 +523,7 @@ def scheduled_execution(namespace: str, flow_resource: str, trigger: Schedule, d
 
 
 def depth(execution: dict[str, Any]) -> int:
-    """How deep in a chain of subflows an execution is (0: started directly)."""
+    """The depth the annotation claims: shown to people, never trusted (see `parent_if_verified`)."""
     try:
         return int((execution["metadata"].get("annotations") or {}).get(ANNOTATION_DEPTH, "0"))
     except ValueError:
@@ -452,6 +533,8 @@ def depth(execution: dict[str, Any]) -> int:
 def child_finished(child: dict[str, Any], taskrun_id: str, now: datetime) -> ChildFinished | None:
     status = child.get("status") or {}
     state = status.get("state")
+    if state not in State._value2member_map_:  # a status edited by hand must not stop the parent
+        return None
     if not state or not State(state).terminal:
         return None
     return ChildFinished(
@@ -459,9 +542,103 @@ def child_finished(child: dict[str, Any], taskrun_id: str, now: datetime) -> Chi
         taskRunId=taskrun_id,
         state=State(state),
         outputs=status.get("outputs") or {},
+        error=status.get("error") if isinstance(status.get("error"), str) else None,
     )
 
 
 def flow_json(flow_doc: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of a flow document (YAML may hold dates)."""
     return json.loads(json.dumps(flow_doc, default=str))
+
+
+# --- hostile input: what an execution's spec may hold, and how an execution ends when it cannot go on ---
+
+MAX_REASON = 1000
+"""Characters of an error kept in a status and an Event."""
+
+
+def spec_problem(execution: dict[str, Any]) -> str | None:
+    """Why the Execution's spec cannot be run at all (inputs, trigger data or labels too deep or too big)."""
+    spec = execution.get("spec") or {}
+    trigger = spec.get("trigger")
+    trigger = trigger if isinstance(trigger, dict) else {}
+    for what, value in (("spec.inputs", spec.get("inputs")), ("spec.trigger.data", trigger.get("data")),
+                        ("spec.labels", spec.get("labels"))):  # fmt: skip
+        if value is None:
+            continue
+        try:
+            check_shape(value, what)
+        except ShapeError as exc:
+            return str(exc)
+    return None
+
+
+def without_spec_data(execution: dict[str, Any]) -> dict[str, Any]:
+    """The Execution with its inputs, labels and trigger data left out (to describe one that cannot run)."""
+    spec = dict(execution.get("spec") or {})
+    trigger = spec.get("trigger")
+    trigger = trigger if isinstance(trigger, dict) else {}
+    spec.update(inputs={}, labels={}, trigger={"type": str(trigger.get("type") or "kubectl")})
+    return {**execution, "spec": spec}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An error that may pass by itself (the API server busy or unreachable): retried, not a failure."""
+    if isinstance(exc, ApiException):
+        if "too large" in str(exc.body or ""):  # etcd's object limit answers 500, and will again
+            return False
+        return exc.status in (0, None, 408, 429, 500, 502, 503, 504)
+    return isinstance(exc, OSError | TimeoutError | urllib3.exceptions.HTTPError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line about an error, for a status, an Event and a log line (the API server's own message)."""
+    if isinstance(exc, ApiException):
+        message = exc.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(exc.body or "{}").get("message") or message
+        text = f"the Kubernetes API refused a request ({exc.status}): {message}"
+    elif isinstance(exc, TooLarge):
+        text = str(exc)
+    elif isinstance(exc, RecursionError):
+        text = "a value in this execution is nested too deeply to handle"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
+
+
+def failed_status(previous: Any, reason: str, now: datetime) -> dict[str, Any]:
+    """A status ending the execution FAILED when it cannot go on, written from scratch (the stored status
+    may be what could not be read); the flow snapshot and the trace id are kept when they are there."""
+    previous = previous if isinstance(previous, dict) else {}
+    stamp = now.isoformat().replace("+00:00", "Z")
+    body: dict[str, Any] = {
+        "state": State.FAILED.value,
+        "history": [{"state": State.FAILED.value, "at": stamp}],
+        "error": reason,
+        "message": reason,
+        "endDate": stamp,
+    }
+    for key in ("flow", "flowRevision", "traceId", "traceparent"):
+        if key in previous:
+            body[key] = previous[key]
+    return body
+
+
+def parent_reference(child: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference naming the child's parent Execution, if any."""
+    refs = child.get("metadata", {}).get("ownerReferences") or []
+    return next((o for o in refs if isinstance(o, dict) and o.get("kind") == "Execution"), None)
+
+
+def is_parent_of(parent: dict[str, Any] | None, child: dict[str, Any]) -> bool:
+    """Whether `parent` started `child`: its uid is the one the child's ownerReference names and its stored
+    status (written by the operator alone) lists the child. Annotations and labels, which whoever may
+    create Executions may set, prove nothing."""
+    ref = parent_reference(child)
+    if parent is None or ref is None or parent.get("metadata", {}).get("uid") != ref.get("uid"):
+        return False
+    runs = (parent.get("status") or {}).get("taskRuns")
+    name = child["metadata"]["name"]
+    return isinstance(runs, list) and any(isinstance(tr, dict) and tr.get("child") == name for tr in runs)

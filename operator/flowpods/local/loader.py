@@ -7,40 +7,106 @@ applied to a cluster runs the same way locally.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from flowpods.core.bounds import MAX_DEPTH, ShapeError, check_shape
 from flowpods.core.model import Flow, FlowError, flow_document, parse_flow
 
 API_GROUP = "flowpods.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""The largest flow file read (a Flow resource must fit in etcd's 1.5 MB anyway)."""
+
+
+def _yaml_depth(text: str, limit: int) -> int:
+    """How deep the YAML nests, from the parser's events (iterative; the composer after it recurses)."""
+    depth = deepest = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return deepest
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """Where and why PyYAML stopped, in one line (its own message spans several, with a caret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {' '.join(str(problem).split())}"
+
+
+def read_documents(path: Path) -> list[Any]:
+    """The YAML documents of a file; FlowError names the file and what is wrong, never a traceback."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise FlowError([f"{path}: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise FlowError([f"{path}: the file is {len(raw)} bytes; a flow file may have at most {MAX_FILE_BYTES}"])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FlowError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+    try:
+        if _yaml_depth(text, MAX_DEPTH) > MAX_DEPTH:
+            raise FlowError([f"{path}: the YAML is nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"])
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise FlowError([f"{path}: not valid YAML{_yaml_where(exc)}"]) from None
+    try:
+        check_shape(documents, "the file")
+    except ShapeError as exc:
+        raise FlowError([f"{path}: {exc}"]) from None
+    return documents
+
+
 def load_flow_file(path: str | Path) -> Flow:
     """Load one flow; a FlowError names the file and what is wrong."""
     path = Path(path)
-    try:
-        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-    except OSError as exc:
-        raise FlowError([f"{path}: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise FlowError([f"{path}: not valid YAML: {exc}"]) from None
+    documents = read_documents(path)
     flows = [doc for doc in documents if isinstance(doc, dict) and (doc.get("kind") == "Flow" or "tasks" in doc)]
-    if len(flows) != 1:
-        raise FlowError([f"{path}: expected exactly one flow, found {len(flows)}"])
+    if not flows:
+        mappings = [doc for doc in documents if isinstance(doc, dict)]
+        if len(mappings) == 1 and not ({"kind", "apiVersion"} & mappings[0].keys()):
+            what = "no 'tasks': a flow needs an id, a namespace and at least one task"
+        elif not documents:
+            what = "the file is empty: a flow needs an id, a namespace and at least one task"
+        else:
+            what = "no flow in this file (a Flow resource, or a Kestra flow with id, namespace and tasks)"
+        raise FlowError([f"{path}: {what}"])
+    if len(flows) > 1:
+        raise FlowError([f"{path}: {len(flows)} flows in one file; put each flow in its own file"])
     try:
         return parse_flow(flow_document(flows[0]))
     except FlowError as exc:
         raise FlowError([f"{path}: {problem}" for problem in exc.problems]) from None
 
 
+MAX_CATALOG_FILES = 2000
+"""Flow files a local run reads from --flows and its subfolders (a folder such as ~ must not take minutes)."""
+
+
 class FlowCatalog:
-    """The flows a local run can reach (for subflows): every flow file in a folder, read lazily."""
+    """The flows a local run can reach (for subflows): every flow file in a folder and its subfolders, read lazily.
+
+    A file that cannot be read is skipped (an unrelated broken file must not stop a run) and remembered,
+    so a subflow that is not found names the files that could not be read.
+    """
 
     def __init__(self, folder: str | Path | None = None, flows: list[Flow] | None = None):
         self.folder = Path(folder) if folder else None
         self._flows: dict[tuple[str, str], Flow] = {(f.namespace, f.id): f for f in flows or []}
         self._scanned = False
+        self.unreadable: dict[Path, str] = {}
 
     def add(self, flow: Flow) -> None:
         self._flows[(flow.namespace, flow.id)] = flow
@@ -50,13 +116,30 @@ class FlowCatalog:
             self._scan()
         return self._flows.get((namespace, flow_id))
 
+    def not_found(self, namespace: str, flow_id: str) -> str:
+        """Why a flow was not found: where it was looked for, and which files could not be read."""
+        where = f" in {self.folder}" if self.folder else ""
+        message = f"flow {namespace}.{flow_id} not found{where}"
+        if self.unreadable:
+            names = ", ".join(sorted(path.name for path in self.unreadable)[:5])
+            message += f" ({len(self.unreadable)} files there are not valid flows: {names})"
+        return message
+
     def _scan(self) -> None:
         self._scanned = True
         if self.folder is None:
             return
-        for path in sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]):
+        read = 0
+        for path in sorted([*self.folder.rglob("*.yaml"), *self.folder.rglob("*.yml")]):
+            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(self.folder).parts):
+                continue  # hidden folders (.git, .venv) hold no flows
+            read += 1
+            if read > MAX_CATALOG_FILES:
+                self.unreadable[path] = f"not read: only the first {MAX_CATALOG_FILES} files are"
+                break
             try:
                 flow = load_flow_file(path)
-            except FlowError:
-                continue  # an unrelated broken file must not stop this run; it is named if it is asked for
+            except FlowError as exc:
+                self.unreadable[path] = "; ".join(exc.problems)
+                continue
             self._flows.setdefault((flow.namespace, flow.id), flow)

@@ -33,7 +33,7 @@ from flowpods.core.records import (
 )
 from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.spans import derive_spans
-from flowpods.core.start import start_check
+from flowpods.core.start import CannotStart, Refusal, start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.local.loader import FlowCatalog
@@ -195,8 +195,9 @@ class LocalRunner:
         execution.reported_to_parent = True
         parent_id, taskrun_id = execution.parent
         event = executor.ChildFinished(
-            at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs
-        )
+            at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs,
+            error=execution.status.error,
+        )  # fmt: skip
         self._advance(parent_id, [event])
 
     # -- actions --------------------------------------------------------------------------------------
@@ -219,11 +220,16 @@ class LocalRunner:
         if action.name in self.executions:
             return
         flow = self.catalog.get(action.namespace, action.flowId)
-        cannot = start_check(f"{action.namespace}.{action.flowId}", flow, depth=execution.depth + 1)
+        cannot: CannotStart | None
+        if flow is None:
+            cannot = CannotStart(Refusal.NOT_FOUND, self.catalog.not_found(action.namespace, action.flowId))
+        else:
+            cannot = start_check(f"{action.namespace}.{action.flowId}", flow, depth=execution.depth + 1,
+                                 root=next(iter(self.executions)), started=len(self.executions) - 1)  # fmt: skip
         if cannot is not None or flow is None:
             problem = cannot.message if cannot else "cannot start"
             failed = executor.ChildFinished(
-                at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}
+                at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}, error=problem
             )
             self._advance(execution.run.id, [failed])
             return

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
@@ -72,6 +71,7 @@ from flowpods.core.records import (
     TaskResult,
     WorkItem,
 )
+from flowpods.core.redaction import redact_headers, redact_url
 from flowpods.core.truth import is_truthy
 from flowpods.telemetry.otel import (
     CollectingProcessor,
@@ -90,9 +90,6 @@ EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 143
 
 RESULT_ATTRIBUTE = "cicd.pipeline.task.run.result"
-SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
-SECRET_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "signature", "sig")
-REDACTED = "REDACTED"
 _TRACE_ENV = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
 
 
@@ -127,32 +124,6 @@ def format_log_line(when: datetime, level: str, trace_id: str, span_id: str, tas
 def is_falsy(condition: str) -> bool:
     """A Fail task's condition that is false does not fail (the same truthiness as If)."""
     return not is_truthy(condition)
-
-
-def _is_secret_name(name: str) -> bool:
-    lowered = name.lower()
-    return lowered in SECRET_HEADERS or any(word in lowered for word in SECRET_WORDS)
-
-
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Headers fit for a log line: credentials replaced, the rest kept so a request can be debugged."""
-    return {name: REDACTED if _is_secret_name(name) else value for name, value in headers.items()}
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for logs and `url.full`: userinfo and secret-looking query values replaced (semconv)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{REDACTED}:{REDACTED}@" + netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, REDACTED if _is_secret_name(k) else v) for k, v in pairs], safe=REDACTED)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_output_line(line: str) -> dict[str, Any] | None:

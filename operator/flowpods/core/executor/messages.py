@@ -62,6 +62,9 @@ class AttemptFinished(AttemptEvent):
     imageUnavailable: bool = Field(
         default=False, description="The image could not be pulled: the pod would wait forever, so it is deleted"
     )
+    pendingTimedOut: bool = Field(
+        default=False, description="The pod did not start within its pending timeout: it is deleted"
+    )
 
 
 class ChildFinished(EventBase):
@@ -69,6 +72,7 @@ class ChildFinished(EventBase):
     taskRunId: str
     state: State
     outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = Field(default=None, description="The child's reason, when it failed")
 
 
 class Kill(EventBase):

@@ -55,6 +55,19 @@ def child_state(child: State) -> State:
     return State.WARNING if child == State.WARNING else State.SUCCESS
 
 
+MAX_CHILD_REASON = 500
+"""Characters of a child's reason quoted in its parent's: a chain of subflows cannot grow it without end."""
+
+
+def child_failure(child: str | None, state: State, reason: str | None) -> str:
+    """transmitFailed: a parent's reason names the failed child, its state and the child's own reason."""
+    message = f"subflow execution {child} ended {state.value}"
+    if reason:
+        cut = reason if len(reason) <= MAX_CHILD_REASON else reason[:MAX_CHILD_REASON] + "..."
+        message += f": {cut}"
+    return message
+
+
 def sequence(states: Sequence[State]) -> State:
     """A task list runs while a task runs, fails as its first failure did (KILLED or FAILED), else warns if one did."""
     for state in states:

@@ -107,7 +107,7 @@ def child_finished(step: Step, event: ChildFinished) -> None:
     step.touched = True
     tr.outputs = {"executionId": tr.child, "state": event.state.value, "outputs": event.outputs}
     if rules.transmits_failure(task, event.state):
-        step.fail_taskrun(tr, task, f"subflow execution {tr.child} ended {event.state.value}", event.at)
+        step.fail_taskrun(tr, task, rules.child_failure(tr.child, event.state, event.error), event.at)
     else:
         step.finish_taskrun(tr, rules.child_state(event.state), event.at)
 

@@ -23,6 +23,7 @@ from flowpods.core.expressions import dates
 from flowpods.core.expressions.limits import check_size
 from flowpods.core.expressions.operators import KestraError
 from flowpods.core.expressions.printing import jsonable, to_json, to_text
+from flowpods.core.shellquote import shellquote
 
 __all__ = ["FILTERS", "JavaFloat", "JavaLong", "to_ion", "to_yaml"]
 
@@ -411,11 +412,6 @@ def escape_char(value: Any, kind: str = "single") -> str:
     raise KestraError(f"escapeChar type must be single, double or shell, not '{kind}'")
 
 
-def shell_quote(value: Any) -> str:
-    """A single-quoted shell word: safe to interpolate into a Shell command (flowpods' `sh` filter)."""
-    return "'" + _text(value).replace("'", "'\\''") + "'"
-
-
 def slugify(value: Any) -> str:
     text = unicodedata.normalize("NFKD", _text(value)).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -575,7 +571,8 @@ FILTERS: dict[str, Any] = {
     "urldecode": lambda v: unquote_plus(_text(v)),
     "string": string,
     "escapeChar": escape_char,
-    "sh": shell_quote,
+    "sh": shellquote,
+    "shellquote": shellquote,
     "indent": indent,
     "nindent": nindent,
     "date": date,

@@ -1,0 +1,90 @@
+"""Bad flow files and bad inputs through the `flowpods` command: one clear error, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowpods.cli.main import main
+from flowpods.local.loader import FlowCatalog
+from tests.hostile.corpus import BAD_FLOW_FILES, BAD_INPUTS, LOG, Case, flow
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("bad", BAD_FLOW_FILES, ids=lambda c: c.name)
+def test_validate_names_the_problem_of_each_bad_flow_file(bad: Case, tmp_path: Path, capsys) -> None:
+    path = tmp_path / f"{bad.name}.yaml"
+    path.write_bytes(bad.content)
+    code = main(["validate", str(path)])
+    out = capsys.readouterr()
+    assert code == 2, out.err
+    assert bad.expect in one_line(out.err)
+    assert "Traceback" not in out.err + out.out
+
+
+@pytest.mark.parametrize("bad", BAD_FLOW_FILES[:12], ids=lambda c: c.name)
+def test_run_refuses_each_bad_flow_file_in_one_paragraph(bad: Case, tmp_path: Path, capsys) -> None:
+    path = tmp_path / f"{bad.name}.yaml"
+    path.write_bytes(bad.content)
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("flowpods: cannot run") and bad.expect in one_line(err)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("name", "text", "inputs", "expect"), BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_run_refuses_each_bad_input(name: str, text: str, inputs: list[str], expect: str, tmp_path: Path,
+                                            capsys) -> None:  # fmt: skip
+    path = tmp_path / "flow.yaml"
+    path.write_text(text)
+    args = ["run", str(path)]
+    for value in inputs:
+        args += ["--input", value]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert expect in one_line(err)
+    assert "Traceback" not in err
+    assert len(err) < 2000, "an error quotes an excerpt of a value, never all of it"
+
+
+def test_flows_folder_that_is_not_a_folder_is_refused(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "flow.yaml"
+    path.write_text(flow())
+    assert main(["run", str(path), "--flows", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_one_bad_file_in_the_flows_folder_does_not_break_other_lookups(tmp_path: Path) -> None:
+    for bad in BAD_FLOW_FILES[:10]:
+        (tmp_path / f"{bad.name}.yaml").write_bytes(bad.content)
+    nested = tmp_path / "team" / "more"
+    nested.mkdir(parents=True)
+    (nested / "child.yml").write_text("id: child\nnamespace: team\ntasks:\n" + LOG)
+    catalog = FlowCatalog(tmp_path)
+    found = catalog.get("team", "child")
+    assert found is not None and found.id == "child"  # found in a subfolder, past ten broken files
+    assert len(catalog.unreadable) == 10
+    message = catalog.not_found("team", "nope")
+    assert "flow team.nope not found" in message and "10 files there are not valid flows" in message
+
+
+def test_hidden_folders_are_not_searched(tmp_path: Path) -> None:
+    hidden = tmp_path / ".git"
+    hidden.mkdir()
+    (hidden / "child.yaml").write_text("id: child\nnamespace: team\ntasks:\n" + LOG)
+    assert FlowCatalog(tmp_path).get("team", "child") is None
+
+
+def test_escape_sequences_in_task_output_do_not_reach_the_terminal(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "ansi.yaml"
+    path.write_text(flow(tasks='  - id: paint\n    type: Log\n    message: "\\e[31mRED\\e]0;owned\\a\\e[2J"\n'))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[31mRED\\x1b]0;owned\\x07\\x1b[2J" in out
