@@ -54,6 +54,10 @@ class OperatorConfig(BaseModel):
         default=None, description="FLOWPODS_JAEGER_URL: Jaeger's UI, for trace links in API responses"
     )
     health_port: int = Field(default=8081, description="FLOWPODS_HEALTH_PORT: kopf's liveness endpoint")
+    metrics_run_ids: bool = Field(
+        default=False,
+        description="FLOWPODS_METRICS_RUN_IDS: add run and task-run ids to metric attributes (high cardinality)",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -88,6 +92,7 @@ class OperatorConfig(BaseModel):
             "api_max_body": "FLOWPODS_API_MAX_BODY",
             "jaeger_url": "FLOWPODS_JAEGER_URL",
             "health_port": "FLOWPODS_HEALTH_PORT",
+            "metrics_run_ids": "FLOWPODS_METRICS_RUN_IDS",
         }
         for field, name in optional.items():
             if get(name) is not None:

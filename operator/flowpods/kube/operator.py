@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from typing import Any, Protocol, cast
 import kopf
 
 from flowpods.core import admission, executor, notices, schedule, start
+from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
 from flowpods.core.executor import (
     Action,
@@ -44,6 +46,7 @@ from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.telemetry.fine import FineTracer
+from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
 log = logging.getLogger("flowpods.kube.operator")
@@ -100,9 +103,16 @@ class Operator:
     """The in-memory view of the cluster and the per-execution reconcile loops."""
 
     def __init__(
-        self, config: OperatorConfig, kube: Kube, exporter: SpanRecordExporter | None, fine: FineTracer | None = None
+        self,
+        config: OperatorConfig,
+        kube: Kube,
+        exporter: SpanRecordExporter | None,
+        fine: FineTracer | None = None,
+        metrics: Metrics | None = None,
     ):
-        self.config, self.exporter, self.fine = config, exporter, fine
+        self.config, self.exporter, self.fine, self.metrics = config, exporter, fine, metrics
+        if metrics is not None:
+            metrics.observe(self.gauges)
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.executions: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -223,7 +233,7 @@ class Operator:
             if body is None:
                 break
             try:
-                outcome = await asyncio.to_thread(self.reconcile, key, body)
+                outcome = await self._timed(key, body)
             except Conflict:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
@@ -238,6 +248,39 @@ class Operator:
                 continue
             self._after(key, outcome)
         self.loops.pop(key, None)
+
+    async def _timed(self, key: Key, body: dict[str, Any]) -> Outcome:
+        """One reconcile in a thread, measured: its duration by result, in flight while it runs."""
+        self._record([measures.Measurement(measures.IN_FLIGHT, 1)])
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(self.reconcile, key, body)
+        except Conflict:
+            self._record(measures.reconciled(time.perf_counter() - started, "conflict"))
+            raise
+        except Exception as exc:
+            self._record(measures.reconciled(time.perf_counter() - started, "error", type(exc).__name__))
+            raise
+        finally:
+            self._record([measures.Measurement(measures.IN_FLIGHT, -1)])
+        self._record(measures.reconciled(time.perf_counter() - started, "ok"))
+        return outcome
+
+    def _record(self, measurements: Sequence[measures.Measurement]) -> None:
+        if self.metrics is not None:
+            self.metrics.record(measurements)
+
+    def gauges(self) -> list[measures.Measurement]:
+        """The observed metrics, from the view (which the watches rebuild after a restart)."""
+        executions = list(self.executions.values())
+        runs = []
+        for body in executions:
+            status = body.get("status") or {}
+            flow_id = (status.get("flow") or {}).get("id") or resources.flow_ref(body)
+            runs.append((str(flow_id), State(status["state"]) if status.get("state") else None))
+        phases = [(pod.get("status") or {}).get("phase") for pods in list(self.pods.values())
+                  for pod in list(pods.values())]  # fmt: skip
+        return [*measures.runs(runs), *measures.workers(phases)]
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
@@ -279,7 +322,7 @@ class Operator:
         events = self._observe(subject, flow, status)
         decision = executor.advance(flow, subject.run, status, events, now)
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
-            return self._carry_out(subject, flow, decision, events)
+            return self._carry_out(subject, flow, decision, events, status)
 
     def _observe(self, subject: Subject, flow: Flow, status: ExecutionStatus) -> list[Any]:
         """The events the view holds for this execution: a kill, a free place, its pods' and children's ends."""
@@ -317,12 +360,14 @@ class Operator:
         """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
         return self.fine.reconcile(run, change) if self.fine is not None and change is not None else nullcontext()
 
-    def _carry_out(self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any]) -> Outcome:
+    def _carry_out(
+        self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any], before: ExecutionStatus
+    ) -> Outcome:
         """Commit the decision, then act on it: stop, create, clean up, export."""
         status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
         if decision.changed or self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, before)
             if status.state.terminal and decision.changed:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
@@ -378,7 +423,7 @@ class Operator:
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):
             outcome = Outcome()
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, None)
             outcome.events.append(notices.started(status, subject.run, flow_name))
             self._create(subject, outcome.body, actions)
             self._export(outcome)
@@ -388,7 +433,7 @@ class Operator:
         """A finished execution: retry a failed export, then clean-up and TTL."""
         outcome = Outcome(finished=True)
         if self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, status)
             self._export(outcome)
         self._cleanup(subject, status)
         ttl = self.config.execution_ttl_seconds
@@ -407,14 +452,20 @@ class Operator:
         """Spans of committed changes not yet exported (an export failed, or its rollback was stored)."""
         return self._exporting() and bool(status.changes) and status.exported < status.changes[-1].n
 
-    def _commit(self, subject: Subject, status: ExecutionStatus) -> tuple[dict[str, Any], Export | None]:
+    def _commit(
+        self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus | None
+    ) -> tuple[dict[str, Any], Export | None]:
         """Store the status with the span watermark moved past the spans it completes; the stored body, and the
-        spans to export once this change's pods exist (so tracing adds nothing between one task and the next)."""
+        spans to export once this change's pods exist (so tracing adds nothing between one task and the next).
+        Once stored, the metrics of the changes since `before` (the status that was read) are recorded: the
+        commit is their one moment, so a restarted operator, reading them as stored, never records them again."""
         fresh, watermark = spans_to_export(subject.run, subject.flow, status)
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status.model_copy(update={"exported": watermark}),
                                                subject.flow_doc, subject.revision, self.config.traces)  # fmt: skip
         stored = self.kube.replace_status("executions", body)
+        self._record(measures.committed(subject.run, subject.flow, before, status, traced=self._exporting(),
+                                        run_ids=self.config.metrics_run_ids))  # fmt: skip
         export = Export(subject.run.id, fresh, status.exported) if fresh and self._exporting() else None
         return stored, export
 
@@ -428,7 +479,9 @@ class Operator:
         export, outcome.export = outcome.export, None
         if export is None or outcome.body is None or self.exporter is None:
             return
-        if self.exporter.export(export.spans):
+        ok = self.exporter.export(export.spans)
+        self._record(measures.exported(sum(1 for span in export.spans if span.sampled), ok))
+        if ok:
             return
         log.warning("exporting %d spans of %s failed; retrying in %ss", len(export.spans), export.execution,
                     RETRY_EXPORT_AFTER)  # fmt: skip
@@ -541,7 +594,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     fine = None
     if config.traces == TraceLevel.FINE:
         fine = FineTracer(tracer_provider_from_env("flowpods"))
-    OPERATOR = Operator(config, Kube(), exporter, fine)
+    metrics = metrics_from_env(default_service="flowpods")
+    observe = None
+    if metrics is not None:
+        record = metrics.record
+
+        def observe(method: str, code: int, seconds: float) -> None:
+            record([measures.k8s_request(method, code, seconds)])
+
+    OPERATOR = Operator(config, Kube(observe=observe), exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -581,6 +642,8 @@ def shutdown(**_: Any) -> None:
         OPERATOR.exporter.shutdown()
     if OPERATOR is not None and OPERATOR.fine is not None:
         OPERATOR.fine.provider.shutdown()
+    if OPERATOR is not None and OPERATOR.metrics is not None:
+        OPERATOR.metrics.shutdown()
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "executions")
