@@ -113,6 +113,7 @@ class Operator:
         self.config, self.exporter, self.fine, self.metrics = config, exporter, fine, metrics
         if metrics is not None:
             metrics.observe(self.gauges)
+            metrics.record(measures.initial())
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.executions: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
