@@ -6,6 +6,7 @@ import http.server
 import socket
 import threading
 import urllib.request
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -168,6 +169,15 @@ def test_every_dashboard_query_names_an_exported_metric():
     assert panels
     for title, names in panels.items():
         assert names and names <= exported_names(), (title, names - exported_names())
+
+
+def test_operations_doc_lists_every_metric_and_the_cardinality_switch():
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    for spec in facts.INSTRUMENTS:
+        row = next((line for line in doc.splitlines() if line.startswith(f"| `{spec.name}` |")), None)
+        assert row is not None, f"{spec.name} is not in docs/operations.md"
+        assert f"`{spec.unit}`" in row and all(f"`{a}`" in row for a in spec.attributes), row
+    assert "FLOWPODS_METRICS_RUN_IDS" in doc and "OTEL_EXPORTER_PROMETHEUS_PORT" in doc
 
 
 def test_promql_metric_names_skip_functions_labels_and_ranges():
