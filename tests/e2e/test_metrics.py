@@ -8,6 +8,7 @@ from __future__ import annotations
 import textwrap
 import time
 import urllib.request
+from datetime import datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -84,9 +85,9 @@ def prometheus(operator: OperatorProcess, tmp_path):
     server.stop()
 
 
-def eventually(prometheus: Prometheus, expr: str, expected: float, timeout: float = 60.0) -> float:
+def eventually(prometheus: Prometheus, expr: str, expected: float, timeout: float = 60.0) -> None:
     """Wait until the query's single value equals `expected` (Prometheus scrapes every second)."""
-    return wait_until(lambda: prometheus.value(expr) == expected, timeout, f"{expr} == {expected}") and expected
+    wait_until(lambda: prometheus.value(expr) == expected, timeout, f"{expr} == {expected}")
 
 
 def scrape(operator: OperatorProcess) -> str:
@@ -262,8 +263,6 @@ def sample(operator: OperatorProcess, name: str, labels: dict[str, str]) -> floa
 
 
 def _seconds_between(start: str, end: str) -> float:
-    from datetime import datetime
-
     return (
         datetime.fromisoformat(end.replace("Z", "+00:00")) - datetime.fromisoformat(start.replace("Z", "+00:00"))
     ).total_seconds()
