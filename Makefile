@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean bench images
+.PHONY: run test unit lint venv testenv-bins prometheus testenv testenv-down clean bench images
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: venv
 	$(VENV)/bin/flowpods run examples/parent.yaml
 
 ## test: lint, unit tests and end-to-end tests on a real control plane and Jaeger
-test: lint testenv-bins
+test: lint testenv-bins prometheus
 	$(VENV)/bin/pytest
 
 ## unit: the core and adapter tests (no cluster)
@@ -36,6 +36,12 @@ lint: venv
 ## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger and helm from their Go modules
 testenv-bins:
 	bash tests/testenv/build.sh
+
+## prometheus: Debian's prometheus package, which the metrics end-to-end test scrapes the operator with (installed when missing)
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
 ## testenv: start the control plane, node agent and Jaeger in the background; writes .testenv/env
 testenv: venv testenv-bins

@@ -40,8 +40,12 @@ def operator_environ(env: testenv.EnvInfo, namespace: str, **settings: str) -> d
         FLOWPODS_NAMESPACES=namespace,
         FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
         FLOWPODS_HEALTH_PORT="0",
-        **settings,
+        # metrics on a port of this operator's own (Jaeger takes no OTLP metrics)
+        OTEL_METRICS_EXPORTER="prometheus",
+        OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
+        OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),
     )
+    environ.update(settings)
     return environ
 
 
@@ -54,10 +58,15 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.api_port = free_port()  # kept across restarts, so api_url stays valid
+        self.metrics_port = free_port()  # likewise for metrics_url
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def wait_api_ready(self, timeout: float = 60.0) -> None:
         """Until GET /readyz answers 200 (the API starts with the operator)."""
@@ -80,7 +89,11 @@ class OperatorProcess:
     def start(self) -> None:
         self.starts += 1
         environ = operator_environ(
-            self.env, self.namespace, FLOWPODS_API_HOST="127.0.0.1", FLOWPODS_API_PORT=str(self.api_port)
+            self.env,
+            self.namespace,
+            FLOWPODS_API_HOST="127.0.0.1",
+            FLOWPODS_API_PORT=str(self.api_port),
+            OTEL_EXPORTER_PROMETHEUS_PORT=str(self.metrics_port),
         )
         environ.update(self.extra_env)
         log = self.log_path.open("ab")

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests import testenv
+from tests.dashboard import DASHBOARD
 from tests.e2e.harness import (
     GROUP,
     VERSION,
@@ -168,6 +169,30 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
     assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "ui": 16686}
     config = yaml.safe_load(one(with_jaeger, "ConfigMap", "flowpods-jaeger")["data"]["config.yaml"])
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "0.0.0.0:4317"
+
+
+def test_metrics_render_a_port_scrape_annotations_a_service_monitor_and_the_dashboard_when_asked(helm):
+    default = helm.template("flowpods-system")
+    container = one(default, "Deployment", "flowpods")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["OTEL_METRICS_EXPORTER"] == "prometheus" and env["OTEL_EXPORTER_PROMETHEUS_PORT"] == "9464"
+    assert env["FLOWPODS_METRICS_RUN_IDS"] == "false"
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
+    assert one(default, "Service", "flowpods-metrics")["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert not [d for d in default if d["kind"] in ("ServiceMonitor", "ConfigMap")]
+
+    asked = helm.template("flowpods-system", "--set", "metrics.scrapeAnnotations=true", "--set",
+                          "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboard.enabled=true",
+                          "--set", "metrics.otlp=true")  # fmt: skip
+    pod = one(asked, "Deployment", "flowpods")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "9464"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["OTEL_METRICS_EXPORTER"] == "prometheus,otlp"
+    (endpoint,) = one(asked, "ServiceMonitor", "flowpods")["spec"]["endpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+    dashboard = one(asked, "ConfigMap", "flowpods-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["flowpods.json"]) == json.loads(DASHBOARD.read_text())
 
 
 # -- the node agent gives pods their ServiceAccount, as a kubelet does (what the install relies on) -------

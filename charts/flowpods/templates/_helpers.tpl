@@ -123,3 +123,13 @@ and reading CRDs (kopf notices flowpods' CRDs being updated or removed). */}}
   verbs: ["create"]
 {{- end }}
 {{- end }}
+
+{{/*
+OTEL_METRICS_EXPORTER: prometheus and/or otlp, or none.
+*/}}
+{{- define "flowpods.metricsExporters" -}}
+{{- $exporters := list -}}
+{{- if .Values.metrics.enabled }}{{ $exporters = append $exporters "prometheus" }}{{ end -}}
+{{- if .Values.metrics.otlp }}{{ $exporters = append $exporters "otlp" }}{{ end -}}
+{{- default "none" (join "," $exporters) -}}
+{{- end }}

@@ -6,7 +6,8 @@ The reconciler runs these in a thread; kopf's own watches run in the event loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -29,11 +30,16 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+RequestObserver = Callable[[str, int, float], None]  # (HTTP method, status code or 0, seconds)
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None):
+    def __init__(self, api_client: client.ApiClient | None = None, observe: RequestObserver | None = None):
         self.api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        if observe is not None:
+            _time_requests(self.api, observe)
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
@@ -127,3 +133,23 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _time_requests(api: client.ApiClient, observe: RequestObserver) -> None:
+    """Report each HTTP request of this client (method, status code, seconds) to `observe`."""
+    rest = api.rest_client
+    request = rest.request
+
+    def timed(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        started, status = time.perf_counter(), 0
+        try:
+            response = request(method, url, *args, **kwargs)
+            status = int(getattr(response, "status", 0) or 0)
+            return response
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            raise
+        finally:
+            observe(method, status, time.perf_counter() - started)
+
+    rest.request = timed  # type: ignore[method-assign]

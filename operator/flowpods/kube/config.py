@@ -61,6 +61,10 @@ class OperatorConfig(BaseModel):
     max_executions_per_root: int = Field(
         default=1000, ge=1, description="FLOWPODS_MAX_EXECUTIONS_PER_ROOT: subflow executions one root may start"
     )
+    metrics_run_ids: bool = Field(
+        default=False,
+        description="FLOWPODS_METRICS_RUN_IDS: add run and task-run ids to metric attributes (high cardinality)",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -97,6 +101,7 @@ class OperatorConfig(BaseModel):
             "health_port": "FLOWPODS_HEALTH_PORT",
             "max_executions_per_root": "FLOWPODS_MAX_EXECUTIONS_PER_ROOT",
             "pending_timeout_seconds": "FLOWPODS_PENDING_TIMEOUT",
+            "metrics_run_ids": "FLOWPODS_METRICS_RUN_IDS",
         }
         for field, name in optional.items():
             if get(name) is not None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import kopf
 
 from flowpods.core import admission, executor, notices, start
 from flowpods.core import export as span_export
+from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
 from flowpods.core.snapshot import flow_snapshot
@@ -36,6 +38,7 @@ from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View
 from flowpods.telemetry.fine import FineTracer
+from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
 log = logging.getLogger("flowpods.kube.operator")
@@ -100,9 +103,17 @@ class Operator:
     """The in-memory view of the cluster and the per-execution reconcile loops."""
 
     def __init__(
-        self, config: OperatorConfig, kube: Kube, exporter: SpanRecordExporter | None, fine: FineTracer | None = None
+        self,
+        config: OperatorConfig,
+        kube: Kube,
+        exporter: SpanRecordExporter | None,
+        fine: FineTracer | None = None,
+        metrics: Metrics | None = None,
     ):
-        self.config, self.exporter, self.fine = config, exporter, fine
+        self.config, self.exporter, self.fine, self.metrics = config, exporter, fine, metrics
+        if metrics is not None:
+            metrics.observe(self.gauges)
+            metrics.record(measures.initial())
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.view = View()
         self.scheduler = Scheduler(self.kube)
@@ -188,7 +199,7 @@ class Operator:
             if body is None:
                 break
             try:
-                outcome = await asyncio.to_thread(self.reconcile, key, body)
+                outcome = await self._timed(key, body)
             except Conflict:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
@@ -255,6 +266,31 @@ class Operator:
                 self.kube.annotate("executions", key[0], name, {ANNOTATION_KILL: "true"})
         return outcome
 
+    async def _timed(self, key: Key, body: dict[str, Any]) -> Outcome:
+        """One reconcile in a thread, measured: its duration by result, in flight while it runs."""
+        self._record([measures.Measurement(measures.IN_FLIGHT, 1)])
+        started = time.perf_counter()
+        try:
+            outcome = await asyncio.to_thread(self.reconcile, key, body)
+        except Conflict:
+            self._record(measures.reconciled(time.perf_counter() - started, "conflict"))
+            raise
+        except Exception as exc:
+            self._record(measures.reconciled(time.perf_counter() - started, "error", type(exc).__name__))
+            raise
+        finally:
+            self._record([measures.Measurement(measures.IN_FLIGHT, -1)])
+        self._record(measures.reconciled(time.perf_counter() - started, "ok"))
+        return outcome
+
+    def _record(self, measurements: Sequence[measures.Measurement]) -> None:
+        if self.metrics is not None:
+            self.metrics.record(measurements)
+
+    def gauges(self) -> list[measures.Measurement]:
+        """The observed metrics, from the view (which the watches rebuild after a restart)."""
+        return [*measures.runs(self.view.run_states()), *measures.workers(self.view.pod_phases())]
+
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
             self.view.remember(key, outcome.body)
@@ -294,7 +330,7 @@ class Operator:
         events = self._observe(subject, flow, status)
         decision = executor.advance(flow, subject.run, status, events, now)
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
-            outcome = self._carry_out(subject, flow, decision, events)
+            outcome = self._carry_out(subject, flow, decision, events, status)
         if subject.pending_wake is not None:  # a pod that has not started: look again at its deadline
             outcome.wake_at = min(subject.pending_wake, outcome.wake_at or subject.pending_wake)
         return outcome
@@ -347,12 +383,14 @@ class Operator:
         """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
         return self.fine.reconcile(run, change) if self.fine is not None and change is not None else nullcontext()
 
-    def _carry_out(self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any]) -> Outcome:
+    def _carry_out(
+        self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any], before: ExecutionStatus
+    ) -> Outcome:
         """Commit the decision, then act on it: stop, create, clean up, export."""
         status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
         if decision.changed or self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, before)
             if status.state.terminal and decision.changed:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
@@ -415,7 +453,7 @@ class Operator:
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):
             outcome = Outcome()
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, None)
             outcome.events.append(notices.started(status, subject.run, flow_name))
             self._create(subject, outcome.body, actions)
             self._export(outcome)
@@ -425,7 +463,7 @@ class Operator:
         """A finished execution: retry a failed export, then clean-up and TTL."""
         outcome = Outcome(finished=True)
         if self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.body, outcome.export = self._commit(subject, status, status)
             self._export(outcome)
         self._cleanup(subject, status)
         ttl = self.config.execution_ttl_seconds
@@ -444,10 +482,14 @@ class Operator:
         """Spans of committed changes not confirmed yet (an export failed, or the operator died before)."""
         return self._exporting() and span_export.pending(status)
 
-    def _commit(self, subject: Subject, status: ExecutionStatus) -> tuple[dict[str, Any], Export | None]:
+    def _commit(
+        self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus | None
+    ) -> tuple[dict[str, Any], Export | None]:
         """Store the status with the span watermark where it was (it moves only once an export is confirmed);
         the stored body, and the spans to export once this change's pods exist (so tracing adds nothing
-        between one task and the next)."""
+        between one task and the next). Once stored, the metrics of the changes since `before` (the status
+        that was read) are recorded: the commit is their one moment, so a restarted operator never records
+        them again."""
         if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
             status = status.model_copy(update={"exported": span_export.last_change(status)})
         body = dict(subject.execution)
@@ -455,6 +497,8 @@ class Operator:
                                                self.config.traces)  # fmt: skip
         resources.check_status_size(body["status"], subject.name)
         stored = self.kube.replace_status("executions", body)
+        self._record(measures.committed(subject.run, subject.flow, before, status, traced=self._exporting(),
+                                        run_ids=self.config.metrics_run_ids))  # fmt: skip
         if not self._exporting():
             return stored, None
         plan = span_export.plan(subject.run, subject.flow, status, self.confirmed.get(subject.run.uid, 0))
@@ -469,7 +513,10 @@ class Operator:
         if export is None or outcome.body is None:
             return
         plan = export.plan
-        if plan.spans and (self.exporter is None or not self.exporter.export(plan.spans)):
+        ok = not plan.spans or (self.exporter is not None and self.exporter.export(plan.spans))
+        if plan.spans:
+            self._record(measures.exported(sum(1 for span in plan.spans if span.sampled), ok))
+        if not ok:
             log.warning("exporting %d spans of %s failed; retrying in %ss", len(plan.spans), export.execution,
                         RETRY_EXPORT_AFTER)  # fmt: skip
             self._wake(outcome, RETRY_EXPORT_AFTER)
@@ -568,7 +615,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     fine = None
     if config.traces == TraceLevel.FINE:
         fine = FineTracer(tracer_provider_from_env("flowpods"))
-    OPERATOR = Operator(config, Kube(), exporter, fine)
+    metrics = metrics_from_env(default_service="flowpods")
+    observe = None
+    if metrics is not None:
+        record = metrics.record
+
+        def observe(method: str, code: int, seconds: float) -> None:
+            record([measures.k8s_request(method, code, seconds)])
+
+    OPERATOR = Operator(config, Kube(observe=observe), exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -608,6 +663,8 @@ def shutdown(**_: Any) -> None:
         OPERATOR.exporter.shutdown()
     if OPERATOR is not None and OPERATOR.fine is not None:
         OPERATOR.fine.provider.shutdown()
+    if OPERATOR is not None and OPERATOR.metrics is not None:
+        OPERATOR.metrics.shutdown()
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "executions")

@@ -11,6 +11,8 @@ from collections import defaultdict
 from typing import Any
 
 from flowpods.core.model import flow_document
+from flowpods.core.status import State
+from flowpods.kube.resources import flow_ref
 
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 Body = dict[str, Any]
@@ -70,6 +72,22 @@ class View:
         """Keep the newer of what the view holds and `body` (a watch event may arrive after a write's answer)."""
         if newer(body, self.executions.get(key)):
             self.executions[key] = body
+
+    def run_states(self) -> list[tuple[str, State | None]]:
+        """(flow id, state) of every Execution in view; None before its first status (CREATED). Called from the
+        metrics endpoint's thread: it reads a copy of the view."""
+        found: list[tuple[str, State | None]] = []
+        for body in list(self.executions.values()):
+            status = body.get("status") or {}
+            flow_id = (status.get("flow") or {}).get("id") or flow_ref(body)
+            found.append((str(flow_id), State(status["state"]) if status.get("state") else None))
+        return found
+
+    def pod_phases(self) -> list[str | None]:
+        """The phase of every worker pod in view (a copy, like run_states)."""
+        return [
+            (pod.get("status") or {}).get("phase") for pods in list(self.pods.values()) for pod in list(pods.values())
+        ]
 
     def flow_resource_for(self, namespace: str, flow_namespace: str, flow_id: str) -> str | None:
         """The Flow resource (in this Kubernetes namespace) holding the Kestra flow namespace.id."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowpods.core.status import State
 from flowpods.kube.view import View
 
 
@@ -58,3 +59,22 @@ class TestFlows:
         assert view.flow_resource_for("other", "company", "child") is None
         view.saw_flow("DELETED", {"metadata": {"name": "child-flow", "namespace": "team"}})
         assert view.flow_resource_for("team", "company", "child") is None
+
+
+class TestWhatMetricsRead:
+    def test_each_execution_gives_its_flow_and_state_the_flow_from_its_snapshot_else_its_reference(self) -> None:
+        view = View()
+        view.saw_execution("ADDED", body("new", 1, spec={"flowRef": {"name": "orders-resource"}}))
+        view.saw_execution("ADDED", body("queued", 2, spec={"flowRef": {"name": "orders-resource"}},
+                                         status={"state": "QUEUED", "flow": {"id": "orders"}}))  # fmt: skip
+        assert sorted(view.run_states(), key=str) == sorted(
+            [("orders-resource", None), ("orders", State.QUEUED)], key=str
+        )
+
+    def test_pods_in_view_give_their_phases_and_deleted_ones_none(self) -> None:
+        view = View()
+        view.saw_pod("ADDED", body("a", 1, owner="ex", status={"phase": "Running"}))
+        view.saw_pod("ADDED", body("b", 2, owner="ex", status={"phase": "Succeeded"}))
+        view.saw_pod("ADDED", body("c", 3, owner="ex"))
+        view.saw_pod("DELETED", body("c", 4, owner="ex"))
+        assert sorted(view.pod_phases()) == ["Running", "Succeeded"]
