@@ -61,3 +61,28 @@ def test_help_explains_the_local_runtime():
     result = flowpods("run", "--help")
     assert result.returncode == 0
     assert "without a container" in result.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
+
+
+def test_validate_prints_warnings_and_refusals_with_their_reason(tmp_path):
+    hooked = tmp_path / "hooked.yaml"
+    hooked.write_text(
+        "id: hooked\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    message: x\n"
+        "triggers:\n  - id: hook\n    type: Webhook\n    key: short\n"
+    )
+    result = flowpods("validate", str(hooked))
+    said = " ".join(result.stderr.split())  # rich wraps lines when not on a terminal
+    assert result.returncode == 0
+    assert "⚠" in said and "the webhook key has 5 characters" in said
+    paused = tmp_path / "paused.yaml"
+    paused.write_text("id: p\nnamespace: team\ntasks:\n  - id: wait\n    type: io.kestra.plugin.core.flow.Pause\n")
+    result = flowpods("validate", str(paused))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2
+    assert "task 'wait' (io.kestra.plugin.core.flow.Pause): not yet supported: Pause" in said
+
+
+def test_a_repeated_yaml_key_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("id: twice\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    message: x\n    message: y\n")
+    result = flowpods("validate", str(twice))
+    assert result.returncode == 2 and "duplicate key 'message'" in " ".join(result.stderr.split())

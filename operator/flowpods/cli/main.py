@@ -167,6 +167,8 @@ def _validate(files: list[str]) -> int:
         try:
             flow = load_flow_file(name)
             console.print(f"[green]✔[/] {escape(name)}: {flow.namespace}.{flow.id}, {len(flow.all_tasks())} tasks")
+            for warning in flow.warnings():
+                console.print(f"[yellow]⚠[/] {escape(name)}: {escape(warning)}")
         except FlowError as exc:
             status = EXIT_BAD_INPUT
             for problem in exc.problems:

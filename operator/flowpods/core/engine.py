@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from flowpods.core import ids
-from flowpods.core.inputs import coerce, resolve_inputs
+from flowpods.core.inputs import coerce, nested, resolve_inputs
 from flowpods.core.model import (
+    Dag,
+    Each,
     Flow,
+    Flowable,
     FlowError,
-    ForEach,
     If,
     Input,
     Parallel,
@@ -277,7 +279,7 @@ def render_context(
         else:
             outputs.setdefault(tr.taskId, {})[tr.value] = tr.outputs
     context: dict[str, Any] = {
-        "inputs": status.inputs,
+        "inputs": nested(status.inputs),
         "outputs": outputs,
         "vars": flow.variables,
         "execution": {
@@ -306,9 +308,15 @@ def render_context(
     return context
 
 
+# The task types the executor runs itself (every other accepted type runs in a worker).
+EXECUTOR_TASKS: tuple[type[TaskBase], ...] = (Subflow, Sequential, Parallel, If, Switch, Each, Dag)
+
 MAX_SUBFLOW_DEPTH = 10  # a flow that calls itself must end, not fill the cluster
 
-WORKER_FIELDS_EXCLUDED = {"id", "type", "retry", "timeout", "allowFailure", "disabled", "description"}
+WORKER_FIELDS_EXCLUDED = {
+    "id", "type", "retry", "timeout", "allowFailure", "allowWarning", "disabled", "description", "runIf",
+    "logLevel", "logToFile", "workerGroup",
+}  # fmt: skip
 
 
 class _Machine:
@@ -375,18 +383,19 @@ class _Machine:
         if event.success:
             attempt.state = State.SUCCESS
             tr.outputs = event.outputs
-            warn = task.retry is not None and task.retry.warningOnRetry and attempt.number > 1
+            retry = self.flow.retry_of(task)
+            warn = retry is not None and retry.warningOnRetry and attempt.number > 1
             self._finish_taskrun(tr, State.WARNING if warn else State.SUCCESS, event.at)
             return
         attempt.state = State.FAILED
         attempt.reason = event.reason or (f"exit code {event.exitCode}" if event.exitCode is not None else "failed")
         if event.timedOut and not attempt.reason.lower().startswith("timeout"):
             attempt.reason = f"timeout: {attempt.reason}"
-        retry = task.retry
+        retry = self.flow.retry_of(task)
         first_start = tr.attempts[0].startedAt or tr.attempts[0].createdAt
         if (
             retry is not None
-            and attempt.number < retry.maxAttempts
+            and retry.allows(attempt.number + 1)
             and self.status.state == State.RUNNING
             and (retry.maxDuration is None or event.at - first_start < retry.maxDuration)
         ):
@@ -491,9 +500,11 @@ class _Machine:
                 final, reason = State.FAILED, f"flow output: {exc}"
             except ValueError as exc:
                 final, reason = State.FAILED, f"flow output: {exc}"
+        if self.flow.afterExecution and self._drive_list(self.flow.afterExecution, None, None) == State.RUNNING:
+            return  # they run once the final state is known, and do not change it
         self._end_execution(final, self.now, reason)
 
-    def _drive_list(self, tasks: list[TaskBase], parent: TaskRun | None, value: str | None) -> State:
+    def _drive_list(self, tasks: Sequence[TaskBase], parent: TaskRun | None, value: str | None) -> State:
         """Run the tasks in order; return the list's state (RUNNING until all ended or one failed)."""
         result = State.SUCCESS
         for task in tasks:
@@ -517,13 +528,15 @@ class _Machine:
         elif isinstance(task, Subflow):
             self._drive_subflow(task, tr)
         elif isinstance(task, Sequential):
-            self._settle(tr, self._drive_list(task.tasks, tr, tr.value))
+            self._settle_flowable(task, tr, self._drive_list(task.tasks, tr, tr.value))
         elif isinstance(task, Parallel):
             self._drive_parallel(task, tr)
         elif isinstance(task, If | Switch):
             self._drive_branch(task, tr)
-        elif isinstance(task, ForEach):
+        elif isinstance(task, Each):
             self._drive_foreach(task, tr)
+        elif isinstance(task, Dag):
+            self._drive_dag(task, tr)
         return tr.state
 
     def _drive_worker(self, task: TaskBase, tr: TaskRun) -> None:
@@ -595,6 +608,8 @@ class _Machine:
         try:
             inputs = render(task.inputs, context)
             labels = {str(k): str(v) for k, v in render(task.labels, context).items()}
+            if task.inheritLabels:
+                labels = {**self.flow.labels, **self.run.labels, **labels}
         except RenderError as exc:
             return str(exc)
         return StartSubflow(
@@ -621,7 +636,27 @@ class _Machine:
             if any(s.failed for s in states.values()) or (task.concurrency and running >= task.concurrency):
                 break
             states[child.id] = self._drive_task(child, self._create_taskrun(child, tr, tr.value))
-        self._settle(tr, self._join(states.values(), complete=len(states) == len(children)))
+        self._settle_flowable(task, tr, self._join(states.values(), complete=len(states) == len(children)))
+
+    def _drive_dag(self, task: Dag, tr: TaskRun) -> None:
+        """Start each task once every task it depends on succeeded; at most `concurrent` at once (0: all)."""
+        entries = [entry for entry in task.tasks if not entry.task.disabled]
+        enabled = {entry.task.id for entry in entries}
+        states: dict[str, State] = {}
+        for entry in entries:
+            existing = self._find(entry.task, tr, tr.value)
+            if existing is not None:
+                states[entry.task.id] = self._drive_task(entry.task, existing)
+        for entry in entries:
+            if entry.task.id in states or any(s.failed for s in states.values()):
+                continue
+            running = sum(1 for s in states.values() if not s.terminal)
+            if task.concurrent and running >= task.concurrent:
+                break
+            deps = [dep for dep in entry.dependsOn if dep in enabled]
+            if all(dep in states and states[dep].terminal and not states[dep].failed for dep in deps):
+                states[entry.task.id] = self._drive_task(entry.task, self._create_taskrun(entry.task, tr, tr.value))
+        self._settle_flowable(task, tr, self._join(states.values(), complete=len(states) == len(entries)))
 
     def _drive_branch(self, task: If | Switch, tr: TaskRun) -> None:
         if tr.branch is None:
@@ -645,9 +680,9 @@ class _Machine:
                 if tr.branch.startswith("case:")
                 else (task.defaults)
             )
-        self._settle(tr, self._drive_list(tasks, tr, tr.value))
+        self._settle_flowable(task, tr, self._drive_list(tasks, tr, tr.value))
 
-    def _drive_foreach(self, task: ForEach, tr: TaskRun) -> None:
+    def _drive_foreach(self, task: Each, tr: TaskRun) -> None:
         if tr.iterations is None:
             try:
                 tr.iterations = self._foreach_values(task, tr)
@@ -662,23 +697,27 @@ class _Machine:
             if (tr.id, value) in self.scopes:
                 continue
             running = sum(1 for s in states if not s.terminal)
-            if any(s.failed for s in states) or (task.concurrencyLimit and running >= task.concurrencyLimit):
+            limit = task.each_limit()
+            if any(s.failed for s in states) or (limit and running >= limit):
                 break
             states.append(self._drive_list(task.tasks, tr, value))
-        self._settle(tr, self._join(states, complete=len(states) == len(tr.iterations)))
+        self._settle_flowable(task, tr, self._join(states, complete=len(states) == len(tr.iterations)))
 
-    def _foreach_values(self, task: ForEach, tr: TaskRun) -> list[str]:
+    def _foreach_values(self, task: Each, tr: TaskRun) -> list[str]:
         context = render_context(self.flow, self.run, self.status, self.now, task, tr)
-        if isinstance(task.values, str):
-            text = render_string(task.values, context)
+        source = task.each_values()
+        if isinstance(source, str):
+            text = render_string(source, context)
             try:
                 values = json.loads(text)
             except json.JSONDecodeError:
                 raise ValueError(f"ForEach values must render to a JSON list; got '{text[:100]}'") from None
         else:
-            values = render(task.values, context)
+            values = render(source, context)
         if not isinstance(values, list):
             raise ValueError(f"ForEach values must be a list, not {type(values).__name__}")
+        if any(v is None for v in values):
+            raise ValueError("ForEach values must not contain null")
         as_text = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
         if len(set(as_text)) != len(as_text):
             raise ValueError("ForEach values must be distinct")
@@ -719,7 +758,39 @@ class _Machine:
         self.scopes.add((parent_id, value))
         self.created.append(tr.taskId if value is None else f"{tr.taskId}[{value}]")
         self.touched = True
+        if task.runIf is not None:
+            self._run_if(task, tr)
         return tr
+
+    def _run_if(self, task: TaskBase, tr: TaskRun) -> None:
+        """Kestra's runIf: a condition that renders false skips the task run (SKIPPED)."""
+        context = render_context(self.flow, self.run, self.status, self.now, task, tr)
+        try:
+            run = is_truthy(render_string(task.runIf or "", context))
+        except RenderError as exc:
+            self._fail_taskrun(tr, task, f"runIf: {exc}", self.now)
+            return
+        if not run:
+            self._finish_taskrun(tr, State.SKIPPED, self.now)
+
+    def _settle_flowable(self, task: Flowable, tr: TaskRun, state: State) -> None:
+        """A flowable's own `errors` run when its tasks failed, then its `finally`; it ends as its tasks did
+        (FAILED even when `errors` succeeded), or FAILED if `finally` failed."""
+        if not state.terminal:
+            return
+        if state.failed and state != State.KILLED and task.errors:
+            handled = self._drive_list(task.errors, tr, tr.value)
+            if not handled.terminal:
+                return
+        if task.finally_ and state != State.KILLED:
+            closing = self._drive_list(task.finally_, tr, tr.value)
+            if not closing.terminal:
+                return
+            if closing.failed and not state.failed:
+                state = State.FAILED
+            elif closing == State.WARNING and state == State.SUCCESS:
+                state = State.WARNING
+        self._settle(tr, state)
 
     def _settle(self, tr: TaskRun, state: State) -> None:
         if state.terminal:
@@ -742,6 +813,8 @@ class _Machine:
     def _finish_taskrun(self, tr: TaskRun, state: State, at: datetime) -> None:
         if tr.state.terminal:
             return
+        if state == State.WARNING and self.flow.task(tr.taskId).allowWarning:
+            state = State.SUCCESS
         tr.set_state(state, at)
         tr.retryAt = None
         tr.closedIn = self.n

@@ -90,7 +90,10 @@ def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any]
         condition = {"type": "Ready", "status": "False", "reason": "Invalid", "message": message}
         flow, problem = None, message
     else:
-        condition = {"type": "Ready", "status": "True", "reason": "Valid", "message": "the flow is valid"}
+        warnings = flow.warnings()
+        message = "the flow is valid" + (f"; warnings: {'; '.join(warnings)}" if warnings else "")
+        reason = "ValidWithWarnings" if warnings else "Valid"
+        condition = {"type": "Ready", "status": "True", "reason": reason, "message": message}
         problem = None
     condition.update(lastTransitionTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation)
     status: dict[str, Any] = {

@@ -29,11 +29,35 @@ def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML where a key repeated in one mapping is an error (PyYAML keeps the last one silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if isinstance(key, list | dict):
+            continue  # unhashable keys are refused by the flow model anyway
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str) -> list[Any]:
+    """The documents of a YAML text; a repeated key is an error, as in Kestra."""
+    return list(yaml.load_all(text, Loader=_UniqueKeyLoader))  # a SafeLoader subclass
+
+
 def load_flow_file(path: str | Path) -> Flow:
     """Load one flow; a FlowError names the file and what is wrong."""
     path = Path(path)
     try:
-        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+        documents = [doc for doc in parse_yaml(path.read_text()) if doc is not None]
     except OSError as exc:
         raise FlowError([f"{path}: {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
