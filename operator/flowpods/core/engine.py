@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from flowpods.core import ids
 from flowpods.core.inputs import coerce, nested, resolve_inputs
@@ -28,6 +28,7 @@ from flowpods.core.model import (
     If,
     Input,
     Parallel,
+    Pause,
     Python,
     Sequential,
     Shell,
@@ -309,7 +310,11 @@ def render_context(
 
 
 # The task types the executor runs itself (every other accepted type runs in a worker).
-EXECUTOR_TASKS: tuple[type[TaskBase], ...] = (Subflow, Sequential, Parallel, If, Switch, Each, Dag)
+EXECUTOR_TASKS: tuple[type[TaskBase], ...] = (Subflow, Sequential, Parallel, If, Switch, Each, Dag, Pause)
+ACTIVE = (State.RUNNING, State.PAUSED)  # an execution that still drives its tasks
+
+WAITING = (State.RETRYING, State.PAUSED)  # task runs whose retryAt is when they go on
+PAUSE_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 MAX_SUBFLOW_DEPTH = 10  # a flow that calls itself must end, not fill the cluster
 
@@ -396,7 +401,7 @@ class _Machine:
         if (
             retry is not None
             and retry.allows(attempt.number + 1)
-            and self.status.state == State.RUNNING
+            and self.status.state in ACTIVE
             and (retry.maxDuration is None or event.at - first_start < retry.maxDuration)
         ):
             tr.set_state(State.RETRYING, event.at)
@@ -442,7 +447,7 @@ class _Machine:
         self._end_execution(State.KILLED, event.at, "killed")
 
     def _on_tick(self, event: Tick) -> None:
-        return
+        return  # time is `now`: drive() starts what is due
 
     @staticmethod
     def _where(attempt: Attempt, event: _AttemptEvent) -> None:
@@ -461,16 +466,27 @@ class _Machine:
     # -- driving: start what should run next ----------------------------------------------------------
 
     def drive(self) -> None:
-        if self.status.state != State.RUNNING:
+        if self.status.state not in ACTIVE:
             return
         for _ in range(100):  # executor-side tasks can complete at once; settle them
             before = (len(self.status.taskRuns), len(self.finished), self.status.state)
             self._drive_flow()
             if (len(self.status.taskRuns), len(self.finished), self.status.state) == before:
                 break
+        self._paused_or_running()
+
+    def _paused_or_running(self) -> None:
+        """Kestra's execution is PAUSED while one of its task runs is, RUNNING otherwise."""
+        if self.status.state not in ACTIVE:
+            return
+        paused = any(tr.state == State.PAUSED for tr in self.status.taskRuns)
+        wanted = State.PAUSED if paused else State.RUNNING
+        if self.status.state != wanted:
+            self.status.set_state(wanted, self.now)
+            self.touched = True
 
     def _drive_flow(self) -> None:
-        if self.status.state != State.RUNNING:
+        if self.status.state not in ACTIVE:
             return
         main = self._drive_list(self.flow.tasks, None, None)
         if main == State.RUNNING:
@@ -537,7 +553,44 @@ class _Machine:
             self._drive_foreach(task, tr)
         elif isinstance(task, Dag):
             self._drive_dag(task, tr)
+        elif isinstance(task, Pause):
+            self._drive_pause(task, tr)
         return tr.state
+
+    def _drive_pause(self, task: Pause, tr: TaskRun) -> None:
+        """PAUSED for the rendered duration; then RESUME runs its tasks, WARN, CANCEL or FAIL end it so."""
+        if tr.branch is None:
+            context = render_context(self.flow, self.run, self.status, self.now, task, tr)
+            try:
+                text = render_string(task.duration or "", context)
+                duration = PAUSE_DURATION.validate_python(text.strip().upper())
+            except RenderError as exc:
+                self._fail_taskrun(tr, task, str(exc), self.now)
+                return
+            except ValidationError:
+                self._fail_taskrun(tr, task, f"pauseDuration '{text}' is not an ISO-8601 duration", self.now)
+                return
+            tr.branch = "paused"
+            tr.retryAt = self.now + duration
+            tr.set_state(State.PAUSED, self.now)
+            self.touched = True
+        if tr.state == State.PAUSED:
+            if tr.retryAt is not None and self.now < tr.retryAt:
+                return
+            tr.retryAt = None
+            tr.branch = "resumed"
+            tr.set_state(State.RUNNING, self.now)
+            self.touched = True
+            if task.behavior == "FAIL":
+                self._fail_taskrun(tr, task, "the pause ended (behavior FAIL)", self.now)
+                return
+            if task.behavior == "CANCEL":
+                self._finish_taskrun(tr, State.CANCELLED, self.now)
+                return
+            if task.behavior == "WARN":
+                self._finish_taskrun(tr, State.WARNING, self.now)
+                return
+        self._settle_flowable(task, tr, self._drive_list(task.tasks, tr, tr.value))
 
     def _drive_worker(self, task: TaskBase, tr: TaskRun) -> None:
         if tr.attempts and not tr.attempts[-1].state.terminal:
@@ -854,6 +907,6 @@ class _Machine:
                     finished=self.finished,
                 )
             )
-        waits = [tr.retryAt for tr in self.status.taskRuns if tr.state == State.RETRYING and tr.retryAt]
+        waits = [tr.retryAt for tr in self.status.taskRuns if tr.state in WAITING and tr.retryAt]
         wake = min(waits) if waits and not self.status.state.terminal else None
         return Decision(status=self.status, actions=self.actions, wakeAt=wake, changed=changed)

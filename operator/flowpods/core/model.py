@@ -546,16 +546,32 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 class Pause(Flowable):
+    """Pause the execution for `pauseDuration` (Kestra's older `delay`), then apply `behavior`."""
+
     type: _names("Pause", "io.kestra.plugin.core.flow.Pause", "io.kestra.core.tasks.flows.Pause")
-    not_yet = "Pause (a paused execution needs execution controls to resume it)"
     delay: str | None = Field(default=None, description="Kestra's older name of pauseDuration")
-    pauseDuration: str | None = None
+    pauseDuration: str | None = Field(default=None, description="A duration, or a template rendering one")
     behavior: Literal["RESUME", "WARN", "CANCEL", "FAIL"] = "RESUME"
     onResume: list[Input] = Field(default_factory=list)
     tasks: list[AnyTask] = Field(default_factory=list)
 
     def branches(self) -> list[list[TaskBase]]:
         return [list(self.tasks)]
+
+    @property
+    def duration(self) -> str | None:
+        return self.pauseDuration or self.delay
+
+    def not_runnable(self) -> list[str]:
+        problems = super().not_runnable()
+        if self.duration is None:
+            problems.append(
+                "not yet supported: a Pause without pauseDuration waits to be resumed, "
+                "and resuming needs execution controls, not available yet"
+            )
+        if self.onResume:
+            problems.append("field 'onResume': not yet supported (inputs given when resuming)")
+        return problems
 
 
 class CheckFrequency(Strict):

@@ -20,6 +20,7 @@ class State(StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     RETRYING = "RETRYING"
+    PAUSED = "PAUSED"
     KILLING = "KILLING"
     SUCCESS = "SUCCESS"
     WARNING = "WARNING"
