@@ -78,7 +78,7 @@ def test_validate_prints_warnings_and_refusals_with_their_reason(tmp_path):
     result = flowpods("validate", str(paused))
     said = " ".join(result.stderr.split())
     assert result.returncode == 2
-    assert "task 'wait' (io.kestra.plugin.core.flow.Pause): not yet supported: Pause" in said
+    assert "task 'wait' (io.kestra.plugin.core.flow.Pause): not yet supported: a Pause without pauseDuration" in said
 
 
 def test_a_repeated_yaml_key_is_refused(tmp_path):

@@ -622,3 +622,37 @@ class TestPause:
         sim.send(Kill(at=sim.now))
         assert sim.status.state == State.KILLED and sim.taskruns("wait")[0].state == State.KILLED
         assert sim.wake is None
+
+
+class TestSLA:
+    def test_max_duration_fails_a_long_execution_and_stops_what_runs(self):
+        flow = make_flow([log("slow")], sla=[{"id": "quick", "type": "MAX_DURATION", "behavior": "FAIL",
+                                              "duration": "PT10S"}])  # fmt: skip
+        sim = Simulation(flow)
+        assert sim.wake == T0 + timedelta(seconds=10)
+        sim.tick_to_wake()
+        assert sim.status.state == State.FAILED
+        assert sim.status.error == "SLA 'quick' violated: the execution ran longer than PT10S"
+        assert sim.taskruns("slow")[0].state == State.KILLED and sim.running() == []
+
+    def test_an_execution_within_its_max_duration_is_untouched(self):
+        flow = make_flow([log("fast")], sla=[{"id": "quick", "type": "MAX_DURATION", "behavior": "CANCEL",
+                                              "duration": "PT10S"}])  # fmt: skip
+        sim = Simulation(flow)
+        sim.finish("fast")
+        assert sim.status.state == State.SUCCESS and sim.wake is None
+
+    def test_a_false_assertion_cancels_the_execution_when_it_ends(self):
+        flow = make_flow(
+            [log("a")],
+            inputs=[{"id": "mode", "type": "STRING"}],
+            sla=[{"id": "check", "type": "EXECUTION_ASSERTION", "behavior": "CANCEL",
+                  "assert": "{{ inputs.mode != 'x' }}"}],
+        )  # fmt: skip
+        sim = Simulation(flow, {"mode": "x"})
+        sim.finish("a")
+        assert sim.status.state == State.CANCELLED
+        assert sim.status.error == "SLA 'check' violated: {{ inputs.mode != 'x' }} is false"
+        ok = Simulation(flow, {"mode": "y"})
+        ok.finish("a")
+        assert ok.status.state == State.SUCCESS

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from flowpods.core import ids
 from flowpods.core.inputs import coerce, nested, resolve_inputs
 from flowpods.core.model import (
+    SLA,
     Dag,
     Each,
     Flow,
@@ -191,6 +192,10 @@ def traceparent_of(run: RunInfo, span_id: str) -> str:
 
 def taskrun_id(run: RunInfo, task_id: str, parent_id: str | None, value: str | None) -> str:
     return ids.short_id(run.uid, task_id, parent_id or "", value if value is not None else "\x00")
+
+
+def ids_duration(value: timedelta) -> str:
+    return PAUSE_DURATION.dump_python(value, mode="json")
 
 
 def dns_label(text: str, limit: int) -> str:
@@ -430,6 +435,12 @@ class _Machine:
             return
         self.touched = True
         self.status.set_state(State.KILLING, event.at)
+        self._stop_everything(event.at)
+        self._end_execution(State.KILLED, event.at, "killed")
+
+    def _stop_everything(self, at: datetime) -> None:
+        """Stop every attempt and child execution under way; their task runs end KILLED."""
+        event = Tick(at=at)
         for tr in self.status.taskRuns:
             if tr.state.terminal:
                 continue
@@ -444,7 +455,6 @@ class _Machine:
                 self.actions.append(KillSubflow(taskRunId=tr.id, name=tr.child))
             tr.retryAt = None
             self._finish_taskrun(tr, State.KILLED, event.at)
-        self._end_execution(State.KILLED, event.at, "killed")
 
     def _on_tick(self, event: Tick) -> None:
         return  # time is `now`: drive() starts what is due
@@ -467,6 +477,8 @@ class _Machine:
 
     def drive(self) -> None:
         if self.status.state not in ACTIVE:
+            return
+        if self._sla_exceeded():
             return
         for _ in range(100):  # executor-side tasks can complete at once; settle them
             before = (len(self.status.taskRuns), len(self.finished), self.status.state)
@@ -516,9 +528,43 @@ class _Machine:
                 final, reason = State.FAILED, f"flow output: {exc}"
             except ValueError as exc:
                 final, reason = State.FAILED, f"flow output: {exc}"
+        if not final.failed:
+            final, reason = self._sla_assertions(final, reason)
         if self.flow.afterExecution and self._drive_list(self.flow.afterExecution, None, None) == State.RUNNING:
             return  # they run once the final state is known, and do not change it
         self._end_execution(final, self.now, reason)
+
+    # -- service-level agreements ---------------------------------------------------------------------
+
+    def _sla_deadlines(self) -> list[tuple[SLA, datetime]]:
+        start = self.status.startDate or self.run.createdAt
+        return [(sla, start + sla.duration) for sla in self.flow.sla if sla.type == "MAX_DURATION" and sla.duration]
+
+    def _sla_exceeded(self) -> bool:
+        """A MAX_DURATION SLA that passed ends the execution (FAIL: FAILED, CANCEL: CANCELLED; NONE: nothing)."""
+        for sla, deadline in self._sla_deadlines():
+            if sla.behavior != "NONE" and self.now >= deadline:
+                self._stop_everything(self.now)
+                state = State.CANCELLED if sla.behavior == "CANCEL" else State.FAILED
+                self._end_execution(state, self.now, f"SLA '{sla.id}' violated: the execution ran longer than "
+                                    f"{ids_duration(sla.duration)}")  # fmt: skip
+                return True
+        return False
+
+    def _sla_assertions(self, final: State, reason: str | None) -> tuple[State, str | None]:
+        """EXECUTION_ASSERTION SLAs are checked when the execution ends; a false one FAILs or CANCELs it."""
+        for sla in self.flow.sla:
+            if sla.type != "EXECUTION_ASSERTION" or sla.behavior == "NONE" or not sla.assert_:
+                continue
+            context = render_context(self.flow, self.run, self.status, self.now)
+            try:
+                holds = is_truthy(render_string(sla.assert_, context))
+            except RenderError as exc:
+                return State.FAILED, f"SLA '{sla.id}': {exc}"
+            if not holds:
+                state = State.CANCELLED if sla.behavior == "CANCEL" else State.FAILED
+                return state, f"SLA '{sla.id}' violated: {sla.assert_} is false"
+        return final, reason
 
     def _drive_list(self, tasks: Sequence[TaskBase], parent: TaskRun | None, value: str | None) -> State:
         """Run the tasks in order; return the list's state (RUNNING until all ended or one failed)."""
@@ -908,5 +954,6 @@ class _Machine:
                 )
             )
         waits = [tr.retryAt for tr in self.status.taskRuns if tr.state in WAITING and tr.retryAt]
+        waits += [deadline for sla, deadline in self._sla_deadlines() if sla.behavior != "NONE"]
         wake = min(waits) if waits and not self.status.state.terminal else None
         return Decision(status=self.status, actions=self.actions, wakeAt=wake, changed=changed)

@@ -886,12 +886,22 @@ class Listener(Strict):
 
 
 class SLA(Strict):
+    """Kestra's service-level agreement: a longest duration, or an assertion checked when the execution ends."""
+
     id: TaskId
     type: Literal["MAX_DURATION", "EXECUTION_ASSERTION"]
     behavior: Literal["FAIL", "CANCEL", "NONE"]
     duration: Duration | None = None
     assert_: str | None = Field(default=None, alias="assert")
     labels: dict[str, Text] | list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _what_it_checks(self) -> SLA:
+        if self.type == "MAX_DURATION" and self.duration is None:
+            raise ValueError("a MAX_DURATION SLA needs a `duration`")
+        if self.type == "EXECUTION_ASSERTION" and not self.assert_:
+            raise ValueError("an EXECUTION_ASSERTION SLA needs an `assert`")
+        return self
 
 
 class PluginDefault(Strict):
@@ -1011,13 +1021,15 @@ class Flow(Strict):
             problems.append("field 'workerGroup': worker groups are a Kestra Enterprise feature, not available")
         if self.listeners:
             problems.append("field 'listeners': not yet supported (deprecated in Kestra: use a Flow trigger)")
-        if self.sla:
-            problems.append("field 'sla': not yet supported (service-level agreements of an execution)")
         return problems
 
     def warnings(self) -> list[str]:
         """What is accepted but does not behave as in Kestra yet, or is unsafe."""
-        return [warning for trigger in self.triggers for warning in trigger.warnings()]
+        found = [warning for trigger in self.triggers for warning in trigger.warnings()]
+        found += [
+            f"sla '{sla.id}': its labels are not set on a violating execution yet" for sla in self.sla if sla.labels
+        ]
+        return found
 
 
 # --- plugin defaults -----------------------------------------------------------------------------------
