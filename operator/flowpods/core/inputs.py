@@ -205,7 +205,7 @@ def _time_value(kind: InputType, spec: Input, raw: Any) -> str:
         limit = adapter.validate_python(bound)
         if (name == "after" and not _utc(value) > _utc(limit)) or (name == "before" and not _utc(value) < _utc(limit)):
             raise ValueError(f"{value.isoformat()} is not {name} {limit.isoformat()}")
-    return value.isoformat()
+    return str(value.isoformat())
 
 
 def _utc(value: Any) -> Any:
@@ -216,4 +216,4 @@ def _utc(value: Any) -> Any:
 
 
 def _iso_duration(value: timedelta) -> str:
-    return TypeAdapter(timedelta).dump_python(value, mode="json")
+    return str(TypeAdapter(timedelta).dump_python(value, mode="json"))

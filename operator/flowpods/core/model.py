@@ -8,9 +8,10 @@ it only says what a valid flow is, and says precisely what is wrong with an inva
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -239,7 +240,7 @@ class TaskBase(Strict):
         """The canonical (Kestra) type name."""
         return KIND_BY_CLASS[type(self)]
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         """Nested task lists (for flowable tasks), error handlers included."""
         return []
 
@@ -260,22 +261,18 @@ class Flowable(TaskBase):
     errors: list[AnyTask] = Field(default_factory=list)
     finally_: list[AnyTask] = Field(default_factory=list, alias="finally")
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return []
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         return [*self.branches(), list(self.errors), list(self.finally_)]
-
-
-def _names(short: str, *kestra: str) -> Any:
-    return Literal[(short, *kestra)]  # type: ignore[valid-type]
 
 
 LogLevel = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
 
 
 class Log(TaskBase):
-    type: _names("Log", "io.kestra.plugin.core.log.Log", "io.kestra.core.tasks.log.Log")
+    type: Literal["Log", "io.kestra.plugin.core.log.Log", "io.kestra.core.tasks.log.Log"]
     message: Text | list[Text]
     level: LogLevel = "INFO"
 
@@ -283,36 +280,36 @@ class Log(TaskBase):
 class Echo(TaskBase):
     """Kestra's deprecated Log: `format` logged at `level`."""
 
-    type: _names("Echo", "io.kestra.plugin.core.debug.Echo", "io.kestra.core.tasks.debugs.Echo")
+    type: Literal["Echo", "io.kestra.plugin.core.debug.Echo", "io.kestra.core.tasks.debugs.Echo"]
     format: Text
     level: LogLevel = "INFO"
 
 
 class Return(TaskBase):
-    type: _names("Return", "io.kestra.plugin.core.debug.Return", "io.kestra.core.tasks.debugs.Return")
+    type: Literal["Return", "io.kestra.plugin.core.debug.Return", "io.kestra.core.tasks.debugs.Return"]
     format: Text | None = None
 
 
 class OutputValues(TaskBase):
-    type: _names(
+    type: Literal[
         "OutputValues", "io.kestra.plugin.core.output.OutputValues", "io.kestra.core.tasks.outputs.OutputValues"
-    )
+    ]
     values: dict[str, Any] = Field(default_factory=dict)
 
 
 class Sleep(TaskBase):
-    type: _names("Sleep", "io.kestra.plugin.core.flow.Sleep", "io.kestra.core.tasks.flows.Sleep")
+    type: Literal["Sleep", "io.kestra.plugin.core.flow.Sleep", "io.kestra.core.tasks.flows.Sleep"]
     duration: Duration
 
 
 class Fail(TaskBase):
-    type: _names("Fail", "io.kestra.plugin.core.execution.Fail", "io.kestra.core.tasks.executions.Fail")
+    type: Literal["Fail", "io.kestra.plugin.core.execution.Fail", "io.kestra.core.tasks.executions.Fail"]
     condition: str | None = None
     errorMessage: Text = "Task failure"
 
 
 class HttpRequest(TaskBase):
-    type: _names("http.Request", "io.kestra.plugin.core.http.Request", "io.kestra.plugin.fs.http.Request")
+    type: Literal["http.Request", "io.kestra.plugin.core.http.Request", "io.kestra.plugin.fs.http.Request"]
     uri: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
     headers: dict[str, Text] = Field(default_factory=dict)
@@ -333,20 +330,20 @@ class _Script(TaskBase):
 
 
 class Shell(_Script):
-    type: _names("Shell", "io.kestra.plugin.scripts.shell.Commands")
+    type: Literal["Shell", "io.kestra.plugin.scripts.shell.Commands"]
     commands: list[Text]
 
 
 class Python(_Script):
-    type: _names("Python", "io.kestra.plugin.scripts.python.Script")
+    type: Literal["Python", "io.kestra.plugin.scripts.python.Script"]
     script: str
 
 
 class Subflow(TaskBase):
-    type: _names(
+    type: Literal[
         "Subflow", "io.kestra.plugin.core.flow.Subflow", "io.kestra.core.tasks.flows.Subflow",
         "io.kestra.core.tasks.flows.Flow",
-    )  # fmt: skip
+    ]  # fmt: skip
     runs_in_worker: ClassVar[bool] = False
     namespace: str
     flowId: str
@@ -373,24 +370,24 @@ class Subflow(TaskBase):
 
 
 class Sequential(Flowable):
-    type: _names("Sequential", "io.kestra.plugin.core.flow.Sequential", "io.kestra.core.tasks.flows.Sequential")
+    type: Literal["Sequential", "io.kestra.plugin.core.flow.Sequential", "io.kestra.core.tasks.flows.Sequential"]
     tasks: list[AnyTask] = Field(min_length=1)
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class AllowFailure(Sequential):
     """A Sequential whose failure ends WARNING: the flow goes on."""
 
-    type: _names(  # type: ignore[assignment]
+    type: Literal[  # type: ignore[assignment]
         "AllowFailure", "io.kestra.plugin.core.flow.AllowFailure", "io.kestra.core.tasks.flows.AllowFailure"
-    )
+    ]
     allowFailure: bool = True
 
 
 class Parallel(Flowable):
-    type: _names("Parallel", "io.kestra.plugin.core.flow.Parallel", "io.kestra.core.tasks.flows.Parallel")
+    type: Literal["Parallel", "io.kestra.plugin.core.flow.Parallel", "io.kestra.core.tasks.flows.Parallel"]
     tasks: list[AnyTask] = Field(min_length=1)
     concurrency: int = Field(default=0, ge=0, description="0: all at once")
 
@@ -402,22 +399,22 @@ class Parallel(Flowable):
             data.setdefault("concurrency", data.pop("concurrent"))
         return data
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class If(Flowable):
-    type: _names("If", "io.kestra.plugin.core.flow.If", "io.kestra.core.tasks.flows.If")
+    type: Literal["If", "io.kestra.plugin.core.flow.If", "io.kestra.core.tasks.flows.If"]
     condition: str
     then: list[AnyTask] = Field(min_length=1)
     else_: list[AnyTask] = Field(default_factory=list, alias="else")
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.then), list(self.else_)]
 
 
 class Switch(Flowable):
-    type: _names("Switch", "io.kestra.plugin.core.flow.Switch", "io.kestra.core.tasks.flows.Switch")
+    type: Literal["Switch", "io.kestra.plugin.core.flow.Switch", "io.kestra.core.tasks.flows.Switch"]
     value: str
     cases: dict[Text, list[AnyTask]] = Field(default_factory=dict)
     defaults: list[AnyTask] = Field(default_factory=list)
@@ -433,7 +430,7 @@ class Switch(Flowable):
             raise ValueError("a Switch needs tasks in `cases` or `defaults`; both are empty")
         return self
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [*(list[TaskBase](tasks) for tasks in self.cases.values()), list(self.defaults)]
 
 
@@ -442,7 +439,7 @@ class Each(Flowable):
 
     tasks: list[AnyTask] = Field(min_length=1)
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
     def each_values(self) -> str | list[Any]:
@@ -454,7 +451,7 @@ class Each(Flowable):
 
 
 class ForEach(Each):
-    type: _names("ForEach", "io.kestra.plugin.core.flow.ForEach", "io.kestra.core.tasks.flows.ForEach")
+    type: Literal["ForEach", "io.kestra.plugin.core.flow.ForEach", "io.kestra.core.tasks.flows.ForEach"]
     values: str | list[Any]
     concurrencyLimit: int = Field(default=1, ge=0, description="0: all iterations at once")
 
@@ -468,9 +465,9 @@ class ForEach(Each):
 class EachSequential(Each):
     """Kestra's deprecated ForEach, one value after the other."""
 
-    type: _names(
+    type: Literal[
         "EachSequential", "io.kestra.plugin.core.flow.EachSequential", "io.kestra.core.tasks.flows.EachSequential"
-    )
+    ]
     value: str | list[Any]
 
     def each_values(self) -> str | list[Any]:
@@ -483,7 +480,7 @@ class EachSequential(Each):
 class EachParallel(Each):
     """Kestra's deprecated ForEach, `concurrent` values at once (0: all)."""
 
-    type: _names("EachParallel", "io.kestra.plugin.core.flow.EachParallel", "io.kestra.core.tasks.flows.EachParallel")
+    type: Literal["EachParallel", "io.kestra.plugin.core.flow.EachParallel", "io.kestra.core.tasks.flows.EachParallel"]
     value: str | list[Any]
     concurrent: int = Field(default=0, ge=0)
 
@@ -502,7 +499,7 @@ class DagTask(Strict):
 class Dag(Flowable):
     """Tasks that start as soon as the tasks they depend on succeeded."""
 
-    type: _names("Dag", "io.kestra.plugin.core.flow.Dag", "io.kestra.core.tasks.flows.Dag")
+    type: Literal["Dag", "io.kestra.plugin.core.flow.Dag", "io.kestra.core.tasks.flows.Dag"]
     tasks: list[DagTask] = Field(min_length=1)
     concurrent: int = Field(default=0, ge=0, description="0: no limit")
 
@@ -518,7 +515,7 @@ class Dag(Flowable):
             raise ValueError(f"cyclic dependency: {' -> '.join(cycle)}")
         return self
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [[entry.task for entry in self.tasks]]
 
 
@@ -548,14 +545,14 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 class Pause(Flowable):
     """Pause the execution for `pauseDuration` (Kestra's older `delay`), then apply `behavior`."""
 
-    type: _names("Pause", "io.kestra.plugin.core.flow.Pause", "io.kestra.core.tasks.flows.Pause")
+    type: Literal["Pause", "io.kestra.plugin.core.flow.Pause", "io.kestra.core.tasks.flows.Pause"]
     delay: str | None = Field(default=None, description="Kestra's older name of pauseDuration")
     pauseDuration: str | None = Field(default=None, description="A duration, or a template rendering one")
     behavior: Literal["RESUME", "WARN", "CANCEL", "FAIL"] = "RESUME"
     onResume: list[Input] = Field(default_factory=list)
     tasks: list[AnyTask] = Field(default_factory=list)
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
     @property
@@ -581,21 +578,21 @@ class CheckFrequency(Strict):
 
 
 class WaitFor(Flowable):
-    type: _names("WaitFor", "io.kestra.plugin.core.flow.WaitFor")
+    type: Literal["WaitFor", "io.kestra.plugin.core.flow.WaitFor"]
     not_yet = "WaitFor (its tasks re-run until the condition holds; iterations are not implemented)"
     condition: str
     tasks: list[AnyTask] = Field(min_length=1)
     checkFrequency: CheckFrequency = Field(default_factory=CheckFrequency)
     failOnMaxReached: bool = False
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class WorkingDirectory(Flowable):
-    type: _names(
+    type: Literal[
         "WorkingDirectory", "io.kestra.plugin.core.flow.WorkingDirectory", "io.kestra.core.tasks.flows.WorkingDirectory"
-    )
+    ]
     not_yet = "WorkingDirectory (tasks sharing one working directory, in one pod)"
     tasks: list[AnyTask] = Field(min_length=1)
     cache: dict[str, Any] | None = None
@@ -603,12 +600,12 @@ class WorkingDirectory(Flowable):
     inputFiles: dict[str, str] | str | None = None
     outputFiles: list[str] | None = None
 
-    def branches(self) -> list[list[TaskBase]]:
+    def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class Template(TaskBase):
-    type: _names("Template", "io.kestra.plugin.core.flow.Template", "io.kestra.core.tasks.flows.Template")
+    type: Literal["Template", "io.kestra.plugin.core.flow.Template", "io.kestra.core.tasks.flows.Template"]
     runs_in_worker: ClassVar[bool] = False
     not_yet = "Template (deprecated in Kestra; stored templates are not available: use a Subflow)"
     namespace: str
@@ -618,14 +615,16 @@ class Template(TaskBase):
 
 
 class Labels(TaskBase):
-    type: _names("execution.Labels", "io.kestra.plugin.core.execution.Labels", "io.kestra.core.tasks.executions.Labels")
+    type: Literal[
+        "execution.Labels", "io.kestra.plugin.core.execution.Labels", "io.kestra.core.tasks.executions.Labels"
+    ]
     runs_in_worker: ClassVar[bool] = False
     not_yet = "execution.Labels (changing an execution's labels while it runs)"
     labels: dict[str, Any] | list[Any] | str
 
 
 class Resume(TaskBase):
-    type: _names("execution.Resume", "io.kestra.plugin.core.execution.Resume")
+    type: Literal["execution.Resume", "io.kestra.plugin.core.execution.Resume"]
     runs_in_worker: ClassVar[bool] = False
     not_yet = "execution.Resume (needs Pause and execution controls)"
     executionId: str | None = None
@@ -642,7 +641,7 @@ class _FileStorageTask(TaskBase):
 
 
 class ForEachItem(_FileStorageTask):
-    type: _names("ForEachItem", "io.kestra.plugin.core.flow.ForEachItem", "io.kestra.core.tasks.flows.ForEachItem")
+    type: Literal["ForEachItem", "io.kestra.plugin.core.flow.ForEachItem", "io.kestra.core.tasks.flows.ForEachItem"]
     runs_in_worker: ClassVar[bool] = False
     not_yet = f"ForEachItem (it splits a file of items) {FILE_STORAGE}"
     items: str
@@ -651,29 +650,29 @@ class ForEachItem(_FileStorageTask):
 
 
 class LocalFiles(_FileStorageTask):
-    type: _names(
+    type: Literal[
         "storage.LocalFiles", "io.kestra.plugin.core.storage.LocalFiles", "io.kestra.core.tasks.storages.LocalFiles"
-    )
+    ]
     not_yet = f"LocalFiles (files handed to and from a WorkingDirectory) {FILE_STORAGE}"
 
 
 class FetchLogs(_FileStorageTask):
-    type: _names("log.Fetch", "io.kestra.plugin.core.log.Fetch", "io.kestra.core.tasks.log.Fetch")
+    type: Literal["log.Fetch", "io.kestra.plugin.core.log.Fetch", "io.kestra.core.tasks.log.Fetch"]
     not_yet = f"log.Fetch (it writes the logs to a file) {FILE_STORAGE}"
 
 
 class StateSet(_FileStorageTask):
-    type: _names("state.Set", "io.kestra.plugin.core.state.Set", "io.kestra.core.tasks.states.Set")
+    type: Literal["state.Set", "io.kestra.plugin.core.state.Set", "io.kestra.core.tasks.states.Set"]
     not_yet = f"state.Set (the state is a file) {FILE_STORAGE}"
 
 
 class StateGet(_FileStorageTask):
-    type: _names("state.Get", "io.kestra.plugin.core.state.Get", "io.kestra.core.tasks.states.Get")
+    type: Literal["state.Get", "io.kestra.plugin.core.state.Get", "io.kestra.core.tasks.states.Get"]
     not_yet = f"state.Get (the state is a file) {FILE_STORAGE}"
 
 
 class StateDelete(_FileStorageTask):
-    type: _names("state.Delete", "io.kestra.plugin.core.state.Delete", "io.kestra.core.tasks.states.Delete")
+    type: Literal["state.Delete", "io.kestra.plugin.core.state.Delete", "io.kestra.core.tasks.states.Delete"]
     not_yet = f"state.Delete (the state is a file) {FILE_STORAGE}"
 
 
@@ -686,7 +685,8 @@ TASK_CLASSES: tuple[type[TaskBase], ...] = (
 
 
 def _type_names(cls: type[TaskBase]) -> tuple[str, ...]:
-    return cls.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    """The names a task class accepts in `type`: its short name first, then the Kestra ones."""
+    return get_args(cls.model_fields["type"].annotation)
 
 
 TYPE_ALIASES: dict[str, type[TaskBase]] = {name: cls for cls in TASK_CLASSES for name in _type_names(cls)}
@@ -984,7 +984,7 @@ class Flow(Strict):
         """Every task, nested ones included, in declaration order."""
         found: list[TaskBase] = []
 
-        def walk(tasks: list[TaskBase]) -> None:
+        def walk(tasks: Sequence[TaskBase]) -> None:
             for task in tasks:
                 found.append(task)
                 for branch in task.children():
@@ -1003,9 +1003,6 @@ class Flow(Strict):
     def retry_of(self, task: TaskBase) -> Retry | None:
         """The task's retry, else the flow's."""
         return task.retry or self.retry
-
-    def webhook(self, key: str) -> Webhook | None:
-        return next((t for t in self.triggers if isinstance(t, Webhook) and not t.disabled and t.key == key), None)
 
     def not_runnable(self) -> list[str]:
         """What stops flowpods from running this flow as Kestra would; each names the task or field."""
@@ -1085,6 +1082,18 @@ def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- parsing with errors a person can act on -----------------------------------------------------------
+
+
+def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
+    """The Kestra-shaped flow inside a Flow resource; `id` and `namespace` default from its metadata."""
+    is_resource = resource.get("kind") == "Flow" or {"metadata", "spec"} <= resource.keys()
+    if not is_resource or "spec" not in resource:
+        return resource
+    metadata = resource.get("metadata") or {}
+    spec = dict(resource.get("spec") or {})
+    spec.setdefault("id", metadata.get("name"))
+    spec.setdefault("namespace", metadata.get("namespace") or "default")
+    return spec
 
 
 def parse_flow(data: dict[str, Any]) -> Flow:

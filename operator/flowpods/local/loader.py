@@ -11,22 +11,10 @@ from typing import Any
 
 import yaml
 
-from flowpods.core.model import Flow, FlowError, parse_flow
+from flowpods.core.model import Flow, FlowError, flow_document, parse_flow
 
 API_GROUP = "flowpods.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
-
-
-def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
-    """The Kestra-shaped flow inside a Flow resource; `id` and `namespace` default from its metadata."""
-    is_resource = resource.get("kind") == "Flow" or {"metadata", "spec"} <= resource.keys()
-    if not is_resource or "spec" not in resource:
-        return resource
-    metadata = resource.get("metadata") or {}
-    spec = dict(resource.get("spec") or {})
-    spec.setdefault("id", metadata.get("name"))
-    spec.setdefault("namespace", metadata.get("namespace") or "default")
-    return spec
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -36,7 +24,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if isinstance(key, list | dict):
             continue  # unhashable keys are refused by the flow model anyway
         if key in seen:

@@ -25,7 +25,7 @@ from flowpods.core.engine import (
 )
 from flowpods.core.model import Flow, Flowable, parse_flow
 from flowpods.core.status import ExecutionStatus, State
-from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 # --- worked examples -----------------------------------------------------------------------------------
 
@@ -576,15 +576,14 @@ def test_subflow_inherit_labels_passes_the_execution_labels_on():
 
 
 def test_every_accepted_task_type_runs_or_is_refused_with_a_reason():
-    from flowpods.core.engine import EXECUTOR_TASKS
+    from flowpods.core.executor.drivers import DRIVERS
     from flowpods.core.model import TASK_CLASSES
     from flowpods.worker.runner import RUNNERS
 
     for cls in TASK_CLASSES:
         if cls.not_yet:
             continue
-        where = RUNNERS if cls.runs_in_worker else EXECUTOR_TASKS
-        assert cls in where or any(issubclass(cls, handled) for handled in where), cls.__name__
+        assert cls in (RUNNERS if cls.runs_in_worker else DRIVERS), cls.__name__
 
 
 class TestPause:
