@@ -260,6 +260,7 @@ def _renumber(document: dict) -> None:
 
 FLOWABLES = [
     "parallel", "sequential", "if", "foreach", "eachsequential", "eachparallel", "allowfailure", "dag", "pause",
+    "waitfor",
 ]  # fmt: skip
 
 
@@ -296,6 +297,11 @@ def tasks_strategy(draw, depth: int = 0) -> dict:
         other = draw(st.lists(tasks_strategy(depth + 1), max_size=2))
         return {"id": task_id, "type": "If", "condition": draw(st.sampled_from(["true", "false"])),
                 "then": children, "else": other, **common}  # fmt: skip
+    if kind == "waitfor":
+        return {"id": task_id, "type": "WaitFor", "tasks": children,
+                "condition": draw(st.sampled_from(["true", "false"])),
+                "checkFrequency": {"interval": "PT1S", "maxIterations": draw(st.integers(1, 3))},
+                "failOnMaxReached": draw(st.booleans()), **common}  # fmt: skip
     if kind == "pause":
         return {"id": task_id, "type": "Pause", "pauseDuration": "PT1S", "tasks": children,
                 "behavior": draw(st.sampled_from(["RESUME", "WARN", "FAIL"])), **common}  # fmt: skip
@@ -655,3 +661,42 @@ class TestSLA:
         ok = Simulation(flow, {"mode": "y"})
         ok.finish("a")
         assert ok.status.state == State.SUCCESS
+
+
+class TestWaitFor:
+    @staticmethod
+    def waitfor(**extra: Any) -> Flow:
+        return make_flow([{"id": "wait", "type": "WaitFor", "tasks": [
+            {"id": "count", "type": "OutputValues", "values": {"n": "{{ outputs.wait.iterationCount + 1 }}"}}],
+            "condition": "{{ outputs.count['values'].n == '3' }}", "checkFrequency": {"interval": "PT5S"},
+            **extra}])  # fmt: skip
+
+    def test_its_tasks_run_again_each_interval_until_the_condition_holds(self):
+        sim = Simulation(self.waitfor())
+        for n in (1, 2, 3):
+            action = sim.finish("count", outputs={"values": {"n": str(n)}})
+            assert action.work.task["values"] == {"n": str(n)}
+            if n < 3:
+                assert sim.wake == sim.now + timedelta(seconds=5) and sim.running() == []
+                sim.tick_to_wake()
+        assert sim.status.state == State.SUCCESS
+        assert [tr.iteration for tr in sim.taskruns("count")] == [0, 1, 2]
+        assert sim.taskruns("wait")[0].outputs == {"iterationCount": 2}
+
+    def test_at_max_iterations_it_fails_with_fail_on_max_reached(self):
+        sim = Simulation(self.waitfor(checkFrequency={"interval": "PT1S", "maxIterations": 2}, failOnMaxReached=True))
+        sim.finish("count", outputs={"values": {"n": "1"}})
+        sim.tick_to_wake()
+        sim.finish("count", outputs={"values": {"n": "2"}})
+        assert sim.status.state == State.FAILED
+        assert sim.taskruns("wait")[0].error == "the condition was still false after 2 iterations (maxIterations reached)"
+
+    def test_without_fail_on_max_reached_it_succeeds_at_the_maximum(self):
+        sim = Simulation(self.waitfor(checkFrequency={"interval": "PT1S", "maxIterations": 1}))
+        sim.finish("count", outputs={"values": {"n": "1"}})
+        assert sim.status.state == State.SUCCESS
+
+    def test_a_failing_task_fails_the_wait(self):
+        sim = Simulation(self.waitfor())
+        sim.finish("count", success=False)
+        assert sim.status.state == State.FAILED and len(sim.taskruns("count")) == 1

@@ -210,8 +210,8 @@ def test_input_mistakes_name_the_input(inputs, fragment):
 @pytest.mark.parametrize(
     ("task", "fragment"),
     [
-        ({"id": "w", "type": "io.kestra.plugin.core.flow.WaitFor", "condition": "x", "tasks": [log_task("x")]},
-         "task 'w' (io.kestra.plugin.core.flow.WaitFor): not yet supported: WaitFor"),
+        ({"id": "w", "type": "io.kestra.plugin.core.flow.WorkingDirectory", "tasks": [log_task("x")]},
+         "task 'w' (io.kestra.plugin.core.flow.WorkingDirectory): not yet supported: WorkingDirectory"),
         ({"id": "i", "type": "io.kestra.plugin.core.flow.ForEachItem", "items": "{{ x }}", "namespace": "n",
           "flowId": "f", "batch": {"rows": 1}},
          "task 'i' (io.kestra.plugin.core.flow.ForEachItem): not yet supported: ForEachItem (it splits a file of "

@@ -572,14 +572,13 @@ class Pause(Flowable):
 
 
 class CheckFrequency(Strict):
-    maxIterations: int | None = Field(default=None, ge=1)
-    maxDuration: Duration | None = None
+    maxIterations: int = Field(default=100, ge=1)
+    maxDuration: Duration = timedelta(hours=1)
     interval: Duration = timedelta(seconds=1)
 
 
 class WaitFor(Flowable):
     type: Literal["WaitFor", "io.kestra.plugin.core.flow.WaitFor"]
-    not_yet = "WaitFor (its tasks re-run until the condition holds; iterations are not implemented)"
     condition: str
     tasks: list[AnyTask] = Field(min_length=1)
     checkFrequency: CheckFrequency = Field(default_factory=CheckFrequency)

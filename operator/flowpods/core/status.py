@@ -99,6 +99,7 @@ class TaskRun(WithHistory):
     retryAt: datetime | None = None
     branch: str | None = Field(default=None, description="If/Switch: the branch taken")
     iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
+    iteration: int | None = Field(default=None, description="WaitFor: the iteration (0, 1, ...) this task run is in")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
     closedIn: int | None = None
 

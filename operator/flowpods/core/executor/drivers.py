@@ -29,6 +29,7 @@ from flowpods.core.model import (
     Subflow,
     Switch,
     TaskBase,
+    WaitFor,
 )
 from flowpods.core.status import Attempt, State, TaskRun
 from flowpods.core.templating import RenderError
@@ -105,22 +106,26 @@ def _paused_or_running(step: Step) -> None:
         step.touched = True
 
 
-def drive_list(step: Step, tasks: Sequence[TaskBase], parent: TaskRun | None, value: str | None) -> State:
+def drive_list(
+    step: Step, tasks: Sequence[TaskBase], parent: TaskRun | None, value: str | None, iteration: int | None = None
+) -> State:
     """Run the tasks in order, each once the one before ended without failing; the list's state."""
     states: list[State] = []
     for task in tasks:
         if task.disabled:
             continue
-        tr = step.find(task, parent, value) or _create_taskrun(step, task, parent, value)
+        tr = step.find(task, parent, value, iteration) or _create_taskrun(step, task, parent, value, iteration)
         states.append(drive_task(step, task, tr))
         if not rules.continues(states[-1]):
             break
     return rules.sequence(states)
 
 
-def _create_taskrun(step: Step, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun:
+def _create_taskrun(
+    step: Step, task: TaskBase, parent: TaskRun | None, value: str | None, iteration: int | None
+) -> TaskRun:
     """A new task run; with a `runIf` that renders false it is SKIPPED at once (a rendering error fails it)."""
-    tr = step.create_taskrun(task, parent, value)
+    tr = step.create_taskrun(task, parent, value, iteration)
     if task.runIf is not None:
         try:
             runs = _renderer(step).run_if(task, tr)
@@ -249,6 +254,45 @@ def drive_dag(step: Step, task: TaskBase, tr: TaskRun) -> None:
     settle_flowable(step, task, tr, rules.join(states.values(), complete=len(states) == len(entries)))
 
 
+def drive_waitfor(step: Step, task: TaskBase, tr: TaskRun) -> None:
+    """WaitFor: run its tasks (iteration 0, 1, ...) until the condition, rendered after each iteration,
+    holds; `checkFrequency.interval` apart, at most `maxIterations` (100) times and for `maxDuration` (1 h),
+    after which it succeeds, or fails with `failOnMaxReached`."""
+    assert isinstance(task, WaitFor)
+    iteration = int(tr.outputs.get("iterationCount", 0))
+    if not tr.outputs:
+        tr.outputs = {"iterationCount": iteration}
+    if tr.retryAt is not None:
+        if step.now < tr.retryAt:
+            return
+        tr.retryAt, iteration = None, iteration + 1
+        tr.outputs = {"iterationCount": iteration}
+        step.touched = True
+    state = drive_list(step, task.tasks, tr, tr.value, iteration)
+    if not state.terminal or state.failed:
+        settle_flowable(step, task, tr, state)
+        return
+    try:
+        done = _renderer(step).condition(task.condition, task, tr)
+    except RenderError as exc:
+        step.fail_taskrun(tr, task, f"condition: {exc}", step.now)
+        return
+    check = task.checkFrequency
+    started = tr.startDate or step.now
+    if done:
+        settle_flowable(step, task, tr, state)
+    elif iteration + 1 >= check.maxIterations or step.now - started >= check.maxDuration:
+        if task.failOnMaxReached:
+            limit = "maxIterations" if iteration + 1 >= check.maxIterations else "maxDuration"
+            reason = f"the condition was still false after {iteration + 1} iterations ({limit} reached)"
+            step.fail_taskrun(tr, task, reason, step.now)
+        else:
+            settle_flowable(step, task, tr, state)
+    else:
+        tr.retryAt = step.now + check.interval
+        step.touched = True
+
+
 def drive_pause(step: Step, task: TaskBase, tr: TaskRun) -> None:
     """Pause: PAUSED for the rendered duration; then RESUME runs its tasks, and WARN, CANCEL or FAIL end it so."""
     assert isinstance(task, Pause)
@@ -313,6 +357,7 @@ DRIVERS: dict[type[TaskBase], Driver] = {
     EachParallel: drive_foreach,
     Dag: drive_dag,
     Pause: drive_pause,
+    WaitFor: drive_waitfor,
 }
 
 

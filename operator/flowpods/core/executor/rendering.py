@@ -171,6 +171,10 @@ class Renderer:
             raise ValueError("ForEach values must be distinct")
         return as_text
 
+    def condition(self, condition: str, task: TaskBase, tr: TaskRun) -> bool:
+        """A condition rendered for a task run, read with Kestra's truthiness (raises RenderError)."""
+        return is_truthy(render_string(condition, self.context(task, tr)))
+
     def run_if(self, task: TaskBase, tr: TaskRun) -> bool:
         """Kestra's runIf: whether the task runs (raises RenderError)."""
         return task.runIf is None or is_truthy(render_string(task.runIf, self.context(task, tr)))

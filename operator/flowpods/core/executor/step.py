@@ -16,7 +16,6 @@ from flowpods.core.executor.rules import allowed_warning, failed_state
 from flowpods.core.model import SLA, Flow, TaskBase
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
 
-WAITING = (State.RETRYING, State.PAUSED)  # task runs whose retryAt is when they go on
 ACTIVE = (State.RUNNING, State.PAUSED)  # an execution that still drives its tasks
 
 ScopeKey = tuple[str | None, str | None]  # (parent task-run id, ForEach value): where task runs are created
@@ -30,27 +29,31 @@ class Step:
         self.created: list[str] = []
         self.finished: list[str] = []
         self.touched = False
-        self._index = {(tr.taskId, tr.parentId, tr.value): tr for tr in status.taskRuns}
+        self._index = {(tr.taskId, tr.parentId, tr.value, tr.iteration): tr for tr in status.taskRuns}
         self._scopes: set[ScopeKey] = {(tr.parentId, tr.value) for tr in status.taskRuns}
 
     # -- task runs --------------------------------------------------------------------------------------
 
-    def find(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun | None:
-        return self._index.get((task.id, parent.id if parent else None, value))
+    def find(
+        self, task: TaskBase, parent: TaskRun | None, value: str | None, iteration: int | None = None
+    ) -> TaskRun | None:
+        return self._index.get((task.id, parent.id if parent else None, value, iteration))
 
     def started(self, parent: TaskRun, value: str | None) -> bool:
         """Whether any task run was created under this parent and value (a fan-out's branch has begun)."""
         return (parent.id, value) in self._scopes
 
-    def create_taskrun(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun:
+    def create_taskrun(
+        self, task: TaskBase, parent: TaskRun | None, value: str | None, iteration: int | None = None
+    ) -> TaskRun:
         parent_id = parent.id if parent else None
-        tr = TaskRun(id=ids.taskrun_id(self.run, task.id, parent_id, value), taskId=task.id, parentId=parent_id,
-                     value=value)  # fmt: skip
+        tr = TaskRun(id=ids.taskrun_id(self.run, task.id, parent_id, value, iteration), taskId=task.id,
+                     parentId=parent_id, value=value, iteration=iteration)  # fmt: skip
         tr.set_state(State.CREATED, self.now)
         if not task.runs_in_worker:
             tr.set_state(State.RUNNING, self.now)
         self.status.taskRuns.append(tr)
-        self._index[(task.id, parent_id, value)] = tr
+        self._index[(task.id, parent_id, value, iteration)] = tr
         self._scopes.add((parent_id, value))
         self.created.append(_label(tr))
         self.touched = True
@@ -135,7 +138,7 @@ class Step:
                     finished=self.finished,
                 )
             )
-        waits = [tr.retryAt for tr in self.status.taskRuns if tr.state in WAITING and tr.retryAt]
+        waits = [tr.retryAt for tr in self.status.taskRuns if not tr.state.terminal and tr.retryAt]
         waits += [deadline for _, deadline in sla_deadlines(self.flow, self.status, self.run)]
         wake = min(waits) if waits and not self.status.state.terminal else None
         return Decision(status=self.status, actions=self.actions, wakeAt=wake, changed=changed)
