@@ -301,3 +301,10 @@ def test_flow_trigger_and_conditions_load_with_warnings():
         )
     )
     assert parsed.warnings() == ["trigger 'after': Flow triggers do not start executions yet"]
+
+
+def test_a_retry_on_a_flowable_is_a_warning():
+    parsed = parse_flow(
+        flow(tasks=[{"id": "seq", "type": "Sequential", "retry": {"maxAttempts": 2}, "tasks": [log_task("a")]}])
+    )
+    assert parsed.warnings() == ["task 'seq': a retry on a flowable task is not applied yet (its tasks are not re-run)"]

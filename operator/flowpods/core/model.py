@@ -1023,6 +1023,11 @@ class Flow(Strict):
         """What is accepted but does not behave as in Kestra yet, or is unsafe."""
         found = [warning for trigger in self.triggers for warning in trigger.warnings()]
         found += [
+            f"task '{task.id}': a retry on a flowable task is not applied yet (its tasks are not re-run)"
+            for task in self.all_tasks()
+            if task.retry is not None and not task.runs_in_worker
+        ]
+        found += [
             f"sla '{sla.id}': its labels are not set on a violating execution yet" for sla in self.sla if sla.labels
         ]
         return found
