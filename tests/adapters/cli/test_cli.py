@@ -86,3 +86,66 @@ def test_a_repeated_yaml_key_is_refused(tmp_path):
     twice.write_text("id: twice\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    message: x\n    message: y\n")
     result = flowpods("validate", str(twice))
     assert result.returncode == 2 and "duplicate key 'message'" in " ".join(result.stderr.split())
+
+
+KESTRA_FLOWABLES = """
+id: flowables
+namespace: team
+inputs:
+  - id: delay
+    type: DURATION
+    defaults: pt0.2s
+tasks:
+  - id: dag
+    type: io.kestra.plugin.core.flow.Dag
+    tasks:
+      - task: {id: first, type: Return, format: one}
+      - task: {id: second, type: Return, format: "{{ outputs.first.value }}-two"}
+        dependsOn: [first]
+  - id: wait
+    type: io.kestra.plugin.core.flow.WaitFor
+    condition: "{{ outputs.count['values'].n == '2' }}"
+    checkFrequency: {interval: PT0.1S}
+    tasks:
+      - id: count
+        type: OutputValues
+        values: {n: "{{ outputs.wait.iterationCount + 1 }}"}
+  - id: pause
+    type: io.kestra.core.tasks.flows.Pause
+    delay: "{{ inputs.delay }}"
+  - id: tolerant
+    type: AllowFailure
+    tasks:
+      - id: boom
+        type: io.kestra.core.tasks.executions.Fail
+  - id: never
+    type: Log
+    message: skipped
+    runIf: "{{ outputs.second.value == 'nope' }}"
+  - id: each
+    type: io.kestra.plugin.core.flow.EachParallel
+    value: ["a", "b"]
+    tasks:
+      - id: echo
+        type: io.kestra.plugin.core.debug.Echo
+        format: "{{ taskrun.value }}"
+"""
+
+
+def test_kestra_flowables_run_locally_as_kestra_runs_them(tmp_path):
+    path = tmp_path / "flowables.yaml"
+    path.write_text(KESTRA_FLOWABLES)
+    result = flowpods("run", str(path), "--json", cwd=tmp_path)
+    status = json.loads(result.stdout)
+    assert status["state"] == "WARNING", result.stderr  # the allowed failure
+    runs: dict[str, list] = {}
+    for tr in status["taskRuns"]:
+        runs.setdefault(tr["taskId"], []).append(tr)
+    assert runs["second"][0]["outputs"] == {"value": "one-two"}
+    assert [tr["iteration"] for tr in runs["count"]] == [0, 1]
+    assert runs["wait"][0]["outputs"] == {"iterationCount": 1}
+    assert [t["state"] for t in runs["pause"][0]["history"]][:3] == ["CREATED", "RUNNING", "PAUSED"]
+    assert "PAUSED" in [t["state"] for t in status["history"]]
+    assert runs["tolerant"][0]["state"] == "WARNING" and runs["boom"][0]["state"] == "FAILED"
+    assert runs["never"][0]["state"] == "SKIPPED"
+    assert sorted(tr["value"] for tr in runs["echo"]) == ["a", "b"]
