@@ -578,7 +578,19 @@ def test_subflow_inherit_labels_passes_the_execution_labels_on():
                        "labels": {"own": "1"}}], labels={"team": "a"})  # fmt: skip
     sim = Simulation(flow)
     (start,) = sim.children.values()
-    assert start.labels == {"team": "a", "own": "1"}
+    assert start.labels == {"team": "a", "own": "1", "system.correlationId": RUN.id}
+
+
+def test_a_subflow_chain_shares_the_first_execution_s_correlation_id():
+    flow = make_flow([{"id": "child", "type": "Subflow", "namespace": "n", "flowId": "c"},
+                      {"id": "r", "type": "Return", "format": "{{ labels.system.correlationId }}"}])  # fmt: skip
+    sim = Simulation(flow)
+    (start,) = sim.children.values()
+    assert start.labels == {"system.correlationId": RUN.id}
+    child_run = RUN.model_copy(update={"id": "child-1", "uid": "uid-2", "labels": start.labels})
+    grandchild = Simulation(flow, run=child_run)
+    (again,) = grandchild.children.values()
+    assert again.labels == {"system.correlationId": RUN.id}
 
 
 def test_every_accepted_task_type_runs_or_is_refused_with_a_reason():

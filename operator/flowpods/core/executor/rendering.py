@@ -28,6 +28,14 @@ WORKER_FIELDS_EXCLUDED = {
 PAUSE_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 
+CORRELATION_ID = "system.correlationId"
+
+
+def correlation_id(run: RunInfo) -> str:
+    """Kestra's system.correlationId label: the id of the first execution of a chain of subflows."""
+    return run.labels.get(CORRELATION_ID) or run.id
+
+
 def render_context(
     flow: Flow,
     run: RunInfo,
@@ -61,7 +69,7 @@ def render_context(
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,
-        "labels": {**flow.labels, **run.labels},
+        "labels": nested({**flow.labels, **run.labels, CORRELATION_ID: correlation_id(run)}),
         "now": lambda: now.isoformat(),
     }
     if task is not None:
@@ -131,6 +139,7 @@ class Renderer:
             return str(exc)
         if task.inheritLabels:
             labels = {**self.flow.labels, **self.run.labels, **labels}
+        labels[CORRELATION_ID] = correlation_id(self.run)  # the whole chain of subflows shares it
         return StartSubflow(
             taskRunId=tr.id,
             name=tr.child or ids.child_name(self.run, tr.id, task.flowId),
