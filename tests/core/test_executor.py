@@ -712,3 +712,16 @@ class TestWaitFor:
         sim = Simulation(self.waitfor())
         sim.finish("count", success=False)
         assert sim.status.state == State.FAILED and len(sim.taskruns("count")) == 1
+
+
+def test_a_retry_on_a_flowable_retries_its_failing_task():
+    flow = make_flow([{"id": "seq", "type": "Sequential", "retry": {"maxAttempts": 3, "interval": "PT1S"},
+                       "tasks": [{"id": "inner", "type": "Sequential", "tasks": [log("child")]}]}])  # fmt: skip
+    sim = Simulation(flow)
+    for _ in range(2):
+        sim.finish("child", success=False)
+        assert sim.taskruns("child")[0].state == State.RETRYING
+        sim.tick_to_wake()
+    sim.finish("child", success=False)
+    assert [a.number for a in sim.taskruns("child")[0].attempts] == [1, 2, 3]
+    assert sim.status.state == State.FAILED

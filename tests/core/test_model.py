@@ -303,8 +303,17 @@ def test_flow_trigger_and_conditions_load_with_warnings():
     assert parsed.warnings() == ["trigger 'after': Flow triggers do not start executions yet"]
 
 
-def test_a_retry_on_a_flowable_is_a_warning():
+def test_the_retry_of_a_task_is_its_own_else_its_nearest_flowable_s_else_the_flow_s():
     parsed = parse_flow(
-        flow(tasks=[{"id": "seq", "type": "Sequential", "retry": {"maxAttempts": 2}, "tasks": [log_task("a")]}])
-    )
-    assert parsed.warnings() == ["task 'seq': a retry on a flowable task is not applied yet (its tasks are not re-run)"]
+        flow(
+            retry={"maxAttempts": 2},
+            tasks=[
+                {"id": "outer", "type": "Sequential", "retry": {"maxAttempts": 3}, "tasks": [
+                    {"id": "inner", "type": "Sequential", "tasks": [log_task("deep")]},
+                    {"id": "own", "type": "Log", "message": "m", "retry": {"maxAttempts": 4}},
+                ]},
+                log_task("top"),
+            ],
+        )
+    )  # fmt: skip
+    assert [parsed.retry_of(parsed.task(t)).maxAttempts for t in ("deep", "own", "top")] == [3, 4, 2]

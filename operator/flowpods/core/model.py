@@ -1000,8 +1000,26 @@ class Flow(Strict):
         raise KeyError(task_id)
 
     def retry_of(self, task: TaskBase) -> Retry | None:
-        """The task's retry, else the flow's."""
-        return task.retry or self.retry
+        """The retry that applies to a worker task: its own, else that of the nearest flowable task around
+        it (Kestra retries the failed task, RETRY_FAILED_TASK), else the flow's."""
+        if task.retry is not None:
+            return task.retry
+        parents = self._parents()
+        parent = parents.get(task.id)
+        while parent is not None:
+            if parent.retry is not None:
+                return parent.retry
+            parent = parents.get(parent.id)
+        return self.retry
+
+    def _parents(self) -> dict[str, TaskBase]:
+        """Each nested task's id to the flowable task holding it."""
+        parents: dict[str, TaskBase] = {}
+        for task in self.all_tasks():
+            for branch in task.children():
+                for child in branch:
+                    parents[child.id] = task
+        return parents
 
     def not_runnable(self) -> list[str]:
         """What stops flowpods from running this flow as Kestra would; each names the task or field."""
@@ -1022,11 +1040,6 @@ class Flow(Strict):
     def warnings(self) -> list[str]:
         """What is accepted but does not behave as in Kestra yet, or is unsafe."""
         found = [warning for trigger in self.triggers for warning in trigger.warnings()]
-        found += [
-            f"task '{task.id}': a retry on a flowable task is not applied yet (its tasks are not re-run)"
-            for task in self.all_tasks()
-            if task.retry is not None and not task.runs_in_worker
-        ]
         found += [
             f"sla '{sla.id}': its labels are not set on a violating execution yet" for sla in self.sla if sla.labels
         ]
