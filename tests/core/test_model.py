@@ -317,3 +317,12 @@ def test_the_retry_of_a_task_is_its_own_else_its_nearest_flowable_s_else_the_flo
         )
     )  # fmt: skip
     assert [parsed.retry_of(parsed.task(t)).maxAttempts for t in ("deep", "own", "top")] == [3, 4, 2]
+
+
+def test_a_mistake_inside_a_dag_entry_names_the_task():
+    entry = {"task": {"id": "a", "type": "Log", "mesage": "x"}}
+    document = flow(tasks=[{"id": "dag", "type": "Dag", "tasks": [entry]}])
+    assert problems_of(document) == [
+        "task 'a' (Log): missing required field 'message'",
+        "task 'a' (Log): unknown field 'mesage'",
+    ]

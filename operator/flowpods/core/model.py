@@ -1188,6 +1188,10 @@ def _locate(loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
             node = node[part]
             field_parts.append(str(part))
             section = str(part)
+            if part == "task" and isinstance(node, dict) and "id" in node:  # a Dag entry's task
+                where, field_parts = f"task '{node['id']}'", []
+                if isinstance(node.get("type"), str):
+                    where += f" ({node['type']})"
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
             field_parts = []
