@@ -326,3 +326,10 @@ def test_a_mistake_inside_a_dag_entry_names_the_task():
         "task 'a' (Log): missing required field 'message'",
         "task 'a' (Log): unknown field 'mesage'",
     ]
+
+
+def test_an_unknown_type_deep_in_flowables_names_that_task_and_its_type():
+    inner = {"id": "odd", "type": "io.kestra.Nope"}
+    document = flow(tasks=[{"id": "ok", "type": "AllowFailure", "tasks": [
+        {"id": "seq", "type": "io.kestra.core.tasks.flows.Sequential", "tasks": [inner]}]}])  # fmt: skip
+    assert problems_of(document) == ["task 'odd' (io.kestra.Nope): unknown task type 'io.kestra.Nope'"]

@@ -1157,7 +1157,7 @@ def _dig(data: Any, loc: tuple[Any, ...]) -> Any:
         in_list = isinstance(data, list) and isinstance(part, int) and part < len(data)
         if in_list or (isinstance(data, dict) and part in data):
             data = data[part]
-        else:
+        elif part not in SHORT_TAGS:  # a discriminator tag is not a key: step over it
             break
     return data
 
