@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from flowpods.cli.main import read_secrets
+
 REPO = Path(__file__).resolve().parents[3]
 FLOWPODS = str(Path(sys.executable).parent / "flowpods")
 
@@ -149,3 +153,14 @@ def test_kestra_flowables_run_locally_as_kestra_runs_them(tmp_path):
     assert runs["tolerant"][0]["state"] == "WARNING" and runs["boom"][0]["state"] == "FAILED"
     assert runs["never"][0]["state"] == "SKIPPED"
     assert sorted(tr["value"] for tr in runs["echo"]) == ["a", "b"]
+
+
+def test_the_local_secrets_file_takes_yaml_or_assignments(tmp_path):
+    yaml_file = tmp_path / "s.yaml"
+    yaml_file.write_text("API_KEY: k1\nOTHER: 2\n")
+    assert read_secrets(str(yaml_file)) == {"FLOWPODS_SECRET_API_KEY": "k1", "FLOWPODS_SECRET_OTHER": "2"}
+    env_file = tmp_path / "s.env"
+    env_file.write_text("# comment\nAPI_KEY=a=b\n")
+    assert read_secrets(str(env_file)) == {"FLOWPODS_SECRET_API_KEY": "a=b"}
+    with pytest.raises(ValueError, match="cannot read the secrets file"):
+        read_secrets(str(tmp_path / "missing"))

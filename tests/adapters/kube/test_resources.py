@@ -198,3 +198,11 @@ def test_a_short_webhook_key_keeps_the_flow_ready_with_a_warning():
     assert problem is None and flow is not None
     assert (condition["status"], condition["reason"]) == ("True", "ValidWithWarnings")
     assert "trigger 'hook': the webhook key has 5 characters" in condition["message"]
+
+
+def test_the_pod_receives_secrets_by_reference_never_their_value():
+    action = first_action(message="token {{ secret('API_TOKEN') }}")
+    env = {e["name"]: e for e in pod_for(action)["spec"]["containers"][0]["env"]}
+    ref = env["FLOWPODS_SECRET_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "flowpods-secrets", "key": "API_TOKEN", "optional": True}
+    assert "[[flowpods-secret:API_TOKEN]]" in env["FLOWPODS_TASKRUN"]["value"]

@@ -19,8 +19,10 @@ from flowpods.core.inputs import coerce, nested
 from flowpods.core.model import SLA, Each, Flow, If, Input, Pause, Python, Shell, Subflow, Switch, TaskBase
 from flowpods.core.records import WorkItem
 from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
-from flowpods.core.templating import RenderError, is_truthy, render, render_string
+from flowpods.core.templating import NOW_KEY, RenderError, is_truthy, render, render_string
 
+CORRELATION_LABEL = "system.correlationId"
+MAX_PARENTS = 100  # parents of a task run, nearest first (a cycle in a hand-edited status must end)
 WORKER_FIELDS_EXCLUDED = {
     "id", "type", "retry", "timeout", "allowFailure", "allowWarning", "disabled", "description", "runIf",
     "logLevel", "logToFile", "workerGroup",
@@ -28,12 +30,9 @@ WORKER_FIELDS_EXCLUDED = {
 PAUSE_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 
-CORRELATION_ID = "system.correlationId"
-
-
 def correlation_id(run: RunInfo) -> str:
     """Kestra's system.correlationId label: the id of the first execution of a chain of subflows."""
-    return run.labels.get(CORRELATION_ID) or run.id
+    return run.labels.get(CORRELATION_LABEL) or run.id
 
 
 def render_context(
@@ -64,13 +63,16 @@ def render_context(
         "vars": flow.variables,
         "execution": {
             "id": run.id,
-            "startDate": (status.startDate or run.createdAt).isoformat(),
+            "startDate": status.startDate or run.createdAt,
             "state": status.state.value,
+            "originalId": run.id,
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,
-        "labels": nested({**flow.labels, **run.labels, CORRELATION_ID: correlation_id(run)}),
-        "now": lambda: now.isoformat(),
+        "labels": nested({**flow.labels, **run.labels, CORRELATION_LABEL: correlation_id(run)}),
+        "envs": {},
+        "globals": {},
+        NOW_KEY: now,
     }
     if task is not None:
         context["task"] = {"id": task.id, "type": task.kind}
@@ -80,11 +82,15 @@ def render_context(
             "value": taskrun.value,
             "attemptsCount": (attempt - 1) if attempt is not None else len(taskrun.attempts),
             "parentId": taskrun.parentId,
-            "startDate": taskrun.startDate.isoformat() if taskrun.startDate else None,
+            "startDate": taskrun.startDate,
         }
+        parents: list[dict[str, Any]] = []
         parent = status.taskrun(taskrun.parentId) if taskrun.parentId else None
-        if parent is not None:
-            context["parent"] = {"taskrun": {"id": parent.id, "value": parent.value}, "outputs": parent.outputs}
+        while parent is not None and len(parents) < MAX_PARENTS:
+            parents.append({"taskrun": {"id": parent.id, "value": parent.value}, "outputs": parent.outputs})
+            parent = status.taskrun(parent.parentId) if parent.parentId else None
+        if parents:
+            context["parent"], context["parents"] = parents[0], parents
     return context
 
 
@@ -139,7 +145,7 @@ class Renderer:
             return str(exc)
         if task.inheritLabels:
             labels = {**self.flow.labels, **self.run.labels, **labels}
-        labels[CORRELATION_ID] = correlation_id(self.run)  # the whole chain of subflows shares it
+        labels[CORRELATION_LABEL] = correlation_id(self.run)  # the whole chain of subflows shares it
         return StartSubflow(
             taskRunId=tr.id,
             name=tr.child or ids.child_name(self.run, tr.id, task.flowId),
