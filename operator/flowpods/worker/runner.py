@@ -69,11 +69,20 @@ from flowpods.core.records import (
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
     WORKER_SERVICE,
+    SpanRecord,
     TaskResult,
     WorkItem,
 )
 from flowpods.core.truth import is_truthy
-from flowpods.telemetry.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
+from flowpods.telemetry.otel import (
+    CollectingProcessor,
+    SpanRecordExporter,
+    TraceLevel,
+    attached,
+    span_file_provider,
+    span_ids,
+    trace_level,
+)
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -569,7 +578,14 @@ def _sigterm_cancels() -> Iterator[None]:
 
 
 def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    """Run one task-run attempt; returns the exit code (see the module docstring)."""
+    """Run one task-run attempt; returns the exit code (see the module docstring).
+
+    The worker's finished spans go back with its result (as many as fit in the termination message), for the
+    operator to export with the task run's own span: a collector that is away while the pod runs loses none.
+    Spans that do not fit, and those of an attempt cancelled by SIGTERM (its pod deleted: a kill may have
+    closed the attempt already), are sent from here, bounded by LIVE_EXPORT_TIMEOUT so a missing collector
+    never holds the task's exit longer.
+    """
     termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
     try:
         item = load_work_item(taskrun_file, environ)
@@ -577,14 +593,78 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
         print(f"flowpods worker: {exc}", file=sys.stderr)
         write_termination_message(termination_log, encode_result(TaskResult(error=str(exc)))[1])
         return EXIT_INVALID
+    collected = CollectingProcessor()
     if trace_level(environ) == TraceLevel.DISABLED:
         provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
     else:
-        provider = tracer_provider_from_env(WORKER_SERVICE, environ)
+        provider = span_file_provider(WORKER_SERVICE, environ)
+        provider.add_span_processor(collected)
     try:
         with _sigterm_cancels():
             text, code = execute(item, provider, environ, sys.stdout)
+        if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
+            left = collected.finished()
+        else:
+            text, left = attach_spans(text, collected.finished())
         write_termination_message(termination_log, text)
+        if left:
+            export_live(left, environ)
     finally:
         provider.shutdown()
     return code
+
+
+def attach_spans(
+    text: str, spans: list[SpanRecord], limit: int = MAX_TERMINATION_MESSAGE
+) -> tuple[str, list[SpanRecord]]:
+    """The result's JSON with the spans that fit in `limit` bytes added, and the spans that did not fit.
+
+    The WORKER span goes first; a span too big is tried once more without its exceptions' stack traces.
+    Spans are written compactly (defaults left out; the service and resource are the operator's to add).
+    """
+    ordered = sorted(spans, key=lambda span: not span.name.startswith("WORKER - "))
+    head = text.rstrip()
+    if not head.endswith("}") or not spans:
+        return text, list(spans)
+    kept: list[str] = []
+    left: list[SpanRecord] = []
+    size = len(head.encode()) + len(b',"spans":[]')
+    for span in ordered:
+        compact = span.model_copy(update={"service": None, "resource": {}})
+        for candidate in (compact, without_stack_traces(compact)):
+            encoded = candidate.model_dump_json(exclude_defaults=True)
+            extra = len(encoded.encode()) + (1 if kept else 0)
+            if size + extra <= limit:
+                kept.append(encoded)
+                size += extra
+                break
+        else:
+            left.append(span)
+    if not kept:
+        return text, left
+    return head[:-1] + ',"spans":[' + ",".join(kept) + "]}", left
+
+
+def without_stack_traces(span: SpanRecord) -> SpanRecord:
+    events = [
+        event.model_copy(
+            update={"attributes": {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"}}
+        )
+        for event in span.events
+    ]
+    return span.model_copy(update={"events": events})
+
+
+LIVE_EXPORT_TIMEOUT = 1.0  # seconds: the most a missing collector may hold a task's exit
+
+
+def export_live(spans: list[SpanRecord], environ: Mapping[str, str]) -> None:
+    """Send the spans that did not fit in the result straight to the collector, giving up after a second."""
+    exporter = SpanRecordExporter.from_env(environ, WORKER_SERVICE, timeout=LIVE_EXPORT_TIMEOUT)
+    if exporter is None:
+        return
+    try:
+        if not exporter.export(spans):
+            print(f"flowpods worker: {len(spans)} spans that did not fit in the result were lost", file=sys.stderr)
+    finally:
+        exporter.shutdown()
