@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import textwrap
+from datetime import datetime
 
 import yaml
 
@@ -444,6 +445,46 @@ def test_fine_traces_add_the_operator_steps_under_each_change(testenv_info, crds
         assert parent_id(create) in {s["spanID"] for s in reconciles}
     finally:
         fine.stop()
+
+
+def test_dag_waitfor_and_pause_run_in_pods_as_kestra_runs_them(operator, apply_yaml, custom_objects, namespace):
+    apply_yaml(flow_yaml("flowables", """
+        id: flowables
+        namespace: company.team
+        tasks:
+          - id: dag
+            type: io.kestra.plugin.core.flow.Dag
+            tasks:
+              - task: {id: first, type: Return, format: one}
+              - task: {id: second, type: Return, format: "{{ outputs.first.value }}-two"}
+                dependsOn: [first]
+          - id: wait
+            type: io.kestra.plugin.core.flow.WaitFor
+            condition: "{{ outputs.count['values'].counter == '2' }}"
+            checkFrequency: {interval: PT0.1S}
+            tasks:
+              - id: count
+                type: OutputValues
+                values: {counter: "{{ outputs.wait.iterationCount + 1 }}"}
+          - id: pause
+            type: io.kestra.plugin.core.flow.Pause
+            pauseDuration: PT1S
+    """))  # fmt: skip
+    apply_yaml(execution_yaml("flowables-1", "flowables", {}))
+    status = wait_for_state(custom_objects, namespace, "flowables-1", operator=operator)["status"]
+    assert status["state"] == "SUCCESS", (status.get("message"), json.dumps(status["taskRuns"]))
+    runs: dict[str, list] = {}
+    for tr in status["taskRuns"]:
+        runs.setdefault(tr["taskId"], []).append(tr)
+    assert runs["second"][0]["outputs"] == {"value": "one-two"}
+
+    def at(transition: dict) -> datetime:
+        return datetime.fromisoformat(transition["at"].replace("Z", "+00:00"))
+
+    assert at(runs["second"][0]["history"][0]) >= at(runs["first"][0]["history"][-1]), "second starts once first ended"
+    assert [tr["iteration"] for tr in runs["count"]] == [0, 1]
+    assert [t["state"] for t in runs["pause"][0]["history"]][:3] == ["CREATED", "RUNNING", "PAUSED"]
+    assert "PAUSED" in [t["state"] for t in status["history"]]
 
 
 def test_a_secret_reaches_the_pod_by_reference_and_is_masked_everywhere(

@@ -235,7 +235,7 @@ BAD_FLOW_FILES: list[Case] = [
         "unknown time zone 'Mars/Base'",
     ),
     case(
-        "short-webhook-key", flow(extra="triggers:\n  - {id: w, type: Webhook, key: short}\n"), "at least 16 characters"
+        "empty-webhook-key", flow(extra='triggers:\n  - {id: w, type: Webhook, key: ""}\n'), "at least 1 character"
     ),
     case("unknown-trigger", flow(extra="triggers:\n  - {id: w, type: Kafka}\n"), "unknown trigger type"),
     case("zero-concurrency", flow(extra="concurrency: {limit: 0}\n"), "greater than or equal to 1"),

@@ -203,6 +203,8 @@ def _validate(files: list[str]) -> int:
             note = " (disabled)" if flow.disabled else ""
             console.print(f"[green]✔[/] {escape(printable(name))}: {flow.namespace}.{flow.id}, "
                           f"{len(flow.all_tasks())} tasks{note}")  # fmt: skip
+            for warning in flow.warnings():
+                console.print(f"[yellow]⚠[/] {escape(printable(name))}: {escape(printable(warning))}")
         except FlowError as exc:
             status = EXIT_BAD_INPUT
             for problem in exc.problems:

@@ -103,8 +103,11 @@ def traceparent_of(run: RunInfo, span_id: str) -> str:
     return TraceParent(trace_id=trace_id(run), span_id=span_id, sampled=sampled(run)).header()
 
 
-def taskrun_id(run: RunInfo, task_id: str, parent_id: str | None, value: str | None) -> str:
-    return short_id(run.uid, task_id, parent_id or "", value if value is not None else "\x00")
+def taskrun_id(
+    run: RunInfo, task_id: str, parent_id: str | None, value: str | None, iteration: int | None = None
+) -> str:
+    parts = [run.uid, task_id, parent_id or "", value if value is not None else "\x00"]
+    return short_id(*parts, *([f"#{iteration}"] if iteration is not None else []))
 
 
 def dns_label(text: str, limit: int) -> str:

@@ -7,17 +7,24 @@ both are coerced to the declared type, and every problem names the input.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+import re
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from flowpods.core.bounds import ShapeError, check_json_depth, check_shape
 from flowpods.core.model import Flow, FlowError, Input, InputType
 from flowpods.core.patterns import PatternError, fullmatch
+from flowpods.core.templating import RenderError, is_truthy, render_string
 
 _DATETIME = TypeAdapter(datetime)
+_DATE = TypeAdapter(date)
+_TIME = TypeAdapter(time)
 _DURATION = TypeAdapter(timedelta)
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -38,6 +45,14 @@ def resolve_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
     for unknown in sorted(set(given) - declared):
         problems.append(f"input '{unknown}' is not declared by flow {flow.namespace}.{flow.id}")
     for spec in flow.inputs:
+        try:
+            asked = _is_asked(spec, resolved)
+        except RenderError as exc:
+            problems.append(f"input '{spec.id}': dependsOn condition: {exc}")
+            continue
+        if not asked:
+            resolved[spec.id] = None
+            continue
         if spec.id in given and given[spec.id] is not None:
             raw = given[spec.id]
         elif spec.defaults is not None:
@@ -57,13 +72,38 @@ def resolve_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
     return resolved
 
 
+def _is_asked(spec: Input, known: dict[str, Any]) -> bool:
+    """Kestra's dependsOn: an input whose condition is false is not asked for (and not required)."""
+    if spec.dependsOn is None or not spec.dependsOn.condition:
+        return True
+    return is_truthy(render_string(spec.dependsOn.condition, {"inputs": nested(known)}))
+
+
+def nested(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs as templates read them: an input `a.b` is also `inputs.a.b`, as in Kestra."""
+    result = dict(inputs)
+    for key, value in inputs.items():
+        if "." not in key:
+            continue
+        *path, last = key.split(".")
+        node = result
+        for part in path:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node.setdefault(last, value)
+    return result
+
+
 def coerce(spec: Input, raw: Any) -> Any:
     """Coerce one value to the input's type, checking its validation rules."""
     return _coerce_as(spec.type, spec, raw)
 
 
 def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
-    if kind == InputType.STRING:
+    if kind in (InputType.STRING, InputType.SECRET):
         value = raw if isinstance(raw, str) else json.dumps(raw) if isinstance(raw, dict | list) else str(raw)
         try:
             if spec.validator and not fullmatch(spec.validator, value):
@@ -71,6 +111,23 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
         except PatternError as exc:
             raise ValueError(str(exc)) from None
         return value
+    if kind == InputType.EMAIL:
+        value = str(raw).strip()
+        if not _EMAIL.match(value):
+            raise ValueError(f"'{value}' is not an email address")
+        return value
+    if kind == InputType.URI:
+        value = str(raw).strip()
+        if not urlsplit(value).scheme:
+            raise ValueError(f"'{value}' is not a URI (it needs a scheme, such as https://)")
+        return value
+    if kind == InputType.YAML:
+        if isinstance(raw, str):
+            try:
+                return yaml.safe_load(raw)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"not valid YAML ({str(exc).splitlines()[0]})") from None
+        return raw
     if kind in (InputType.INT, InputType.FLOAT):
         try:
             if isinstance(raw, bool):
@@ -80,9 +137,9 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
                 raise ValueError
         except (TypeError, ValueError):
             raise ValueError(f"'{raw}' is not a valid {kind.value}") from None
-        if spec.min is not None and number < spec.min:
+        if isinstance(spec.min, int | float) and number < spec.min:
             raise ValueError(f"{number} is below the minimum {spec.min:g}")
-        if spec.max is not None and number > spec.max:
+        if isinstance(spec.max, int | float) and number > spec.max:
             raise ValueError(f"{number} is above the maximum {spec.max:g}")
         return number
     if kind == InputType.BOOLEAN:
@@ -104,33 +161,33 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
         except ShapeError as exc:
             raise ValueError(str(exc)) from None
         return raw
-    if kind == InputType.DATETIME:
-        try:
-            return _DATETIME.validate_python(raw).isoformat()
-        except ValidationError:
-            raise ValueError(f"'{raw}' is not an ISO-8601 date and time") from None
+    if kind in (InputType.DATETIME, InputType.DATE, InputType.TIME):
+        return _time_value(kind, spec, raw)
     if kind == InputType.DURATION:
         try:
-            return _iso_duration(_DURATION.validate_python(raw))
+            duration = _DURATION.validate_python(raw.strip().upper() if isinstance(raw, str) else raw)
         except ValidationError:
             raise ValueError(f"'{raw}' is not an ISO-8601 duration such as PT30S") from None
+        if isinstance(spec.min, timedelta) and duration < spec.min:
+            raise ValueError(f"{_iso_duration(duration)} is shorter than the minimum {_iso_duration(spec.min)}")
+        if isinstance(spec.max, timedelta) and duration > spec.max:
+            raise ValueError(f"{_iso_duration(duration)} is longer than the maximum {_iso_duration(spec.max)}")
+        return _iso_duration(duration)
     if kind == InputType.ENUM:
         value = str(raw)
-        if value not in (spec.values or []):
-            raise ValueError(f"'{value}' is not one of {', '.join(spec.values or [])}")
+        allowed = spec.values or []
+        if value not in allowed and not spec.allowCustomValue:
+            raise ValueError(f"'{value}' is not one of {', '.join(allowed)}")
         return value
+    if kind == InputType.MULTISELECT:
+        chosen = _as_list(raw)
+        allowed = spec.values or spec.options or []
+        wrong = [str(item) for item in chosen if str(item) not in allowed]
+        if wrong and not spec.allowCustomValue:
+            raise ValueError(f"{', '.join(repr(w) for w in wrong)} not among {', '.join(allowed)}")
+        return [str(item) for item in chosen]
     if kind == InputType.ARRAY:
-        items = raw
-        if isinstance(raw, str):
-            try:
-                check_json_depth(raw, "the value")
-                items = json.loads(raw)
-            except ShapeError as exc:
-                raise ValueError(str(exc)) from None
-            except json.JSONDecodeError:
-                items = [part.strip() for part in raw.split(",") if part.strip()]
-        if not isinstance(items, list):
-            raise ValueError(f"'{raw}' is not an ARRAY")
+        items = _as_list(raw)
         item_kind = spec.itemType or InputType.STRING
         return [_coerce_as(item_kind, spec, item) for item in items]
     raise ValueError(f"unsupported input type {kind}")  # pragma: no cover - the enum is exhaustive
@@ -139,6 +196,45 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
 def _excerpt(value: str, limit: int = 80) -> str:
     """A value quoted in an error: long ones cut, so a message never carries megabytes."""
     return value if len(value) <= limit else value[:limit] + f"... ({len(value)} characters)"
+
+
+def _as_list(raw: Any) -> list[Any]:
+    items = raw
+    if isinstance(raw, str):
+        try:
+            check_json_depth(raw, "the value")
+            items = json.loads(raw)
+        except ShapeError as exc:
+            raise ValueError(str(exc)) from None
+        except json.JSONDecodeError:
+            items = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(items, list):
+        raise ValueError(f"'{raw}' is not a list")
+    return items
+
+
+def _time_value(kind: InputType, spec: Input, raw: Any) -> str:
+    """A DATETIME, DATE or TIME in ISO format, checked against `after` and `before` (both exclusive)."""
+    adapter: TypeAdapter[Any] = _DATETIME if kind == InputType.DATETIME else _DATE if kind == InputType.DATE else _TIME
+    example = {InputType.DATETIME: "2026-01-02T03:04:05Z", InputType.DATE: "2026-01-02", InputType.TIME: "03:04:05"}
+    try:
+        value = adapter.validate_python(raw)
+    except ValidationError:
+        raise ValueError(f"'{raw}' is not an ISO-8601 {kind.value.lower()} such as {example[kind]}") from None
+    for bound, name in ((spec.after, "after"), (spec.before, "before")):
+        if bound is None:
+            continue
+        limit = adapter.validate_python(bound)
+        if (name == "after" and not _utc(value) > _utc(limit)) or (name == "before" and not _utc(value) < _utc(limit)):
+            raise ValueError(f"{value.isoformat()} is not {name} {limit.isoformat()}")
+    return str(value.isoformat())
+
+
+def _utc(value: Any) -> Any:
+    """A date-time without a zone is read as UTC, so that it compares with one that has a zone."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
 
 
 def _iso_duration(value: timedelta) -> str:

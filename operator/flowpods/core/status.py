@@ -22,12 +22,14 @@ class State(StrEnum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     RETRYING = "RETRYING"
+    PAUSED = "PAUSED"
     KILLING = "KILLING"
     SUCCESS = "SUCCESS"
     WARNING = "WARNING"
     FAILED = "FAILED"
     KILLED = "KILLED"
     CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"
 
     @property
     def terminal(self) -> bool:
@@ -38,7 +40,7 @@ class State(StrEnum):
         return self in (State.FAILED, State.KILLED, State.CANCELLED)
 
 
-TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED})
+TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
 
 
 class Stored(BaseModel):
@@ -102,6 +104,7 @@ class TaskRun(WithHistory):
     retryAt: datetime | None = None
     branch: str | None = Field(default=None, description="If/Switch: the branch taken")
     iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
+    iteration: int | None = Field(default=None, description="WaitFor: the iteration (0, 1, ...) this task run is in")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
     closedIn: int | None = None
 

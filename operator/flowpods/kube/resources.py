@@ -109,7 +109,10 @@ def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any]
     if problem is not None:
         condition: dict[str, Any] = {"type": "Ready", "status": "False", "reason": "Invalid", "message": problem}
     else:
-        condition = {"type": "Ready", "status": "True", "reason": "Valid", "message": "the flow is valid"}
+        warnings = flow.warnings() if flow else []
+        message = "the flow is valid" + (f"; warnings: {'; '.join(warnings)}" if warnings else "")
+        reason = "ValidWithWarnings" if warnings else "Valid"
+        condition = {"type": "Ready", "status": "True", "reason": reason, "message": message}
     condition.update(lastTransitionTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation)
     status: dict[str, Any] = {
         "conditions": [condition],

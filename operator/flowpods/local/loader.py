@@ -18,6 +18,30 @@ API_GROUP = "flowpods.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML where a key repeated in one mapping is an error (PyYAML keeps the last one silently)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, list | dict):
+            continue  # unhashable keys are refused by the flow model anyway
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str) -> list[Any]:
+    """The documents of a YAML text; a repeated key is an error, as in Kestra."""
+    return list(yaml.load_all(text, Loader=_UniqueKeyLoader))  # a SafeLoader subclass
+
+
 MAX_FILE_BYTES = 4 * 1024 * 1024
 """The largest flow file read (a Flow resource must fit in etcd's 1.5 MB anyway)."""
 
@@ -59,7 +83,7 @@ def read_documents(path: Path) -> list[Any]:
     try:
         if _yaml_depth(text, MAX_DEPTH) > MAX_DEPTH:
             raise FlowError([f"{path}: the YAML is nested more than {MAX_DEPTH} levels deep; the limit is {MAX_DEPTH}"])
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in parse_yaml(text) if doc is not None]
     except yaml.YAMLError as exc:
         raise FlowError([f"{path}: not valid YAML{_yaml_where(exc)}"]) from None
     try:

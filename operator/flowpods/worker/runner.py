@@ -48,6 +48,7 @@ from flowpods.core import secrets
 from flowpods.core.clock import utcnow
 from flowpods.core.model import (
     TYPE_ALIASES,
+    Echo,
     Fail,
     HttpRequest,
     Log,
@@ -310,6 +311,11 @@ def run_log(task: Log, ctx: Context) -> dict[str, Any]:
     return {}
 
 
+def run_echo(task: Echo, ctx: Context) -> dict[str, Any]:
+    ctx.log(task.level, task.format)
+    return {}
+
+
 def run_sleep(task: Sleep, ctx: Context) -> dict[str, Any]:
     seconds = task.duration.total_seconds()
     if ctx.timeout is not None and ctx.timeout < seconds:
@@ -447,6 +453,7 @@ def run_python(task: Python, ctx: Context) -> dict[str, Any]:
 
 RUNNERS: dict[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] = {
     Log: run_log,
+    Echo: run_echo,
     Return: lambda task, ctx: {"value": task.format},
     OutputValues: lambda task, ctx: {"values": task.values},
     Sleep: run_sleep,

@@ -67,6 +67,94 @@ def test_help_explains_the_local_runtime():
     assert "without a container" in result.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
 
 
+def test_validate_prints_warnings_and_refusals_with_their_reason(tmp_path):
+    hooked = tmp_path / "hooked.yaml"
+    hooked.write_text(
+        "id: hooked\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    message: x\n"
+        "triggers:\n  - id: hook\n    type: Webhook\n    key: short\n"
+    )
+    result = flowpods("validate", str(hooked))
+    said = " ".join(result.stderr.split())  # rich wraps lines when not on a terminal
+    assert result.returncode == 0
+    assert "⚠" in said and "the webhook key has 5 characters" in said
+    paused = tmp_path / "paused.yaml"
+    paused.write_text("id: p\nnamespace: team\ntasks:\n  - id: wait\n    type: io.kestra.plugin.core.flow.Pause\n")
+    result = flowpods("validate", str(paused))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2
+    assert "task 'wait' (io.kestra.plugin.core.flow.Pause): not yet supported: a Pause without pauseDuration" in said
+
+
+def test_a_repeated_yaml_key_is_refused(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("id: twice\nnamespace: team\ntasks:\n  - id: hi\n    type: Log\n    message: x\n    message: y\n")
+    result = flowpods("validate", str(twice))
+    assert result.returncode == 2 and "duplicate key 'message'" in " ".join(result.stderr.split())
+
+
+KESTRA_FLOWABLES = """
+id: flowables
+namespace: team
+inputs:
+  - id: delay
+    type: DURATION
+    defaults: pt0.2s
+tasks:
+  - id: dag
+    type: io.kestra.plugin.core.flow.Dag
+    tasks:
+      - task: {id: first, type: Return, format: one}
+      - task: {id: second, type: Return, format: "{{ outputs.first.value }}-two"}
+        dependsOn: [first]
+  - id: wait
+    type: io.kestra.plugin.core.flow.WaitFor
+    condition: "{{ outputs.count['values'].n == '2' }}"
+    checkFrequency: {interval: PT0.1S}
+    tasks:
+      - id: count
+        type: OutputValues
+        values: {n: "{{ outputs.wait.iterationCount + 1 }}"}
+  - id: pause
+    type: io.kestra.core.tasks.flows.Pause
+    delay: "{{ inputs.delay }}"
+  - id: tolerant
+    type: AllowFailure
+    tasks:
+      - id: boom
+        type: io.kestra.core.tasks.executions.Fail
+  - id: never
+    type: Log
+    message: skipped
+    runIf: "{{ outputs.second.value == 'nope' }}"
+  - id: each
+    type: io.kestra.plugin.core.flow.EachParallel
+    value: ["a", "b"]
+    tasks:
+      - id: echo
+        type: io.kestra.plugin.core.debug.Echo
+        format: "{{ taskrun.value }}"
+"""
+
+
+def test_kestra_flowables_run_locally_as_kestra_runs_them(tmp_path):
+    path = tmp_path / "flowables.yaml"
+    path.write_text(KESTRA_FLOWABLES)
+    result = flowpods("run", str(path), "--json", cwd=tmp_path)
+    status = json.loads(result.stdout)
+    assert status["state"] == "WARNING", result.stderr  # the allowed failure
+    runs: dict[str, list] = {}
+    for tr in status["taskRuns"]:
+        runs.setdefault(tr["taskId"], []).append(tr)
+    assert runs["second"][0]["outputs"] == {"value": "one-two"}
+    assert [tr["iteration"] for tr in runs["count"]] == [0, 1]
+    assert runs["wait"][0]["outputs"] == {"iterationCount": 1}
+    assert [t["state"] for t in runs["pause"][0]["history"]][:3] == ["CREATED", "RUNNING", "PAUSED"]
+    assert "PAUSED" in [t["state"] for t in status["history"]]
+    assert runs["tolerant"][0]["state"] == "WARNING" and runs["boom"][0]["state"] == "FAILED"
+    assert runs["never"][0]["state"] == "SKIPPED"
+    assert sorted(tr["value"] for tr in runs["echo"]) == ["a", "b"]
+
+
 def test_the_local_secrets_file_takes_yaml_or_assignments(tmp_path):
     yaml_file = tmp_path / "s.yaml"
     yaml_file.write_text("API_KEY: k1\nOTHER: 2\n")

@@ -254,8 +254,9 @@ def test_flow_tasks_required(flows: dict[str, Any]) -> None:
 
 def test_flow_patterns_match_the_model(flows: dict[str, Any]) -> None:
     root = schema(flows)
-    for field in ("spec.id", "spec.tasks[].id", "spec.errors[].id", "spec.inputs[].id", "spec.triggers[].id"):
+    for field in ("spec.id", "spec.tasks[].id", "spec.errors[].id", "spec.triggers[].id"):
         assert at(root, field)["pattern"] == model.ID_PATTERN, field
+    assert at(root, "spec.inputs[].id")["pattern"] == model.INPUT_ID_PATTERN
     assert at(root, "spec.namespace")["pattern"] == model.NAMESPACE_PATTERN
 
 

@@ -189,6 +189,17 @@ def test_baggage_goes_from_the_execution_to_its_pods_and_children():
     assert child_execution(annotated, start, "c")["metadata"]["annotations"]["flowpods.io/baggage"] == "t=1"
 
 
+def test_a_short_webhook_key_keeps_the_flow_ready_with_a_warning():
+    resource = {"metadata": {"name": "hooked", "namespace": "team", "generation": 1},
+                "spec": {"tasks": [{"id": "a", "type": "Log", "message": "x"}],
+                         "triggers": [{"id": "hook", "type": "Webhook", "key": "short"}]}}  # fmt: skip
+    status, flow, problem = flow_status(resource, T0)
+    condition = status["conditions"][0]
+    assert problem is None and flow is not None
+    assert (condition["status"], condition["reason"]) == ("True", "ValidWithWarnings")
+    assert "trigger 'hook': the webhook key has 5 characters" in condition["message"]
+
+
 def test_the_pod_receives_secrets_by_reference_never_their_value():
     action = first_action(message="token {{ secret('API_TOKEN') }}")
     env = {e["name"]: e for e in pod_for(action)["spec"]["containers"][0]["env"]}

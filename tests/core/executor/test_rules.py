@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flowpods.core.executor import rules
-from flowpods.core.model import Retry, Subflow, TaskBase, parse_flow
+from flowpods.core.model import Flowable, Retry, Subflow, TaskBase, parse_flow
 from flowpods.core.status import State
 from tests.core.simulation import T0, log, make_flow
 
@@ -54,13 +54,13 @@ class TestRetryDue:
 
 class TestSuccessState:
     def test_success_on_the_first_attempt_is_success(self) -> None:
-        assert rules.success_state(task(retry={"maxAttempts": 3, "warningOnRetry": True}), 1) == S
+        assert rules.success_state(task(retry={"maxAttempts": 3, "warningOnRetry": True}).retry, 1) == S
 
     def test_warning_on_retry_turns_a_later_success_into_a_warning(self) -> None:
-        assert rules.success_state(task(retry={"maxAttempts": 3, "warningOnRetry": True}), 2) == W
+        assert rules.success_state(task(retry={"maxAttempts": 3, "warningOnRetry": True}).retry, 2) == W
 
     def test_without_warning_on_retry_a_later_success_is_success(self) -> None:
-        assert rules.success_state(task(retry={"maxAttempts": 3}), 2) == S
+        assert rules.success_state(task(retry={"maxAttempts": 3}).retry, 2) == S
 
 
 class TestFailedState:
@@ -159,3 +159,42 @@ class TestOutcome:
 
     def test_a_warning_in_either_part_makes_the_execution_warn(self) -> None:
         assert rules.outcome(W, S) == W and rules.outcome(S, W) == W and rules.outcome(S, S) == S
+
+
+class TestRetryWithOnlyMaxDuration:
+    def test_attempts_are_unlimited_within_max_duration(self) -> None:
+        retry = Retry(maxDuration=timedelta(minutes=1))
+        assert rules.retry_due(retry, 50, T0, T0 + timedelta(seconds=59), running=True)
+        assert not rules.retry_due(retry, 2, T0, T0 + timedelta(minutes=1), running=True)
+
+    def test_a_retry_with_neither_limit_never_retries(self) -> None:
+        assert not rules.retry_due(Retry(), 1, T0, T0, running=True)
+
+
+class TestAllowedWarning:
+    def test_allow_warning_turns_a_warning_into_success(self) -> None:
+        assert rules.allowed_warning(task(allowWarning=True), W) == S
+
+    def test_other_states_and_tasks_are_unchanged(self) -> None:
+        assert rules.allowed_warning(task(allowWarning=True), F) == F
+        assert rules.allowed_warning(task(), W) == W
+
+
+class TestFlowableErrorsAndFinally:
+    @staticmethod
+    def flowable(**settings: object) -> Flowable:
+        seq = make_flow([{"id": "s", "type": "Sequential", "tasks": [log("a")], **settings}]).task("s")
+        assert isinstance(seq, Flowable)
+        return seq
+
+    def test_errors_run_when_the_flowable_s_tasks_failed_but_not_when_killed(self) -> None:
+        with_errors = self.flowable(errors=[log("e")])
+        assert rules.flowable_errors_due(with_errors, F)
+        assert not rules.flowable_errors_due(with_errors, K) and not rules.flowable_errors_due(with_errors, S)
+        assert not rules.flowable_errors_due(self.flowable(), F)
+
+    def test_errors_do_not_recover_the_flowable_and_a_failed_finally_fails_it(self) -> None:
+        assert rules.flowable_outcome(F, S) == F
+        assert rules.flowable_outcome(S, F) == F
+        assert rules.flowable_outcome(S, W) == W and rules.flowable_outcome(W, S) == W
+        assert rules.flowable_outcome(S, S) == S

@@ -8,20 +8,31 @@ Each function returns its result or the rendering error that prevents it; render
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from flowpods.core import ids
 from flowpods.core.executor.messages import RunTask, StartSubflow
-from flowpods.core.inputs import coerce
-from flowpods.core.model import Flow, ForEach, If, Input, Python, Shell, Subflow, Switch, TaskBase
+from flowpods.core.inputs import coerce, nested
+from flowpods.core.model import SLA, Each, Flow, If, Input, Pause, Python, Shell, Subflow, Switch, TaskBase
 from flowpods.core.records import WorkItem
 from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
 from flowpods.core.templating import NOW_KEY, RenderError, is_truthy, render, render_string
 
 CORRELATION_LABEL = "system.correlationId"
 MAX_PARENTS = 100  # parents of a task run, nearest first (a cycle in a hand-edited status must end)
-WORKER_FIELDS_EXCLUDED = {"id", "type", "retry", "timeout", "allowFailure", "disabled", "description"}
+WORKER_FIELDS_EXCLUDED = {
+    "id", "type", "retry", "timeout", "allowFailure", "allowWarning", "disabled", "description", "runIf",
+    "logLevel", "logToFile", "workerGroup",
+}  # fmt: skip
+PAUSE_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+
+
+def correlation_id(run: RunInfo) -> str:
+    """Kestra's system.correlationId label: the id of the first execution of a chain of subflows."""
+    return run.labels.get(CORRELATION_LABEL) or run.id
 
 
 def render_context(
@@ -47,7 +58,7 @@ def render_context(
         else:
             outputs.setdefault(tr.taskId, {})[tr.value] = tr.outputs
     context: dict[str, Any] = {
-        "inputs": status.inputs,
+        "inputs": nested(status.inputs),
         "outputs": outputs,
         "vars": flow.variables,
         "execution": {
@@ -58,7 +69,7 @@ def render_context(
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,
-        "labels": {**flow.labels, **run.labels, "system": {"correlationId": run.labels.get(CORRELATION_LABEL, run.id)}},
+        "labels": nested({**flow.labels, **run.labels, CORRELATION_LABEL: correlation_id(run)}),
         "envs": {},
         "globals": {},
         NOW_KEY: now,
@@ -132,6 +143,9 @@ class Renderer:
             labels = {str(k): str(v) for k, v in render(task.labels, context).items()}
         except RenderError as exc:
             return str(exc)
+        if task.inheritLabels:
+            labels = {**self.flow.labels, **self.run.labels, **labels}
+        labels[CORRELATION_LABEL] = correlation_id(self.run)  # the whole chain of subflows shares it
         return StartSubflow(
             taskRunId=tr.id,
             name=tr.child or ids.child_name(self.run, tr.id, task.flowId),
@@ -151,23 +165,46 @@ class Renderer:
         value = render_string(task.value, context)
         return (f"case:{value}" if value in task.cases else "defaults"), {"value": value}
 
-    def foreach_values(self, task: ForEach, tr: TaskRun) -> list[str]:
+    def foreach_values(self, task: Each, tr: TaskRun) -> list[str]:
         """A ForEach's values as distinct strings (JSON for non-strings); raises ValueError or RenderError."""
         context = self.context(task, tr)
-        if isinstance(task.values, str):
-            text = render_string(task.values, context)
+        source = task.each_values()
+        if isinstance(source, str):
+            text = render_string(source, context)
             try:
                 values = json.loads(text)
             except json.JSONDecodeError:
                 raise ValueError(f"ForEach values must render to a JSON list; got '{text[:100]}'") from None
         else:
-            values = render(task.values, context)
+            values = render(source, context)
         if not isinstance(values, list):
             raise ValueError(f"ForEach values must be a list, not {type(values).__name__}")
+        if any(v is None for v in values):
+            raise ValueError("ForEach values must not contain null")
         as_text = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
         if len(set(as_text)) != len(as_text):
             raise ValueError("ForEach values must be distinct")
         return as_text
+
+    def condition(self, condition: str, task: TaskBase, tr: TaskRun) -> bool:
+        """A condition rendered for a task run, read with Kestra's truthiness (raises RenderError)."""
+        return is_truthy(render_string(condition, self.context(task, tr)))
+
+    def run_if(self, task: TaskBase, tr: TaskRun) -> bool:
+        """Kestra's runIf: whether the task runs (raises RenderError)."""
+        return task.runIf is None or is_truthy(render_string(task.runIf, self.context(task, tr)))
+
+    def pause_duration(self, task: Pause, tr: TaskRun) -> timedelta:
+        """How long a Pause lasts; raises RenderError, or ValueError naming a value that is not a duration."""
+        text = render_string(task.duration or "", self.context(task, tr))
+        try:
+            return PAUSE_DURATION.validate_python(text.strip().upper())
+        except ValidationError:
+            raise ValueError(f"pauseDuration '{text}' is not an ISO-8601 duration") from None
+
+    def sla_holds(self, sla: SLA) -> bool:
+        """An EXECUTION_ASSERTION SLA's assertion, rendered when the execution ends (raises RenderError)."""
+        return is_truthy(render_string(sla.assert_ or "", self.context()))
 
     def flow_outputs(self) -> dict[str, Any]:
         """The flow's declared outputs, rendered and converted to their type; raises RenderError or ValueError."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from flowpods.core.model import Retry, Subflow, TaskBase
+from flowpods.core.model import Flowable, Retry, Subflow, TaskBase
 from flowpods.core.status import State
 
 
@@ -26,15 +26,15 @@ def failure_reason(reason: str | None, exit_code: int | None, timed_out: bool) -
 def retry_due(retry: Retry, attempt: int, first_start: datetime, failed_at: datetime, running: bool) -> bool:
     """retry: a failed attempt runs again while attempts remain, the execution runs, and maxDuration allows."""
     return (
-        attempt < retry.maxAttempts
+        retry.allows(attempt + 1)
         and running
         and (retry.maxDuration is None or failed_at - first_start < retry.maxDuration)
     )
 
 
-def success_state(task: TaskBase, attempt: int) -> State:
-    """warningOnRetry: a task that succeeded only after a retry ends WARNING."""
-    warn = task.retry is not None and task.retry.warningOnRetry and attempt > 1
+def success_state(retry: Retry | None, attempt: int) -> State:
+    """warningOnRetry: a task that succeeded only after a retry ends WARNING (the task's retry, else the flow's)."""
+    warn = retry is not None and retry.warningOnRetry and attempt > 1
     return State.WARNING if warn else State.SUCCESS
 
 
@@ -43,6 +43,11 @@ def failed_state(task: TaskBase, killed: bool = False) -> State:
     if killed:
         return State.KILLED
     return State.WARNING if task.allowFailure else State.FAILED
+
+
+def allowed_warning(task: TaskBase, state: State) -> State:
+    """allowWarning: a task run that would end WARNING ends SUCCESS."""
+    return State.SUCCESS if state == State.WARNING and task.allowWarning else state
 
 
 def transmits_failure(task: Subflow, child: State) -> bool:
@@ -107,6 +112,21 @@ def join(states: Iterable[State], complete: bool) -> State:
 def errors_due(main: State, has_errors: bool) -> bool:
     """errors: a flow's error handlers run when its main tasks failed."""
     return main.failed and has_errors
+
+
+def flowable_errors_due(task: Flowable, main: State) -> bool:
+    """A flowable's own `errors` run when its tasks failed (not when they were killed)."""
+    return bool(task.errors) and main.failed and main != State.KILLED
+
+
+def flowable_outcome(main: State, closing: State) -> State:
+    """A flowable ends as its tasks did, `errors` or not (they do not recover it); a failed `finally` fails it,
+    a warning one makes a success WARNING."""
+    if main.failed:
+        return main
+    if closing.failed:
+        return State.FAILED
+    return State.WARNING if State.WARNING in (main, closing) else main
 
 
 def outcome(main: State, closing: State) -> State:

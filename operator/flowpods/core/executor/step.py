@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from flowpods.core import ids
-from flowpods.core.executor.messages import Action, Decision, EventBase
-from flowpods.core.executor.rules import failed_state
-from flowpods.core.model import Flow, TaskBase
+from flowpods.core.executor.messages import Action, Decision, EventBase, KillSubflow, StopTask
+from flowpods.core.executor.rules import allowed_warning, failed_state
+from flowpods.core.model import SLA, Flow, TaskBase
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+
+ACTIVE = (State.RUNNING, State.PAUSED)  # an execution that still drives its tasks
 
 ScopeKey = tuple[str | None, str | None]  # (parent task-run id, ForEach value): where task runs are created
 
@@ -27,27 +29,31 @@ class Step:
         self.created: list[str] = []
         self.finished: list[str] = []
         self.touched = False
-        self._index = {(tr.taskId, tr.parentId, tr.value): tr for tr in status.taskRuns}
+        self._index = {(tr.taskId, tr.parentId, tr.value, tr.iteration): tr for tr in status.taskRuns}
         self._scopes: set[ScopeKey] = {(tr.parentId, tr.value) for tr in status.taskRuns}
 
     # -- task runs --------------------------------------------------------------------------------------
 
-    def find(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun | None:
-        return self._index.get((task.id, parent.id if parent else None, value))
+    def find(
+        self, task: TaskBase, parent: TaskRun | None, value: str | None, iteration: int | None = None
+    ) -> TaskRun | None:
+        return self._index.get((task.id, parent.id if parent else None, value, iteration))
 
     def started(self, parent: TaskRun, value: str | None) -> bool:
         """Whether any task run was created under this parent and value (a fan-out's branch has begun)."""
         return (parent.id, value) in self._scopes
 
-    def create_taskrun(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun:
+    def create_taskrun(
+        self, task: TaskBase, parent: TaskRun | None, value: str | None, iteration: int | None = None
+    ) -> TaskRun:
         parent_id = parent.id if parent else None
-        tr = TaskRun(id=ids.taskrun_id(self.run, task.id, parent_id, value), taskId=task.id, parentId=parent_id,
-                     value=value)  # fmt: skip
+        tr = TaskRun(id=ids.taskrun_id(self.run, task.id, parent_id, value, iteration), taskId=task.id,
+                     parentId=parent_id, value=value, iteration=iteration)  # fmt: skip
         tr.set_state(State.CREATED, self.now)
         if not task.runs_in_worker:
             tr.set_state(State.RUNNING, self.now)
         self.status.taskRuns.append(tr)
-        self._index[(task.id, parent_id, value)] = tr
+        self._index[(task.id, parent_id, value, iteration)] = tr
         self._scopes.add((parent_id, value))
         self.created.append(_label(tr))
         self.touched = True
@@ -56,6 +62,7 @@ class Step:
     def finish_taskrun(self, tr: TaskRun, state: State, at: datetime) -> None:
         if tr.state.terminal:
             return
+        state = allowed_warning(self.flow.task(tr.taskId), state)
         tr.set_state(state, at)
         tr.retryAt = None
         tr.closedIn = self.n
@@ -90,6 +97,23 @@ class Step:
                 return f"task '{tr.taskId}' failed: {tr.error}"
         return next((f"task '{tr.taskId}' failed: {tr.error}" for tr in self.status.taskRuns if tr.error), None)
 
+    def stop_everything(self, at: datetime) -> None:
+        """Stop every attempt and child execution under way; their task runs end KILLED."""
+        for tr in self.status.taskRuns:
+            if tr.state.terminal:
+                continue
+            for attempt in tr.attempts:
+                if not attempt.state.terminal:
+                    attempt.state = State.KILLED
+                    attempt.endedAt = at
+                    attempt.reason = "killed"
+                    attempt.closedIn = self.n
+                    self.actions.append(StopTask(taskRunId=tr.id, attempt=attempt.number))
+            if tr.child:
+                self.actions.append(KillSubflow(taskRunId=tr.id, name=tr.child))
+            tr.retryAt = None
+            self.finish_taskrun(tr, State.KILLED, at)
+
     # -- the execution --------------------------------------------------------------------------------
 
     def end_execution(self, state: State, at: datetime, reason: str | None) -> None:
@@ -114,9 +138,20 @@ class Step:
                     finished=self.finished,
                 )
             )
-        waits = [tr.retryAt for tr in self.status.taskRuns if tr.state == State.RETRYING and tr.retryAt]
+        waits = [tr.retryAt for tr in self.status.taskRuns if not tr.state.terminal and tr.retryAt]
+        waits += [deadline for _, deadline in sla_deadlines(self.flow, self.status, self.run)]
         wake = min(waits) if waits and not self.status.state.terminal else None
         return Decision(status=self.status, actions=self.actions, wakeAt=wake, changed=changed)
+
+
+def sla_deadlines(flow: Flow, status: ExecutionStatus, run: RunInfo) -> list[tuple[SLA, datetime]]:
+    """The MAX_DURATION SLAs that act (behavior FAIL or CANCEL) and when they are exceeded."""
+    start = status.startDate or run.createdAt
+    return [
+        (sla, start + sla.duration)
+        for sla in flow.sla
+        if sla.type == "MAX_DURATION" and sla.duration is not None and sla.behavior != "NONE"
+    ]
 
 
 def _label(tr: TaskRun) -> str:

@@ -18,12 +18,10 @@ from flowpods.core.executor.messages import (
     ChildFinished,
     EventBase,
     Kill,
-    KillSubflow,
     Start,
-    StopTask,
     Tick,
 )
-from flowpods.core.executor.step import Step
+from flowpods.core.executor.step import ACTIVE, Step
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import FlowError, Subflow
 from flowpods.core.status import Attempt, State, TaskRun
@@ -82,13 +80,13 @@ def attempt_finished(step: Step, event: AttemptFinished) -> None:
     if event.success:
         attempt.state = State.SUCCESS
         tr.outputs = event.outputs
-        step.finish_taskrun(tr, rules.success_state(task, attempt.number), event.at)
+        step.finish_taskrun(tr, rules.success_state(step.flow.retry_of(task), attempt.number), event.at)
         return
     attempt.state = State.FAILED
     attempt.reason = rules.failure_reason(event.reason, event.exitCode, event.timedOut)
     first_start = tr.attempts[0].startedAt or tr.attempts[0].createdAt
-    running = step.status.state == State.RUNNING
-    retry = task.retry
+    running = step.status.state in ACTIVE
+    retry = step.flow.retry_of(task)
     if retry is not None and rules.retry_due(retry, attempt.number, first_start, event.at, running):
         tr.set_state(State.RETRYING, event.at)
         tr.retryAt = event.at + retry.delay_before(attempt.number + 1)
@@ -118,25 +116,12 @@ def kill(step: Step, event: Kill) -> None:
         return
     step.touched = True
     step.status.set_state(State.KILLING, event.at)
-    for tr in step.status.taskRuns:
-        if tr.state.terminal:
-            continue
-        for attempt in tr.attempts:
-            if not attempt.state.terminal:
-                attempt.state = State.KILLED
-                attempt.endedAt = event.at
-                attempt.reason = "killed"
-                attempt.closedIn = step.n
-                step.actions.append(StopTask(taskRunId=tr.id, attempt=attempt.number))
-        if tr.child:
-            step.actions.append(KillSubflow(taskRunId=tr.id, name=tr.child))
-        tr.retryAt = None
-        step.finish_taskrun(tr, State.KILLED, event.at)
+    step.stop_everything(event.at)
     step.end_execution(State.KILLED, event.at, "killed")
 
 
 def tick(step: Step, event: Tick) -> None:
-    """Time passed: nothing to record (the drivers start the retries now due)."""
+    """Time passed: nothing to record (the drivers start the retries, resumes and SLAs now due)."""
 
 
 Transition = Callable[[Step, Any], None]
