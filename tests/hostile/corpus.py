@@ -234,9 +234,7 @@ BAD_FLOW_FILES: list[Case] = [
         flow(extra="triggers:\n  - {id: s, type: Schedule, cron: '@daily', timezone: Mars/Base}\n"),
         "unknown time zone 'Mars/Base'",
     ),
-    case(
-        "empty-webhook-key", flow(extra='triggers:\n  - {id: w, type: Webhook, key: ""}\n'), "at least 1 character"
-    ),
+    case("empty-webhook-key", flow(extra='triggers:\n  - {id: w, type: Webhook, key: ""}\n'), "at least 1 character"),
     case("unknown-trigger", flow(extra="triggers:\n  - {id: w, type: Kafka}\n"), "unknown trigger type"),
     case("zero-concurrency", flow(extra="concurrency: {limit: 0}\n"), "greater than or equal to 1"),
     case(

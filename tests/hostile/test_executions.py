@@ -259,6 +259,17 @@ def test_errors_are_described_in_one_bounded_line() -> None:
     assert not resources.is_transient(ApiException(status=422)) and not resources.is_transient(KeyError("x"))
 
 
+def test_a_create_refused_by_an_admission_policy_or_quota_is_retried_but_an_invalid_spec_is_not() -> None:
+    refused = ApiException(status=422)
+    refused.body = '{"message":"pods \\"p\\" is forbidden: ValidatingAdmissionPolicy \'x\' denied request: no"}'
+    quota = ApiException(status=403)
+    quota.body = '{"message":"pods \\"p\\" is forbidden: exceeded quota: compute"}'
+    invalid = ApiException(status=422)
+    invalid.body = '{"message":"Pod \\"p\\" is invalid: spec.containers[0].image: Required value"}'
+    assert resources.is_transient(refused) and resources.is_transient(quota)
+    assert not resources.is_transient(invalid)
+
+
 def test_a_child_whose_state_was_edited_to_garbage_does_not_stop_its_parent() -> None:
     assert resources.child_finished({"status": {"state": "ALMOST"}}, "tr", NOW) is None
     failed = {"status": {"state": "FAILED", "error": "task 'x' failed: boom"}}

@@ -585,11 +585,20 @@ def without_spec_data(execution: dict[str, Any]) -> dict[str, Any]:
     return {**execution, "spec": spec}
 
 
+ADMISSION_REFUSALS = ("denied request", "admission webhook", "exceeded quota", "is forbidden")
+"""What the API server says when an admission policy, webhook or quota refuses a create: the cluster's
+rules, which an administrator can change (Argo retries pod creation on these too), unlike an invalid spec."""
+
+
 def is_transient(exc: BaseException) -> bool:
-    """An error that may pass by itself (the API server busy or unreachable): retried, not a failure."""
+    """An error that may pass by itself (the API server busy or unreachable, or a create refused by an
+    admission policy or a quota that may be lifted): retried with a back-off and an Event, not a failure."""
     if isinstance(exc, ApiException):
-        if "too large" in str(exc.body or ""):  # etcd's object limit answers 500, and will again
+        body = str(exc.body or "")
+        if "too large" in body:  # etcd's object limit answers 500, and will again
             return False
+        if exc.status in (403, 422) and any(words in body for words in ADMISSION_REFUSALS):
+            return True
         return exc.status in (0, None, 408, 429, 500, 502, 503, 504)
     return isinstance(exc, OSError | TimeoutError | urllib3.exceptions.HTTPError)
 
