@@ -340,6 +340,8 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
             reason = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
         elif terminated.get("reason") == "OOMKilled":
             reason = f"OOMKilled: the container ran out of memory (exit code {code})"
+        elif terminated.get("reason") in START_ERRORS:  # the runtime's message, whole: the worker never ran
+            reason = f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
         elif result.error:
             reason = result.error
         elif status.get("reason"):
@@ -366,6 +368,10 @@ def _condition_time(status: dict[str, Any]) -> datetime | None:
     times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
     times = [t for t in times if t is not None]
     return max(times) if times else None
+
+
+# terminated.reason when the runtime could not start the container (e.g. no `flowpods` in the image)
+START_ERRORS = ("StartError", "ContainerCannotRun")
 
 
 def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:
