@@ -106,8 +106,9 @@ def service_resource(service: str, environ: Mapping[str, str] = os.environ) -> R
     return Resource.create({**resource_attributes(environ), SERVICE_NAME: service})
 
 
-def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter | None:
-    """An OTLP span exporter as the standard variables configure it, or None when no endpoint is set."""
+def exporter_from_env(environ: Mapping[str, str] = os.environ, timeout: float | None = None) -> SpanExporter | None:
+    """An OTLP span exporter as the standard variables configure it, or None when no endpoint is set.
+    `timeout`: seconds one export may take, retries included (None: the SDK's, 10 s)."""
     protocol = otlp_protocol(environ)
     endpoint = otlp_traces_endpoint(environ, protocol)
     if endpoint is None:
@@ -115,7 +116,7 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-        return HttpExporter(endpoint=endpoint)
+        return HttpExporter(endpoint=endpoint, timeout=timeout)
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
     scheme = urlparse(endpoint).scheme
@@ -124,7 +125,7 @@ def exporter_from_env(environ: Mapping[str, str] = os.environ) -> SpanExporter |
     else:
         flag = environ.get("OTEL_EXPORTER_OTLP_TRACES_INSECURE") or environ.get("OTEL_EXPORTER_OTLP_INSECURE")
         insecure = (flag or "").strip().lower() == "true"
-    return GrpcExporter(endpoint=endpoint, insecure=insecure)
+    return GrpcExporter(endpoint=endpoint, insecure=insecure, timeout=timeout)
 
 
 # --- SpanRecord <-> ReadableSpan (pure) ------------------------------------------------------------------
@@ -319,14 +320,17 @@ def read_span_file(path: str | os.PathLike[str]) -> list[SpanRecord]:
     return records
 
 
-def tracer_provider_from_env(default_service: str, environ: Mapping[str, str] = os.environ) -> TracerProvider:
+def tracer_provider_from_env(
+    default_service: str, environ: Mapping[str, str] = os.environ, export_timeout: float | None = None
+) -> TracerProvider:
     """A provider for live spans: OTLP (batched) when configured, a span file when FLOWPODS_SPAN_FILE is set.
+    `export_timeout` bounds each OTLP export (see exporter_from_env).
 
     The sampler is left to the SDK, which reads OTEL_TRACES_SAMPLER itself.
     """
     service = environ.get("OTEL_SERVICE_NAME") or default_service
     provider = TracerProvider(resource=service_resource(service, environ))
-    exporter = exporter_from_env(environ)
+    exporter = exporter_from_env(environ, export_timeout)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     span_file = environ.get(SPAN_FILE_ENV)

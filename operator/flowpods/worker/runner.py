@@ -542,6 +542,20 @@ def _sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+EXPORT_TIMEOUT_ENV = "FLOWPODS_WORKER_EXPORT_TIMEOUT"
+DEFAULT_EXPORT_TIMEOUT = 1.0
+
+
+def export_timeout(environ: Mapping[str, str]) -> float:
+    """Seconds the worker's span export may take (FLOWPODS_WORKER_EXPORT_TIMEOUT, default 1): the final flush
+    happens between the task's end and the pod's exit, so a missing collector must not hold it there."""
+    try:
+        value = float(environ.get(EXPORT_TIMEOUT_ENV) or DEFAULT_EXPORT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_EXPORT_TIMEOUT
+    return value if value > 0 else DEFAULT_EXPORT_TIMEOUT
+
+
 def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
     """Run one task-run attempt; returns the exit code (see the module docstring)."""
     termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
@@ -554,7 +568,7 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
     if trace_level(environ) == TraceLevel.DISABLED:
         provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
     else:
-        provider = tracer_provider_from_env(WORKER_SERVICE, environ)
+        provider = tracer_provider_from_env(WORKER_SERVICE, environ, export_timeout=export_timeout(environ))
     try:
         with _sigterm_cancels():
             text, code = execute(item, provider, environ, sys.stdout)
