@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +32,7 @@ from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.kube import resources
 from flowpods.kube.client import Conflict, Kube, load_client_config
-from flowpods.kube.config import OperatorConfig, PodCleanup
+from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
 from flowpods.local.loader import flow_document
 from flowpods.telemetry.fine import FineTracer
@@ -660,7 +662,12 @@ async def _operate(config: OperatorConfig) -> None:
 
 
 def run(config: OperatorConfig | None = None) -> int:
-    """`flowpods operator`: run until stopped."""
+    """`flowpods operator`: run until stopped (2 at once when the settings would lose the workers' spans)."""
+    if config is None:
+        problem = loopback_worker_endpoint(os.environ)
+        if problem:
+            print(f"flowpods operator: refusing to start: {problem}", file=sys.stderr)
+            return 2
     config = config or OperatorConfig.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
