@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean bench images
+.PHONY: run test unit lint venv testenv-bins testenv testenv-down clean bench images docker-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/flowpods run examples/parent.yaml
 
-## test: lint, unit tests and end-to-end tests on a real control plane and Jaeger
-test: venv testenv-bins
+## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
+test: venv testenv-bins images
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
@@ -31,21 +31,28 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger and helm from their Go modules
+## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger, helm, kubelet and pause
+## from their Go modules
 testenv-bins:
 	bash tests/testenv/build.sh
 
-## testenv: start the control plane, node agent and Jaeger in the background; writes .testenv/env
-testenv: venv testenv-bins
+## testenv: start the control plane, the real node (FLOWPODS_TESTENV_NODE=agent: the node agent) and Jaeger in
+## the background; writes .testenv/env
+testenv: venv testenv-bins images
 	$(PY) -m tests.testenv up
 
 ## testenv-down: stop what `make testenv` started (stdlib only, works without the venv)
 testenv-down:
 	$(PYTHON) -m tests.testenv down
 
-## images: build the worker/operator image with Docker (IMAGE=flowpods:dev); for users with Docker, not run by the tests (no container engine here)
+## images: the real node's packages (apt-get: containerd, runc, debootstrap; CNI plugins unpacked) and images
+## (pause, Debian base, the worker/operator image of worker-image/Dockerfile) without a container engine, cached
+images: venv testenv-bins
+	$(PY) -m tests.testenv images
+
+## docker-image: build the worker/operator image with Docker (IMAGE=flowpods:dev), for users with Docker
 IMAGE  ?= flowpods:dev
-images:
+docker-image:
 	docker build -f worker-image/Dockerfile -t $(IMAGE) .
 
 ## bench: benchmarks on a fresh test environment (node agent in instant mode); see docs/benchmarks.md

@@ -30,7 +30,10 @@ from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunT
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, State, TaskRun
-from flowpods.kube import resources
+from flowpods.kube import (
+    health,  # noqa: F401 - registers the liveness probe on /healthz
+    resources,
+)
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW

@@ -1,0 +1,265 @@
+"""Container images for the real test node, built without any container engine or registry.
+
+Three images, each a docker-save archive that `ctr -n k8s.io images import` loads:
+
+* pause: the pod sandbox process (tests/testenv/pause/main.go, built by build.sh);
+* base: Debian bookworm minbase with python3, from `debootstrap` and the mirror apt already uses;
+* worker: what worker-image/Dockerfile describes, made from the base: a venv at /opt/flowpods with this
+  package installed from wheels, the Dockerfile's USER, ENV, WORKDIR, ENTRYPOINT and CMD. The builder reads
+  those from the Dockerfile itself, and installs what its COPY lines name, so the two cannot drift apart.
+
+Archives are cached outside the repo by a hash of what goes into them, so a warm run builds nothing.
+`python -m tests.testenv images` (= `make images`) builds them and prints where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DOCKERFILE = REPO / "worker-image" / "Dockerfile"
+SUITE = "bookworm"
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+PAUSE_IMAGE = "flowpods.local/pause:3"
+BASE_IMAGE = "flowpods.local/debian-python:bookworm"
+WORKER_IMAGE = "docker.io/library/flowpods:dev"
+VENV = "/opt/flowpods"
+
+
+@dataclass
+class ImageSpec:
+    """What worker-image/Dockerfile says the image is (the part a rootfs builder needs)."""
+
+    copy: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    user: str = ""
+    workdir: str = "/"
+    entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=list)
+
+
+def parse_dockerfile(text: str) -> ImageSpec:
+    """The COPY sources, ENV, USER, last WORKDIR, ENTRYPOINT and CMD of a simple Dockerfile."""
+    spec = ImageSpec()
+    logical = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
+    for line in logical.splitlines():
+        if not line.strip():
+            continue
+        word, _, rest = line.strip().partition(" ")
+        word, rest = word.upper(), rest.strip()
+        if word == "COPY":
+            spec.copy += [s.rstrip("/") for s in shlex.split(rest)[:-1]]
+        elif word == "ENV":
+            spec.env.update(part.split("=", 1) for part in shlex.split(rest))  # type: ignore[arg-type]
+        elif word == "USER":
+            spec.user = rest
+        elif word == "WORKDIR":
+            spec.workdir = rest
+        elif word == "ENTRYPOINT":
+            spec.entrypoint = json.loads(rest)
+        elif word == "CMD":
+            spec.cmd = json.loads(rest)
+    return spec
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FLOWPODS_TESTENV_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "flowpods", "testenv"
+    )
+    return Path(root) / "images"
+
+
+def _hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:12]
+
+
+def _tree_bytes(paths: list[Path]) -> bytes:
+    """Names and contents of the files under `paths` (no caches), for a cache key."""
+    out = []
+    for top in paths:
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
+        for f in files:
+            if "__pycache__" in f.parts or f.suffix == ".pyc" or ".egg-info" in str(f):
+                continue
+            out.append(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
+    return b"\0\0".join(out)
+
+
+def apt_mirror() -> str:
+    """The Debian mirror apt uses here (deb822 sources or sources.list)."""
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    if sources.exists():
+        for line in sources.read_text().splitlines():
+            if line.startswith("URIs:"):
+                return line.split()[1]
+    legacy = Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) > 2 and parts[0] == "deb":
+                return parts[1] if not parts[1].startswith("[") else parts[2]
+    return "http://deb.debian.org/debian"
+
+
+def write_archive(rootfs: Path, out: Path, tag: str, config: dict[str, object]) -> None:
+    """A one-layer docker-save archive of `rootfs` (numeric owners; no /dev, /proc, /sys contents)."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp_dir:
+        tmp = Path(tmp_dir)
+        layer = tmp / "layer.tar"
+        subprocess.run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "--exclude=./dev/*", "--exclude=./proc/*",
+             "--exclude=./sys/*", "-cf", str(layer), "."],
+            check=True,
+        )  # fmt: skip
+        diff_id = hashlib.sha256(layer.read_bytes()).hexdigest()
+        (tmp / diff_id).mkdir()
+        layer.rename(tmp / diff_id / "layer.tar")
+        image_config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+            "history": [{"created_by": "tests/testenv/images.py"}],
+        }
+        raw = json.dumps(image_config, sort_keys=True).encode()
+        config_name = hashlib.sha256(raw).hexdigest() + ".json"
+        (tmp / config_name).write_bytes(raw)
+        manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{diff_id}/layer.tar"]}]
+        (tmp / "manifest.json").write_text(json.dumps(manifest))
+        partial = out.with_suffix(".partial")
+        subprocess.run(["tar", "-C", str(tmp), "-cf", str(partial), "manifest.json", config_name, diff_id], check=True)
+        partial.rename(out)
+
+
+def _log(msg: str) -> None:
+    print(f"images: {msg}", file=sys.stderr, flush=True)
+
+
+def _chroot(rootfs: Path, *argv: str) -> None:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+    subprocess.run(["chroot", str(rootfs), *argv], check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def build_pause(node_bin: Path) -> Path:
+    binary = node_bin / "pause"
+    out = cache_dir() / f"pause-{_hash(binary.read_bytes())}.tar"
+    if not out.exists():
+        with tempfile.TemporaryDirectory() as rootfs:
+            shutil.copy2(binary, Path(rootfs) / "pause")
+            write_archive(Path(rootfs), out, PAUSE_IMAGE, {"Entrypoint": ["/pause"]})
+        _log(f"pause image: {out}")
+    return out
+
+
+def base_rootfs() -> tuple[Path, str]:
+    """debootstrap --variant=minbase (cached: 60-100 s on 2 cores)."""
+    mirror = apt_mirror()
+    key = _hash(SUITE.encode(), " ".join(BASE_PACKAGES).encode(), mirror.encode())
+    rootfs = cache_dir() / f"base-{key}"
+    if not (rootfs / ".complete").exists():
+        if not shutil.which("debootstrap"):
+            raise RuntimeError("debootstrap not found: apt-get install debootstrap (tests/testenv/packages.sh does)")
+        shutil.rmtree(rootfs, ignore_errors=True)
+        t0 = time.monotonic()
+        log = cache_dir() / f"base-{key}.log"
+        with log.open("wb") as f:
+            proc = subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(rootfs),
+                 mirror],
+                stdout=f, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(f"debootstrap failed, see {log}:\n{log.read_text()[-2000:]}")
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (rootfs / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        (rootfs / ".complete").touch()
+        _log(f"base rootfs (debootstrap {SUITE} minbase + python3) in {time.monotonic() - t0:.0f}s")
+    return rootfs, key
+
+
+def build_base() -> Path:
+    rootfs, key = base_rootfs()
+    out = cache_dir() / f"base-{key}.tar"
+    if not out.exists():
+        write_archive(rootfs, out, BASE_IMAGE, {"Cmd": ["python3"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]})
+        _log(f"base image: {out}")
+    return out
+
+
+def worker_key(base_key: str, spec: ImageSpec) -> str:
+    sources = [REPO / s for s in spec.copy]
+    return _hash(base_key.encode(), DOCKERFILE.read_bytes(), _tree_bytes(sources), Path(__file__).read_bytes())
+
+
+def build_worker() -> Path:
+    """The worker/operator image: base + venv with this package from wheels + the Dockerfile's user and config."""
+    spec = parse_dockerfile(DOCKERFILE.read_text())
+    rootfs_base, base_key = base_rootfs()
+    out = cache_dir() / f"worker-{worker_key(base_key, spec)}.tar"
+    if out.exists():
+        return out
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_dir:
+        tmp = Path(tmp_dir)
+        context = tmp / "context"  # only what the Dockerfile COPYs
+        for src in spec.copy:
+            target = context / src
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / src).is_dir():
+                shutil.copytree(REPO / src, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                shutil.copy2(REPO / src, target)
+        rootfs = tmp / "rootfs"
+        subprocess.run(["cp", "-a", str(rootfs_base), str(rootfs)], check=True)
+        (rootfs / ".complete").unlink()
+        wheels = rootfs / "wheels"
+        pip_env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels), str(context)],
+            check=True, env=pip_env,
+        )  # fmt: skip
+        _chroot(rootfs, "python3", "-m", "venv", VENV)
+        _chroot(rootfs, f"{VENV}/bin/pip", "install", "--quiet", "--no-index", "--no-cache-dir",
+                "--find-links", "/wheels", "flowpods")  # fmt: skip
+        shutil.rmtree(wheels)
+        uid, _, gid = spec.user.partition(":")
+        _chroot(rootfs, "groupadd", "--gid", gid or uid, "flowpods")
+        _chroot(rootfs, "useradd", "--uid", uid, "--gid", gid or uid, "--no-create-home", "--home-dir", "/tmp",
+                "--shell", "/usr/sbin/nologin", "flowpods")  # fmt: skip
+        env = {"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **spec.env}
+        config = {
+            "Entrypoint": spec.entrypoint,
+            "Cmd": spec.cmd,
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "User": spec.user,
+            "WorkingDir": spec.workdir,
+        }
+        write_archive(rootfs, out, WORKER_IMAGE, config)
+    for old in cache_dir().glob("worker-*.tar"):  # earlier versions of this package: no longer wanted
+        if old != out:
+            old.unlink()
+    _log(f"worker image in {time.monotonic() - t0:.0f}s: {out}")
+    return out
+
+
+def build_all(node_bin: Path) -> list[Path]:
+    """Every archive the real node imports (built when missing)."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    return [build_pause(node_bin), build_base(), build_worker()]
