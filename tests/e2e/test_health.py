@@ -3,6 +3,7 @@ past FLOWPODS_API_UNREACHABLE_SECONDS (kopf alone keeps answering 200 while it r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -51,19 +52,15 @@ class Relay:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self.listener.close()
         with self.lock:
             for conn in self.conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
 
 

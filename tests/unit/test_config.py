@@ -66,3 +66,18 @@ def test_the_operator_refuses_to_start_with_a_loopback_worker_endpoint(tmp_path)
     )
     assert proc.returncode == 2, proc.stderr
     assert "refusing to start" in proc.stderr and "FLOWPODS_WORKER_OTLP_ENDPOINT" in proc.stderr
+
+
+def test_the_api_counts_as_unreachable_only_past_the_threshold():
+    from flowpods.kube.health import ApiContact
+
+    contact = ApiContact()
+    contact.record(100.0, None)
+    assert contact.problem(1000.0, 30) is None
+    contact.record(200.0, "ConnectionRefusedError")
+    contact.record(220.0, "ConnectionRefusedError")
+    assert contact.problem(229.0, 30) is None
+    problem = contact.problem(231.0, 30)
+    assert problem and "unreachable for 31s" in problem and "ConnectionRefusedError" in problem
+    contact.record(232.0, None)
+    assert contact.problem(1000.0, 30) is None
