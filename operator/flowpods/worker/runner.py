@@ -18,6 +18,8 @@ Conventions (the operator and the local runner rely on them):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import shutil
@@ -43,6 +45,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
+from flowpods.core import secrets
 from flowpods.core.clock import utcnow
 from flowpods.core.model import (
     TYPE_ALIASES,
@@ -65,11 +68,20 @@ from flowpods.core.records import (
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
     WORKER_SERVICE,
+    SpanRecord,
     TaskResult,
     WorkItem,
 )
 from flowpods.core.truth import is_truthy
-from flowpods.telemetry.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
+from flowpods.telemetry.otel import (
+    CollectingProcessor,
+    SpanRecordExporter,
+    TraceLevel,
+    attached,
+    span_file_provider,
+    span_ids,
+    trace_level,
+)
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -229,10 +241,12 @@ class TaskLog:
 
     def __init__(self, stream: IO[str], task_id: str, trace_id: str, span_id: str):
         self.stream, self.task_id, self.trace_id, self.span_id = stream, task_id, trace_id, span_id
+        self.secrets: list[str] = []  # values masked in every line, as Kestra masks secrets in logs
         self._lock = threading.Lock()
 
     def __call__(self, level: str, message: str) -> None:
         now = utcnow()
+        message = secrets.mask(message, self.secrets)
         lines = [
             format_log_line(now, level, self.trace_id, self.span_id, self.task_id, line)
             for line in (message.splitlines() or [""])
@@ -268,6 +282,34 @@ def load_work_item(taskrun_file: str | None, environ: Mapping[str, str]) -> Work
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors())
         raise InvalidWorkItem(f"invalid task run in {source}: {problems}") from None
+
+
+def secret_lookup(environ: Mapping[str, str]) -> Callable[[str], str | None]:
+    """FLOWPODS_SECRET_<NAME> (from the pod's secretKeyRef, or `flowpods run --secrets`), else Kestra's own
+    convention for open-source installs: SECRET_<NAME>, base64-encoded."""
+
+    def lookup(name: str) -> str | None:
+        if secrets.env_name(name) in environ:
+            return environ[secrets.env_name(name)]
+        encoded = environ.get("SECRET_" + name)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidWorkItem(f"SECRET_{name} is not base64 (Kestra's convention for secrets)") from None
+
+    return lookup
+
+
+def resolve_secrets(item: WorkItem, environ: Mapping[str, str], log: TaskLog) -> WorkItem:
+    """The work item with its secret references replaced; the values are then masked in every log line."""
+    try:
+        task, used = secrets.resolve(item.task, secret_lookup(environ))
+    except secrets.MissingSecret as exc:
+        raise InvalidWorkItem(str(exc)) from None
+    log.secrets = used
+    return item.model_copy(update={"task": task}) if used else item
 
 
 def validate_task(item: WorkItem) -> TaskBase:
@@ -317,7 +359,7 @@ def run_http(task: HttpRequest, ctx: Context) -> dict[str, Any]:
     import httpx  # imported here: every other task type starts faster without it
 
     url = httpx.URL(task.uri)
-    shown = redact_url(task.uri)
+    shown = secrets.mask(redact_url(task.uri), ctx.log.secrets)
     headers = dict(task.headers)
     if task.contentType and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = task.contentType
@@ -477,6 +519,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
         error: str | None = None
         outcome, code = "success", EXIT_SUCCESS
         try:
+            item = resolve_secrets(item, environ, log)
             task = validate_task(item)
             ctx = Context(item, log, environ, tracer, effective_timeout(item, task))
             log("INFO", f"attempt {item.attempt} of task run {item.taskRunId} ({item.taskType})")
@@ -494,6 +537,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
             span.record_exception(exc)
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
         ended = utcnow()
+        outputs, error = secrets.mask(outputs, log.secrets), secrets.mask(error, log.secrets)
         result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
         if error is None and result.error is not None:
             span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})
@@ -526,22 +570,15 @@ def _sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-EXPORT_TIMEOUT_ENV = "FLOWPODS_WORKER_EXPORT_TIMEOUT"
-DEFAULT_EXPORT_TIMEOUT = 1.0
-
-
-def export_timeout(environ: Mapping[str, str]) -> float:
-    """Seconds the worker's span export may take (FLOWPODS_WORKER_EXPORT_TIMEOUT, default 1): the final flush
-    happens between the task's end and the pod's exit, so a missing collector must not hold it there."""
-    try:
-        value = float(environ.get(EXPORT_TIMEOUT_ENV) or DEFAULT_EXPORT_TIMEOUT)
-    except ValueError:
-        return DEFAULT_EXPORT_TIMEOUT
-    return value if value > 0 else DEFAULT_EXPORT_TIMEOUT
-
-
 def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    """Run one task-run attempt; returns the exit code (see the module docstring)."""
+    """Run one task-run attempt; returns the exit code (see the module docstring).
+
+    The worker's finished spans go back with its result (as many as fit in the termination message), for the
+    operator to export with the task run's own span: a collector that is away while the pod runs loses none.
+    Spans that do not fit, and those of an attempt cancelled by SIGTERM (its pod deleted: a kill may have
+    closed the attempt already), are sent from here, bounded by LIVE_EXPORT_TIMEOUT so a missing collector
+    never holds the task's exit longer.
+    """
     termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
     try:
         item = load_work_item(taskrun_file, environ)
@@ -549,14 +586,78 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
         print(f"flowpods worker: {exc}", file=sys.stderr)
         write_termination_message(termination_log, encode_result(TaskResult(error=str(exc)))[1])
         return EXIT_INVALID
+    collected = CollectingProcessor()
     if trace_level(environ) == TraceLevel.DISABLED:
         provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
     else:
-        provider = tracer_provider_from_env(WORKER_SERVICE, environ, export_timeout=export_timeout(environ))
+        provider = span_file_provider(WORKER_SERVICE, environ)
+        provider.add_span_processor(collected)
     try:
         with _sigterm_cancels():
             text, code = execute(item, provider, environ, sys.stdout)
+        if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
+            left = collected.finished()
+        else:
+            text, left = attach_spans(text, collected.finished())
         write_termination_message(termination_log, text)
+        if left:
+            export_live(left, environ)
     finally:
         provider.shutdown()
     return code
+
+
+def attach_spans(
+    text: str, spans: list[SpanRecord], limit: int = MAX_TERMINATION_MESSAGE
+) -> tuple[str, list[SpanRecord]]:
+    """The result's JSON with the spans that fit in `limit` bytes added, and the spans that did not fit.
+
+    The WORKER span goes first; a span too big is tried once more without its exceptions' stack traces.
+    Spans are written compactly (defaults left out; the service and resource are the operator's to add).
+    """
+    ordered = sorted(spans, key=lambda span: not span.name.startswith("WORKER - "))
+    head = text.rstrip()
+    if not head.endswith("}") or not spans:
+        return text, list(spans)
+    kept: list[str] = []
+    left: list[SpanRecord] = []
+    size = len(head.encode()) + len(b',"spans":[]')
+    for span in ordered:
+        compact = span.model_copy(update={"service": None, "resource": {}})
+        for candidate in (compact, without_stack_traces(compact)):
+            encoded = candidate.model_dump_json(exclude_defaults=True)
+            extra = len(encoded.encode()) + (1 if kept else 0)
+            if size + extra <= limit:
+                kept.append(encoded)
+                size += extra
+                break
+        else:
+            left.append(span)
+    if not kept:
+        return text, left
+    return head[:-1] + ',"spans":[' + ",".join(kept) + "]}", left
+
+
+def without_stack_traces(span: SpanRecord) -> SpanRecord:
+    events = [
+        event.model_copy(
+            update={"attributes": {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"}}
+        )
+        for event in span.events
+    ]
+    return span.model_copy(update={"events": events})
+
+
+LIVE_EXPORT_TIMEOUT = 1.0  # seconds: the most a missing collector may hold a task's exit
+
+
+def export_live(spans: list[SpanRecord], environ: Mapping[str, str]) -> None:
+    """Send the spans that did not fit in the result straight to the collector, giving up after a second."""
+    exporter = SpanRecordExporter.from_env(environ, WORKER_SERVICE, timeout=LIVE_EXPORT_TIMEOUT)
+    if exporter is None:
+        return
+    try:
+        if not exporter.export(spans):
+            print(f"flowpods worker: {len(spans)} spans that did not fit in the result were lost", file=sys.stderr)
+    finally:
+        exporter.shutdown()
