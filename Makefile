@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test unit lint venv testenv-bins prometheus testenv testenv-down clean bench images
+.PHONY: run test unit lint venv testenv-bins prometheus testenv testenv-down clean bench images docker-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/flowpods run examples/parent.yaml
 
-## test: lint, unit tests and end-to-end tests on a real control plane and Jaeger
-test: lint testenv-bins prometheus
+## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
+test: lint testenv-bins images prometheus
 	$(VENV)/bin/pytest
 
 ## unit: the core and adapter tests (no cluster)
@@ -33,7 +33,8 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger and helm from their Go modules
+## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger, helm, kubelet and pause
+## from their Go modules
 testenv-bins:
 	bash tests/testenv/build.sh
 
@@ -43,17 +44,23 @@ prometheus:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
 
-## testenv: start the control plane, node agent and Jaeger in the background; writes .testenv/env
-testenv: venv testenv-bins
+## testenv: start the control plane, the real node (FLOWPODS_TESTENV_NODE=agent: the node agent) and Jaeger in
+## the background; writes .testenv/env
+testenv: venv testenv-bins images
 	$(PY) -m tests.testenv up
 
 ## testenv-down: stop what `make testenv` started (stdlib only, works without the venv)
 testenv-down:
 	$(PYTHON) -m tests.testenv down
 
-## images: build the worker/operator image with Docker (IMAGE=flowpods:dev); for users with Docker, not run by the tests (no container engine here)
+## images: the real node's packages (apt-get: containerd, runc, debootstrap; CNI plugins unpacked) and images
+## (pause, Debian base, the worker/operator image of worker-image/Dockerfile) without a container engine, cached
+images: venv testenv-bins
+	$(PY) -m tests.testenv images
+
+## docker-image: build the worker/operator image with Docker (IMAGE=flowpods:dev), for users with Docker
 IMAGE  ?= flowpods:dev
-images:
+docker-image:
 	docker build -f worker-image/Dockerfile -t $(IMAGE) .
 
 ## bench: benchmarks on a fresh test environment (node agent in instant mode); see docs/benchmarks.md

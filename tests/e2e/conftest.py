@@ -45,6 +45,7 @@ def _reusable(state: Path) -> testenv.EnvInfo | None:
         return None
     try:
         info = testenv.EnvInfo.load(state)
+        info.enter()  # the real node's servers listen inside its sandbox
     except Exception:
         return None
     return info if testenv.healthy(info) else None
@@ -53,7 +54,8 @@ def _reusable(state: Path) -> testenv.EnvInfo | None:
 @pytest.fixture(scope="session")
 def testenv_info(tmp_path_factory) -> testenv.EnvInfo:
     """The running environment: reuses `make testenv` (.testenv/) when healthy, else starts one
-    for this session in a temp dir and stops it at the end. Missing binaries fail the test."""
+    for this session in a temp dir and stops it at the end. Missing binaries fail the test. With the
+    real node, this process (and so every test and its children) joins the sandbox's network."""
     global _ENV
     missing = testenv.missing_binaries()
     if missing:

@@ -1,8 +1,8 @@
 """Running flowpods itself on the test environment: the CRDs, the operator process, and small waits.
 
 The operator runs as a real `flowpods operator` process against the environment's kubeconfig (given
-explicitly), exporting to the environment's Jaeger; its worker pods are run by the test node agent,
-which stands in for the kubelet and runs each pod's `flowpods worker` command as a local process.
+explicitly), exporting to the environment's Jaeger; its worker pods run on the environment's node: the
+real kubelet (the locally built worker image) or the node agent (this venv's `flowpods worker`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TERMINAL = {"SUCCESS", "WARNING", "FAILED", "KILLED", "CANCELLED"}
 
 def operator_environ(env: testenv.EnvInfo, namespace: str, **settings: str) -> dict[str, str]:
     """The environment of a `flowpods operator` for one namespace of the test environment: its kubeconfig
-    given explicitly, spans to its Jaeger, workers run by the node agent from this venv."""
+    given explicitly, spans to its Jaeger, its workers as the environment's node runs them."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
     environ.update(
         KUBECONFIG=str(env.kubeconfig),
@@ -38,12 +38,12 @@ def operator_environ(env: testenv.EnvInfo, namespace: str, **settings: str) -> d
         OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
         OTEL_SERVICE_NAME="flowpods",
         FLOWPODS_NAMESPACES=namespace,
-        FLOWPODS_WORKER_COMMAND=f"{FLOWPODS} worker",
         FLOWPODS_HEALTH_PORT="0",
         # metrics on a port of this operator's own (Jaeger takes no OTLP metrics)
         OTEL_METRICS_EXPORTER="prometheus",
         OTEL_EXPORTER_PROMETHEUS_HOST="127.0.0.1",
         OTEL_EXPORTER_PROMETHEUS_PORT=str(free_port()),
+        **env.worker_settings(),
     )
     environ.update(settings)
     return environ

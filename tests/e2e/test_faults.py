@@ -84,7 +84,7 @@ def faulty(testenv_info, crds, namespace, tmp_path, collector, apply_yaml) -> It
     """The flows applied and an operator for the namespace, exporting (and its pods) to the module's Jaeger."""
     apply_yaml(FLOWS)
     endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_grpc_endpoint,
-                "FLOWPODS_WORKER_OTLP_ENDPOINT": collector.otlp_grpc_endpoint}  # fmt: skip
+                "FLOWPODS_WORKER_OTLP_ENDPOINT": collector.pod_otlp_grpc_endpoint}  # fmt: skip
     process = OperatorProcess(testenv_info, namespace, tmp_path, extra_env=endpoint)
     process.start()
     yield process
@@ -279,7 +279,8 @@ def test_api_server_stopped_and_restarted_mid_run(faulty, testenv_info, custom_o
     down = time.monotonic() - stopped
     wait_all_done(custom_objects, namespace, len(names), faulty, timeout=180)
     result = account(custom_objects, core_v1, collector, namespace, len(names))
-    agent_log = (testenv_info.log_dir / "nodeagent.log").read_text(errors="replace")
+    agent_log_file = testenv_info.log_dir / "nodeagent.log"  # the node agent's; the real kubelet has its own
+    agent_log = agent_log_file.read_text(errors="replace") if agent_log_file.exists() else ""
     away = [line for line in agent_log.splitlines() if namespace in line and "the API server is away" in line]
     held = {line.split()[3] for line in away}  # the agent's thread name: the pod
     print(result.summary("API server restart", restarts=1, down_s=f"{down:.1f}", pods_reported_after=len(held)))

@@ -12,7 +12,6 @@ from datetime import datetime
 
 import yaml
 
-from tests import testenv
 from tests.e2e.harness import (
     GROUP,
     VERSION,
@@ -43,7 +42,7 @@ def env_of(pod) -> dict[str, str]:
 
 
 def test_hello_world_runs_in_a_pod_and_leaves_one_trace(operator, apply_yaml, custom_objects, core_v1, jaeger,
-                                                         namespace, kubectl):  # fmt: skip
+                                                         namespace, kubectl, testenv_info):  # fmt: skip
     apply_yaml(example("hello-world.yaml"))
     apply_yaml(execution_yaml("hello-1", "hello-world"))
     body = wait_for_state(custom_objects, namespace, "hello-1", operator=operator)
@@ -78,7 +77,7 @@ def test_hello_world_runs_in_a_pod_and_leaves_one_trace(operator, apply_yaml, cu
     assert tags(run)["cicd.pipeline.result"] == "success"
     assert tags(taskrun)["k8s.pod.name"] == pod.metadata.name
     assert tags(taskrun)["k8s.namespace.name"] == namespace
-    assert tags(taskrun)["k8s.node.name"] == testenv.NODE_NAME
+    assert tags(taskrun)["k8s.node.name"] == pod.spec.node_name == testenv_info.node_name
 
     listing = kubectl("get", "executions", "-n", namespace).stdout
     assert "hello-1" in listing and "SUCCESS" in listing and status["traceId"] in listing

@@ -1,18 +1,25 @@
-"""`python -m tests.testenv up|down|status [--state-dir DIR]`: what `make testenv` runs."""
+"""`python -m tests.testenv up|down|status|images|shell [--state-dir DIR]`: what `make testenv` runs.
+
+`images` (= `make images`) installs the real node's Debian packages when missing and builds its images;
+`shell` opens a shell inside a running real-node environment's network (where its servers listen).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from .cluster import REPO, EnvInfo, TestEnvError, healthy, start, status, stop
+from . import images
+from .cluster import REPO, EnvInfo, TestEnvError, bin_dir, healthy, node_kind, start, status, stop
+from .node import ensure_packages, node_bin_dir
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m tests.testenv")
-    p.add_argument("command", choices=["up", "down", "status"])
+    p.add_argument("command", choices=["up", "down", "status", "images", "shell"])
     p.add_argument("--state-dir", default=str(REPO / ".testenv"))
     p.add_argument("--timeout", type=float, default=90)
     p.add_argument(
@@ -22,6 +29,18 @@ def main() -> int:
     )
     args = p.parse_args()
     state = Path(args.state_dir).resolve()
+    if args.command == "images":
+        if node_kind() == "agent":
+            print("testenv: FLOWPODS_TESTENV_NODE=agent: no images needed")
+            return 0
+        t0 = time.monotonic()
+        ensure_packages()
+        archives = images.build_all(node_bin_dir(), bin_dir())
+        print(f"testenv images ready in {time.monotonic() - t0:.1f}s: " + " ".join(str(a) for a in archives))
+        return 0
+    if args.command == "shell":
+        info = EnvInfo.load(state)
+        os.execvp("nsenter", ["nsenter", "-t", str(info.pids["sandbox"]), "-n", "--", "bash"])
     if args.command == "up":
         t0 = time.monotonic()
         try:
@@ -32,7 +51,10 @@ def main() -> int:
             return 1
         print(f"testenv up in {time.monotonic() - t0:.1f}s (state: {state}, logs: {info.log_dir})")
         print(f"  kube-apiserver {info.api_url}   jaeger {info.jaeger_url}   OTLP {info.otlp_grpc_endpoint}")
-        print(f"use it:  source {state / 'env'}  &&  kubectl get nodes")
+        if info.real_node:
+            print(f"use it:  python -m tests.testenv shell  (its network), then: source {state / 'env'}")
+        else:
+            print(f"use it:  source {state / 'env'}  &&  kubectl get nodes")
         print("  (env puts the built kubectl first on PATH and sets KUBECONFIG, FLOWPODS_JAEGER_URL,")
         print("   OTEL_EXPORTER_OTLP_ENDPOINT, FLOWPODS_ADMIN_TOKEN, FLOWPODS_TEST_USER_TOKEN)")
         print("stop it: make testenv-down")

@@ -4,6 +4,7 @@
 # Idempotent: a binary that already exists in the cache is skipped.
 # Usage: bash tests/testenv/build.sh        (prints the bin dir on the last line)
 #        bash tests/testenv/build.sh --print-bin-dir   (only prints where binaries go)
+#        bash tests/testenv/build.sh --print-node-bin-dir   (where the real node's kubelet and pause go)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -15,13 +16,24 @@ cache_root="${FLOWPODS_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flowpods/t
 key="$(grep -v '^#' "$here/versions.env" | sha256sum | cut -c1-12)"
 bin_dir="$cache_root/$key/bin"
 src_dir="$cache_root/$key/src"
+kube_src_dir="$src_dir/kube"
+
+# The real node's binaries (kubelet, pause) have their own key, so their pins never move the one above.
+# shellcheck disable=SC1091
+source "$here/versions-node.env"
+node_key="$(cat "$here/versions.env" "$here/versions-node.env" "$here/pause/main.go" | grep -v '^#' | sha256sum | cut -c1-12)"
+node_bin_dir="$cache_root/node-$node_key/bin"
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
   echo "$bin_dir"
   exit 0
 fi
+if [[ "${1:-}" == "--print-node-bin-dir" ]]; then
+  echo "$node_bin_dir"
+  exit 0
+fi
 
-mkdir -p "$bin_dir" "$src_dir"
+mkdir -p "$bin_dir" "$src_dir" "$node_bin_dir"
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 kube_minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
@@ -82,9 +94,20 @@ setup_helm() {
   "$GO" get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
-# build NAME FAMILY PACKAGE LDFLAGS
+setup_kubelet() {
+  # the kube module's go.mod (its staging replaces, same dependency versions, so the packages the kubelet
+  # shares with the kube-* binaries come from Go's build cache) plus the kubelet as a tool
+  cp "$kube_src_dir/go.mod" "$kube_src_dir/go.sum" .
+  "$GO" mod edit -module flowpods-testenv-node-tools
+  "$GO" get -tool "k8s.io/kubernetes/cmd/kubelet@$KUBELET_VERSION"
+}
+setup_pause() {
+  cp "$here/pause/main.go" .
+}
+
+# build NAME FAMILY PACKAGE LDFLAGS [OUT_DIR SRC_DIR]
 build() {
-  local name="$1" family="$2" pkg="$3" ldflags="$4"
+  local name="$1" family="$2" pkg="$3" ldflags="$4" bin_dir="${5:-$bin_dir}" src_dir="${6:-$src_dir}"
   if [[ -x "$bin_dir/$name" ]]; then
     echo "cached  $name"
     return 0
@@ -111,6 +134,11 @@ build kube-scheduler kube k8s.io/kubernetes/cmd/kube-scheduler "$kube_ldflags"
 build kubectl kube k8s.io/kubernetes/cmd/kubectl "$kube_ldflags"
 build jaeger jaeger github.com/jaegertracing/jaeger/cmd/jaeger "-s -w"
 build helm helm helm.sh/helm/v3/cmd/helm "$helm_ldflags"
+if [[ "${FLOWPODS_TESTENV_NODE:-real}" != agent ]]; then
+  prepare_module "$src_dir/kube" setup_kube
+  build kubelet kubelet k8s.io/kubernetes/cmd/kubelet "$kube_ldflags" "$node_bin_dir" "$(dirname "$node_bin_dir")/src"
+  build pause pause . "-s -w" "$node_bin_dir" "$(dirname "$node_bin_dir")/src"
+fi
 
 echo "all binaries ready in $(( $(date +%s) - total_start ))s; binaries: $(du -sh "$bin_dir" | cut -f1) in $bin_dir"
 echo "$bin_dir"

@@ -1,5 +1,7 @@
-"""Start and stop the test environment: etcd, kube-apiserver, controller-manager, scheduler,
-the node agent and Jaeger, all on 127.0.0.1 with free ports, state in one directory.
+"""Start and stop the test environment: etcd, kube-apiserver, controller-manager, scheduler, Jaeger and
+a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py),
+everything then inside a private network + mount namespace; or, with FLOWPODS_TESTENV_NODE=agent (and in
+the node agent's benchmark mode), the node agent on the host's 127.0.0.1 with free ports.
 
 Processes are started in their own sessions and recorded in pid files, so the environment
 can outlive the process that started it (`make testenv`) and be stopped from another one.
@@ -23,6 +25,9 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import images
+from . import node as node_mod
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BINARIES = (
@@ -33,8 +38,26 @@ BINARIES = (
     "kubectl",
     "jaeger",
 )
-# Start order; stop goes the other way round.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "nodeagent", "jaeger")
+
+
+def components(node: str) -> tuple[str, ...]:
+    """What an environment with that node runs."""
+    agent_only, real_only = {"nodeagent"}, {"sandbox", "containerd", "kubelet"}
+    return tuple(c for c in COMPONENTS if c not in (agent_only if node == "real" else real_only))
+
+
+# Start order; stop goes the other way round (the sandbox last: it takes the real node's namespaces along).
+COMPONENTS = (
+    "sandbox",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "nodeagent",
+    "containerd",
+    "kubelet",
+    "jaeger",
+)
 CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
@@ -44,7 +67,7 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
 )
-NODE_NAME = "flowpods-test-node"
+NODE_NAME = "flowpods-test-node"  # the node agent's
 ADMIN_USER = "flowpods-admin"
 TEST_USER = "flowpods-test-user"
 
@@ -105,7 +128,39 @@ class EnvInfo:
     admin_token: str = ""
     user_token: str = ""
     node_name: str = NODE_NAME
+    node: str = "agent"  # "real" (kubelet + containerd in the sandbox) or "agent" (tests/testenv/nodeagent.py)
     pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def real_node(self) -> bool:
+        return self.node == "real"
+
+    @property
+    def pod_host(self) -> str:
+        """The address where pods reach this environment (its Jaeger, a test's HTTP server): the pods'
+        bridge on the real node; 127.0.0.1 with the node agent, whose pods are host processes."""
+        return node_mod.BRIDGE_IP if self.real_node else "127.0.0.1"
+
+    @property
+    def pod_network(self) -> str:
+        """Where pod IPs come from."""
+        return f"{node_mod.POD_NET}.0/24" if self.real_node else "127.0.0.1/32"
+
+    @property
+    def test_image(self) -> str:
+        """An image for test pods that run `sh`, `sleep` or `python3`: the Debian base on the real node; the
+        node agent ignores images (it runs the command on the host)."""
+        return images.BASE_IMAGE if self.real_node else "ignored.invalid/none:0"
+
+    def worker_settings(self) -> dict[str, str]:
+        """What a `flowpods operator` needs so that its worker pods run here and their spans reach Jaeger:
+        the locally built image on the real node, this venv's `flowpods worker` with the node agent."""
+        settings = {"FLOWPODS_WORKER_OTLP_ENDPOINT": f"http://{self.pod_host}:{self.otlp_grpc_port}"}
+        if self.real_node:
+            settings["FLOWPODS_WORKER_IMAGE"] = "flowpods:dev"
+        else:
+            settings["FLOWPODS_WORKER_COMMAND"] = f"{Path(sys.executable).parent / 'flowpods'} worker"
+        return settings
 
     @property
     def dir(self) -> Path:
@@ -171,6 +226,8 @@ class EnvInfo:
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_grpc_endpoint,
             "FLOWPODS_OTLP_HTTP_ENDPOINT": self.otlp_http_endpoint,
             "FLOWPODS_TEST_NODE": self.node_name,
+            "FLOWPODS_TESTENV_NODE": self.node,
+            **self.worker_settings(),
         }
 
     def save(self) -> None:
@@ -182,6 +239,12 @@ class EnvInfo:
     @classmethod
     def load(cls, state_dir: Path | str) -> EnvInfo:
         return cls(**json.loads((Path(state_dir) / "state.json").read_text()))
+
+    def enter(self) -> None:
+        """Join this environment's network (the real node's sandbox) unless already there: call it before
+        the process starts threads; children inherit it. A no-op for the node agent (host network)."""
+        if self.real_node and not node_mod.in_network_of(self.pids["sandbox"]):
+            node_mod.join_network(self.pids["sandbox"])
 
 
 def _shell_quote(value: str) -> str:
@@ -269,6 +332,8 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -
 def _spawn(info: EnvInfo, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     # the command line, so `restart_component` can start the same component again on the same ports
     (info.dir / "pids" / f"{name}.argv").write_text(json.dumps(argv))
+    if info.real_node and name != "sandbox":
+        argv = node_mod.inside(info) + argv
     log = open(info.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         argv,
@@ -364,7 +429,9 @@ def _http_ok(url: str) -> bool:
 
 
 def jaeger_config(info: EnvInfo) -> str:
-    """Jaeger v2 all-in-one with in-memory storage; JSON is valid YAML."""
+    """Jaeger v2 all-in-one with in-memory storage; JSON is valid YAML. On the real node its OTLP receivers
+    listen on every address of the sandbox (pods send to the bridge's), which has no way out."""
+    otlp_host = "0.0.0.0" if info.real_node else "127.0.0.1"
     cfg = {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query"],
@@ -386,8 +453,8 @@ def jaeger_config(info: EnvInfo) -> str:
         "receivers": {
             "otlp": {
                 "protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{info.otlp_grpc_port}"},
-                    "http": {"endpoint": f"127.0.0.1:{info.otlp_http_port}"},
+                    "grpc": {"endpoint": f"{otlp_host}:{info.otlp_grpc_port}"},
+                    "http": {"endpoint": f"{otlp_host}:{info.otlp_http_port}"},
                 }
             }
         },
@@ -397,26 +464,51 @@ def jaeger_config(info: EnvInfo) -> str:
     return json.dumps(cfg, indent=2)
 
 
+def node_kind(agent_args: list[str] | None = None) -> str:
+    """The real node unless FLOWPODS_TESTENV_NODE=agent or the agent's benchmark mode is asked for."""
+    if agent_args:
+        return "agent"
+    kind = os.environ.get("FLOWPODS_TESTENV_NODE") or "real"
+    if kind not in ("real", "agent"):
+        raise TestEnvError(f"FLOWPODS_TESTENV_NODE={kind!r}: use 'real' (the default) or 'agent'")
+    return kind
+
+
 def start(
-    state_dir: Path | str, timeout: float = 90.0, agent_args: list[str] | None = None, attempts: int = 2
+    state_dir: Path | str,
+    timeout: float = 90.0,
+    agent_args: list[str] | None = None,
+    attempts: int = 2,
+    node: str | None = None,
 ) -> EnvInfo:
     """Start the whole environment in `state_dir` (wiped first) and wait until it is usable.
 
     On failure everything started so far is stopped and TestEnvError carries the log tail. A
     failed start is retried with new ports (another environment may have taken a free port
-    between choosing it and binding it).
+    between choosing it and binding it). With the real node the calling process joins the
+    sandbox's network (see EnvInfo.enter): call it before starting threads.
     """
+    kind = node or node_kind(agent_args)
     for attempt in range(1, attempts + 1):
         try:
-            return _start_once(state_dir, timeout, agent_args)
+            return _start_once(state_dir, timeout, agent_args, kind)
         except TestEnvError:
             if attempt == attempts:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | None) -> EnvInfo:
+def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | None, kind: str) -> EnvInfo:
     bins = require_binaries()
+    archives: list[Path] = []
+    if kind == "real":
+        gone = node_mod.missing()
+        if gone:
+            raise TestEnvError(
+                f"the real node needs {', '.join(gone)}: run `make testenv-bins images` "
+                "(or FLOWPODS_TESTENV_NODE=agent for the node agent)"
+            )
+        archives = images.build_all(node_mod.node_bin_dir(), bins)
     state = Path(state_dir).resolve()
     if (state / "state.json").exists():
         stop(state)
@@ -424,7 +516,9 @@ def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | N
         shutil.rmtree(state)
     for sub in ("logs", "pids", "pki", "etcd", "pods", "cm-certs", "sched-certs"):
         (state / sub).mkdir(parents=True, exist_ok=True)
-    info = EnvInfo(state_dir=str(state), bin_dir=str(bins))
+    info = EnvInfo(state_dir=str(state), bin_dir=str(bins), node=kind)
+    if info.real_node:
+        info.node_name = node_mod.NODE_NAME
     ports = set()
     for attr in (
         "etcd_port",
@@ -442,11 +536,15 @@ def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | N
             port = free_port()
         ports.add(port)
         setattr(info, attr, port)
+    if info.real_node:
+        info.apiserver_port = 443  # the sandbox is private: the `kubernetes` Service's own port
     info.admin_token = secrets.token_hex(24)
     info.user_token = secrets.token_hex(24)
     info.save()
     try:
-        _start(info, bins, state, timeout, agent_args or [])
+        if info.real_node:
+            _start_sandbox(info, timeout)
+        _start(info, bins, state, timeout, agent_args or [], archives)
     except BaseException:
         stop(state)
         raise
@@ -454,9 +552,19 @@ def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | N
     return info
 
 
-def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: list[str]) -> None:
+def _start_sandbox(info: EnvInfo, timeout: float) -> None:
+    """The real node's private network + mount namespace; this process joins its network."""
+    _spawn(info, "sandbox", node_mod.sandbox_argv(info.dir))
+    _wait("the sandbox", lambda: (info.dir / "sandbox.ready").exists(), timeout, info, "sandbox", interval=0.05)
+    info.save()
+    info.enter()
+
+
+def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: list[str], archives: list[Path]) -> None:
     pki = state / "pki"
     make_pki(pki)
+    if info.real_node:
+        node_mod.node_pki(pki)
     (state / "tokens.csv").write_text(
         f'{info.admin_token},{ADMIN_USER},uid-admin,"system:masters"\n{info.user_token},{TEST_USER},uid-test-user\n'
     )
@@ -507,7 +615,7 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
             "--etcd-servers",
             etcd_url,
             "--bind-address",
-            "127.0.0.1",
+            "0.0.0.0" if info.real_node else "127.0.0.1",
             "--secure-port",
             str(info.apiserver_port),
             "--tls-cert-file",
@@ -521,15 +629,14 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
             "--cert-dir",
             str(pki),
             "--service-cluster-ip-range",
-            "10.0.0.0/24",
+            node_mod.SERVICE_RANGE,
             "--service-account-issuer",
             f"https://127.0.0.1:{info.apiserver_port}",
             "--service-account-key-file",
             str(pki / "sa.pub"),
             "--service-account-signing-key-file",
             str(pki / "sa.key"),
-            "--authorization-mode",
-            "RBAC",
+            *(_real_node_apiserver_args(pki) if info.real_node else ["--authorization-mode", "RBAC"]),
             "--token-auth-file",
             str(state / "tokens.csv"),
             "--allow-privileged=true",
@@ -603,6 +710,88 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
         env=base_env,
     )
 
+    if not info.real_node:
+        _start_agent(info, kc, base_env, agent_args)
+
+    def healthz(port: int):
+        return lambda: _https_get(f"https://127.0.0.1:{port}/healthz")[0] == 200
+
+    _wait("kube-controller-manager /healthz", healthz(info.cm_port), timeout, info, "kube-controller-manager")
+    _wait("kube-scheduler /healthz", healthz(info.scheduler_port), timeout, info, "kube-scheduler")
+    if info.real_node:
+        _start_real_node(info, timeout, base_env, archives)
+
+    def api_get(path: str) -> int:
+        return _https_get(f"{info.api_url}{path}", info.admin_token, info.ca_file)[0]
+
+    def node_ready() -> bool:
+        code, body = _https_get(f"{info.api_url}/api/v1/nodes/{info.node_name}", info.admin_token, info.ca_file)
+        if code != 200:
+            return False
+        conds = json.loads(body).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+    _wait(f"node {info.node_name} Ready", node_ready, timeout, info, "kubelet" if info.real_node else "nodeagent")
+    if info.real_node:
+        _untaint(info)
+    _wait(
+        "serviceaccount default/default",
+        lambda: api_get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
+        timeout,
+        info,
+        "kube-controller-manager",
+    )
+    _wait("jaeger query API", lambda: _http_ok(f"{info.jaeger_url}/api/services"), timeout, info, "jaeger")
+
+    def otlp_listening() -> bool:
+        for port in (info.otlp_grpc_port, info.otlp_http_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        return True
+
+    _wait("jaeger OTLP receivers", otlp_listening, timeout, info, "jaeger")
+
+
+def _real_node_apiserver_args(pki: Path) -> list[str]:
+    """Kubelets authenticate with their node certificate and may touch only their own Node and pods
+    (Node authorizer + NodeRestriction); the API server calls kubelets with its own client certificate."""
+    return [
+        "--authorization-mode", "Node,RBAC",
+        "--enable-admission-plugins", "NodeRestriction",
+        "--advertise-address", node_mod.BRIDGE_IP,
+        "--kubelet-client-certificate", str(pki / "apiserver-kubelet-client.crt"),
+        "--kubelet-client-key", str(pki / "apiserver-kubelet-client.key"),
+    ]  # fmt: skip
+
+
+def _start_real_node(info: EnvInfo, timeout: float, base_env: dict[str, str], archives: list[Path]) -> None:
+    node_mod.write_configs(info)
+    _spawn(info, "containerd", node_mod.containerd_argv(info), env=base_env)
+    _wait("containerd", lambda: node_mod.ctr(info, "version", timeout=10).returncode == 0, timeout, info, "containerd")
+    node_mod.import_images(info, archives)
+    _spawn(info, "kubelet", node_mod.kubelet_argv(info), env=base_env)
+
+
+def _untaint(info: EnvInfo) -> None:
+    """TaintNodesByCondition tainted the new Node not-ready and no node-lifecycle controller runs to lift it."""
+    url = f"{info.api_url}/api/v1/nodes/{info.node_name}"
+    node = json.loads(_https_get(url, info.admin_token, info.ca_file)[1])
+    taints = node.get("spec", {}).get("taints") or []
+    kept = [t for t in taints if t["key"] not in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")]
+    if kept == taints:
+        return
+    body = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]}, "spec": {"taints": kept}}
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="PATCH",
+        headers={"Authorization": f"Bearer {info.admin_token}", "Content-Type": "application/merge-patch+json"},
+    )
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(info.ca_file)), timeout=10):
+        pass
+
+
+def _start_agent(info: EnvInfo, kc: str, base_env: dict[str, str], agent_args: list[str]) -> None:
     agent_env = dict(base_env)
     # Pods run `python ...` with the interpreter of the environment that started the agent.
     agent_env["PATH"] = f"{Path(sys.executable).parent}:{agent_env.get('PATH', '/usr/bin:/bin')}"
@@ -624,40 +813,6 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
         ],
         env=agent_env,
     )
-
-    def healthz(port: int):
-        return lambda: _https_get(f"https://127.0.0.1:{port}/healthz")[0] == 200
-
-    _wait("kube-controller-manager /healthz", healthz(info.cm_port), timeout, info, "kube-controller-manager")
-    _wait("kube-scheduler /healthz", healthz(info.scheduler_port), timeout, info, "kube-scheduler")
-
-    def api_get(path: str) -> int:
-        return _https_get(f"{info.api_url}{path}", info.admin_token, info.ca_file)[0]
-
-    def node_ready() -> bool:
-        code, body = _https_get(f"{info.api_url}/api/v1/nodes/{info.node_name}", info.admin_token, info.ca_file)
-        if code != 200:
-            return False
-        conds = json.loads(body).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
-
-    _wait(f"node {info.node_name} Ready", node_ready, timeout, info, "nodeagent")
-    _wait(
-        "serviceaccount default/default",
-        lambda: api_get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
-        timeout,
-        info,
-        "kube-controller-manager",
-    )
-    _wait("jaeger query API", lambda: _http_ok(f"{info.jaeger_url}/api/services"), timeout, info, "jaeger")
-
-    def otlp_listening() -> bool:
-        for port in (info.otlp_grpc_port, info.otlp_http_port):
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                pass
-        return True
-
-    _wait("jaeger OTLP receivers", otlp_listening, timeout, info, "jaeger")
 
 
 # ---------------------------------------------------------------- faults: one component down and up again
@@ -736,7 +891,9 @@ def healthy(info: EnvInfo) -> bool:
 
 
 def stop(state_dir: Path | str, grace: float = 10.0) -> list[str]:
-    """Stop every component recorded in pid files (reverse start order): SIGTERM, then SIGKILL."""
+    """Stop every component recorded in pid files (reverse start order): SIGTERM, then SIGKILL. On the
+    real node the containers are killed before containerd stops, and the sandbox goes last with all
+    that is left in it."""
     state = Path(state_dir).resolve()
     stopped = []
     for name in reversed(COMPONENTS):
@@ -745,17 +902,37 @@ def stop(state_dir: Path | str, grace: float = 10.0) -> list[str]:
             continue
         pid = int(pidfile.read_text())
         if _alive(pid) and _ours(pid, state):
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
-                _reap(pid)
-                time.sleep(0.05)
-            if _alive(pid):
-                _signal_group(pid, signal.SIGKILL)
+            if name == "containerd":
+                _kill_containers(state)
+            if name == "sandbox":
+                node_mod.cleanup(EnvInfo.load(state), pid)
+            else:
+                _terminate(pid, grace)
             _reap(pid)
             stopped.append(name)
         pidfile.unlink()
     return stopped
+
+
+def _terminate(pid: int, grace: float) -> None:
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+
+
+def _kill_containers(state: Path) -> None:
+    """SIGKILL each container's first process (its pid namespace goes with it), while containerd runs."""
+    with contextlib.suppress(Exception):
+        out = node_mod.ctr(EnvInfo.load(state), "tasks", "ls", timeout=20).stdout
+        for line in out.splitlines()[1:]:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(parts[1]), signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

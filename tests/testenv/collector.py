@@ -34,6 +34,9 @@ class Collector:
         self.query_port, self.grpc_port, self.otlp_port, self.otlp_http_port = (free_port() for _ in range(4))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        # on the real node worker pods send from the bridge: the OTLP receivers listen there too
+        otlp_host = "0.0.0.0" if env.real_node else "127.0.0.1"
+        self.pod_otlp_grpc_endpoint = f"http://{env.pod_host}:{self.otlp_port}"
         config = {
             "service": {
                 "extensions": ["jaeger_storage", "jaeger_query"],
@@ -67,8 +70,8 @@ class Collector:
             "receivers": {
                 "otlp": {
                     "protocols": {
-                        "grpc": {"endpoint": f"127.0.0.1:{self.otlp_port}"},
-                        "http": {"endpoint": f"127.0.0.1:{self.otlp_http_port}"},
+                        "grpc": {"endpoint": f"{otlp_host}:{self.otlp_port}"},
+                        "http": {"endpoint": f"{otlp_host}:{self.otlp_http_port}"},
                     }
                 }
             },

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from enum import StrEnum
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -17,6 +19,31 @@ class PodCleanup(StrEnum):
     KEEP = "keep"
     ON_SUCCESS = "on-success"
     ON_COMPLETION = "on-completion"
+
+
+def loopback_worker_endpoint(environ: Mapping[str, str]) -> str | None:
+    """Why the operator must not start, or None: worker pods would be told to send their spans to their own
+    loopback, where nothing listens, and lose them silently. That happens when the only endpoint is the
+    operator's OTEL_EXPORTER_OTLP_ENDPOINT and it is a loopback address; an explicit
+    FLOWPODS_WORKER_OTLP_ENDPOINT is taken as said (workers that share the host's network)."""
+    if environ.get("FLOWPODS_WORKER_OTLP_ENDPOINT") or trace_level(environ) == TraceLevel.DISABLED:
+        return None
+    endpoint = (environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip()
+    host = urlparse(endpoint if "://" in endpoint else f"//{endpoint}").hostname
+    if not host:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return None
+    return (
+        f"OTEL_EXPORTER_OTLP_ENDPOINT is {endpoint}, a loopback address, and worker pods would get it too: inside "
+        "a pod that is the pod's own loopback, so their spans would be lost. Set FLOWPODS_WORKER_OTLP_ENDPOINT to "
+        "an address pods reach (a collector's or Jaeger's Service, or the node's address), or FLOWPODS_TRACES="
+        "DISABLED."
+    )
 
 
 class OperatorConfig(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -31,9 +32,12 @@ from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
 from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
-from flowpods.kube import resources
+from flowpods.kube import (
+    health,  # noqa: F401 - registers the liveness probe on /healthz
+    resources,
+)
 from flowpods.kube.client import Conflict, Kube, load_client_config
-from flowpods.kube.config import OperatorConfig, PodCleanup
+from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View
@@ -719,8 +723,14 @@ async def _operate(config: OperatorConfig) -> None:
 
 
 def run(config: OperatorConfig | None = None, api: StartService | None = None) -> int:
-    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop."""
+    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop; 2 at once when
+    the settings would lose the workers' spans."""
     global START_API
+    if config is None:
+        problem = loopback_worker_endpoint(os.environ)
+        if problem:
+            print(f"flowpods operator: refusing to start: {problem}", file=sys.stderr)
+            return 2
     START_API = api
     config = config or OperatorConfig.from_env()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))

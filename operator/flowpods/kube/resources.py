@@ -371,6 +371,8 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt, now: datetime) -> Attempt
             failure = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
         elif terminated.get("reason") == "OOMKilled":
             failure = f"OOMKilled: the container ran out of memory (exit code {code})"
+        elif terminated.get("reason") in START_ERRORS:  # the runtime's message, whole: the worker never ran
+            failure = f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
         detail = f"{status['reason']}: {status.get('message') or ''}".rstrip(": ") if status.get("reason") else None
         return attempt_finished(
             taskrun_id, number, result, code, ended, started,
@@ -436,6 +438,10 @@ def pending_expired(
 def _condition_time(status: dict[str, Any]) -> datetime | None:
     times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
     return max((t for t in times if t is not None), default=None)
+
+
+# terminated.reason when the runtime could not start the container (e.g. no `flowpods` in the image)
+START_ERRORS = ("StartError", "ContainerCannotRun")
 
 
 def pod_deleted(name: str, taskrun_id: str, attempt: int, now: datetime) -> AttemptFinished:

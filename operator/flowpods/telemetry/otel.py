@@ -344,14 +344,17 @@ def read_span_file(path: str | os.PathLike[str]) -> list[SpanRecord]:
     return records
 
 
-def tracer_provider_from_env(default_service: str, environ: Mapping[str, str] = os.environ) -> TracerProvider:
+def tracer_provider_from_env(
+    default_service: str, environ: Mapping[str, str] = os.environ, export_timeout: float | None = None
+) -> TracerProvider:
     """A provider for live spans: OTLP (batched) when configured, a span file when FLOWPODS_SPAN_FILE is set.
+    `export_timeout` bounds each OTLP export (see exporter_from_env).
 
     The sampler is left to the SDK, which reads OTEL_TRACES_SAMPLER itself.
     """
     service = environ.get("OTEL_SERVICE_NAME") or default_service
     provider = TracerProvider(resource=service_resource(service, environ))
-    exporter = exporter_from_env(environ)
+    exporter = exporter_from_env(environ, export_timeout)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     span_file = environ.get(SPAN_FILE_ENV)

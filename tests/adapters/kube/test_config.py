@@ -32,3 +32,52 @@ def test_values_from_the_environment():
 def test_a_traces_only_endpoint_is_not_handed_to_workers_as_a_generic_one():
     config = OperatorConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"})
     assert config.worker_otlp_endpoint is None
+
+
+def test_a_loopback_endpoint_is_not_handed_to_worker_pods():
+    from flowpods.kube.config import loopback_worker_endpoint
+
+    for endpoint in ("http://127.0.0.1:4317", "http://localhost:4318", "127.0.0.2:4317", "http://[::1]:4317"):
+        problem = loopback_worker_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        assert problem and endpoint in problem and "FLOWPODS_WORKER_OTLP_ENDPOINT" in problem
+    fine = [
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger-collector.tracing:4317"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://10.244.77.1:4317"},
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+            "FLOWPODS_WORKER_OTLP_ENDPOINT": "http://10.0.0.9:4317",
+        },
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "FLOWPODS_TRACES": "disabled"},
+        {},
+    ]
+    assert [loopback_worker_endpoint(env) for env in fine] == [None] * len(fine)
+
+
+def test_the_operator_refuses_to_start_with_a_loopback_worker_endpoint(tmp_path):
+    """Before it talks to any cluster: exit 2 and a message that says what to set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBERNETES_"))}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317", KUBECONFIG=str(tmp_path / "none"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowpods", "operator"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to start" in proc.stderr and "FLOWPODS_WORKER_OTLP_ENDPOINT" in proc.stderr
+
+
+def test_the_api_counts_as_unreachable_only_past_the_threshold():
+    from flowpods.kube.health import ApiContact
+
+    contact = ApiContact()
+    contact.record(100.0, None)
+    assert contact.problem(1000.0, 30) is None
+    contact.record(200.0, "ConnectionRefusedError")
+    contact.record(220.0, "ConnectionRefusedError")
+    assert contact.problem(229.0, 30) is None
+    problem = contact.problem(231.0, 30)
+    assert problem and "unreachable for 31s" in problem and "ConnectionRefusedError" in problem
+    contact.record(232.0, None)
+    assert contact.problem(1000.0, 30) is None

@@ -316,6 +316,24 @@ def test_traces_disabled_records_no_spans(attempt: Any) -> None:
     assert a.lines()[0][1] == TRACE_ID  # log lines still lead to the trace
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_a_silent_collector_does_not_hold_the_exit(attempt: Any, protocol: str) -> None:
+    """A collector that takes the connection and never answers: the SDK's own deadline (10 s) would hold the
+    pod's exit that long after the task; the worker's export deadline (1 s) bounds it."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol}
+        started = time.monotonic()
+        a = attempt(work_item("Return", {"format": "x"}), env=env)
+        held = time.monotonic() - started
+    assert a.code == EXIT_SUCCESS and a.result.outputs == {"value": "x"}
+    assert held < 5, f"the worker took {held:.1f}s with a silent collector"
+
+
 # --- scripts --------------------------------------------------------------------------------------------
 
 
