@@ -19,17 +19,19 @@ run: venv
 	$(VENV)/bin/flowpods run examples/parent.yaml
 
 ## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
-test: venv testenv-bins images
-	$(VENV)/bin/ruff check .
+test: lint testenv-bins images
 	$(VENV)/bin/pytest
 
-## unit: the fast tests only (no servers)
+## unit: the core and adapter tests (no cluster)
 unit: venv
-	$(VENV)/bin/pytest tests/unit
+	$(VENV)/bin/pytest tests/core tests/adapters
 
+## lint: ruff (checks and format), mypy (strict on the core) and the layering contract (import-linter, pyproject.toml)
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 ## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger, helm, kubelet and pause
 ## from their Go modules

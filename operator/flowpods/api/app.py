@@ -34,14 +34,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
-from flowpods.core import engine, ids
+from flowpods.core import ids
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
+from flowpods.core.start import Refusal, start_check
 from flowpods.core.status import State
 from flowpods.kube import resources
 from flowpods.kube.client import Kube
 from flowpods.kube.config import OperatorConfig
-from flowpods.kube.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT, ANNOTATION_TRACESTATE, LABEL_FLOW
+from flowpods.kube.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT
 from flowpods.telemetry.otel import attached, tracer_provider_from_env
 
 log = logging.getLogger("flowpods.api.app")
@@ -97,13 +98,14 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 def execution_name(flow_name: str, suffix: str | None = None) -> str:
     suffix = suffix or "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(8))
-    return f"{engine.dns_label(flow_name, 40)}-{suffix}"
+    return f"{ids.dns_label(flow_name, 40)}-{suffix}"
 
 
 def traceparent_header(context: trace.SpanContext) -> str | None:
     if not context.is_valid:
         return None
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+    return ids.TraceParent(trace_id=f"{context.trace_id:032x}", span_id=f"{context.span_id:016x}",
+                           sampled=context.trace_flags.sampled).header()  # fmt: skip
 
 
 def new_execution(
@@ -120,29 +122,10 @@ def new_execution(
     name: str | None = None,
 ) -> dict[str, Any]:
     """The Execution resource an API call or a webhook creates."""
-    annotations = {}
-    if traceparent:
-        annotations[ANNOTATION_TRACEPARENT] = traceparent
-        if tracestate:
-            annotations[ANNOTATION_TRACESTATE] = tracestate
-    if baggage:
-        annotations[resources.ANNOTATION_BAGGAGE] = baggage
-    return {
-        "apiVersion": resources.API_VERSION,
-        "kind": "Execution",
-        "metadata": {
-            "name": name or execution_name(flow_name),
-            "namespace": namespace,
-            "labels": {LABEL_FLOW: resources.label_value(flow_name), resources.LABEL_MANAGED_BY: "flowpods"},
-            "annotations": annotations,
-        },
-        "spec": {
-            "flowRef": {"name": flow_name},
-            "inputs": inputs,
-            "labels": labels,
-            "trigger": {"type": trigger, "data": trigger_data},
-        },
-    }
+    return resources.execution_body(
+        namespace, name or execution_name(flow_name), flow_name, trigger, trigger_data, inputs=inputs,
+        labels=labels, annotations=resources.trace_annotations(traceparent, tracestate, baggage),
+    )  # fmt: skip
 
 
 def multi_dict(items: Any) -> dict[str, list[str]]:
@@ -290,14 +273,12 @@ def route_of(request: web.BaseRequest) -> str | None:
 
 
 def load_flow(resource: dict[str, Any] | None, namespace: str, flow_name: str) -> Flow:
-    if resource is None:
-        raise ApiError(404, f"flow '{flow_name}' not found in namespace '{namespace}'")
-    try:
-        flow = resources.load_flow(resource)
-    except FlowError as exc:
-        raise ApiError(409, f"flow '{flow_name}' is invalid: {'; '.join(exc.problems)}") from None
-    if flow.disabled:
-        raise ApiError(409, f"flow '{flow_name}' is disabled")
+    """The flow an API call starts, or the reason it cannot start (404: no such flow, 409: invalid or disabled)."""
+    flow = resources.read_flow(resource)
+    cannot = start_check(flow_name, flow, namespace)
+    if cannot is not None:
+        raise ApiError(404 if cannot.refusal == Refusal.NOT_FOUND else 409, cannot.message)
+    assert isinstance(flow, Flow)
     return flow
 
 
@@ -543,7 +524,7 @@ class Api:
         """Server-sent events: `status` with the summary at each change, until a terminal state."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "get", name)
-        body = self._found(await self._current(namespace, name), namespace, name)
+        body: dict[str, Any] | None = self._found(await self._current(namespace, name), namespace, name)
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -608,7 +589,6 @@ async def serve(config: OperatorConfig, kube: Kube, view: View | None = None) ->
     await runner.setup()
     site = web.TCPSite(runner, config.api_host, config.api_port)
     await site.start()
-    sockets = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-    port = sockets[0][1] if sockets else config.api_port
+    port = runner.addresses[0][1] if runner.addresses else config.api_port
     log.info("flowpods API listening on %s:%s", config.api_host, port)
     return Server(runner, provider, port)

@@ -27,7 +27,7 @@ _CREATED = {
     "description": "the Execution was created (with ?wait=true: as it is when it ended or the wait timed out)",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}},
 }
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

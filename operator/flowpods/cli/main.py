@@ -8,7 +8,10 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported lazily at run time: `flowpods worker` must start fast
+    from flowpods.local.runner import LocalExecution
 
 EXIT_BAD_INPUT = 2
 # worker log lines carry a timestamp and the trace context; progress output shows the level and message only
@@ -132,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return worker.run(args.taskrun_file)
     if args.command == "operator":
+        from flowpods.api.app import serve
         from flowpods.kube import operator
 
-        return operator.run()
+        return operator.run(api=serve)
     if args.command == "validate":
         return _validate(args.files)
     if args.command == "start":
@@ -178,12 +182,13 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from flowpods.cli.treeview import format_duration, trace_tree
+    from flowpods.cli.treeview import trace_tree
+    from flowpods.core.clock import format_duration
     from flowpods.core.inputs import resolve_inputs
     from flowpods.core.model import FlowError
     from flowpods.core.status import Change
     from flowpods.local.loader import FlowCatalog, load_flow_file
-    from flowpods.local.runner import LocalExecution, LocalRunner
+    from flowpods.local.runner import LocalRunner
     from flowpods.telemetry.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
@@ -251,21 +256,21 @@ def _run(args: argparse.Namespace) -> int:
         out.print(f"  reason: {escape(root.status.error)}")
     if root.status.outputs:
         out.print("  outputs: " + escape(json.dumps(root.status.outputs, default=str)))
-    from flowpods.core import engine
+    from flowpods.core import ids
 
-    out.print(f"  trace id: {engine.trace_id(root.run)}")
+    out.print(f"  trace id: {ids.trace_id(root.run)}")
     if exporter is not None:
         endpoint = otlp_traces_endpoint(os.environ, otlp_protocol(os.environ))
         out.print(f"  spans exported to {endpoint} ({otlp_protocol(os.environ)})")
     return 0 if state in ("SUCCESS", "WARNING") else 1
 
 
-def _taskrun_state(execution: Any, item: str) -> str | None:
-    task_id, _, value = item.partition("[")
-    value = value.rstrip("]") or None
+def _taskrun_state(execution: LocalExecution, item: str) -> str | None:
+    task_id, _, bracketed = item.partition("[")
+    value = bracketed.rstrip("]") or None
     for tr in execution.status.taskRuns:
         if tr.taskId == task_id and tr.value == value:
-            return tr.state.value
+            return str(tr.state.value)
     return None
 
 

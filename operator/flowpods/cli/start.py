@@ -18,7 +18,7 @@ OK_STATES = {"SUCCESS", "WARNING"}
 
 def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """(event, data) of a server-sent event stream; comments (heartbeats) are skipped."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         line = line.rstrip("\r")
         if not line:

@@ -7,18 +7,11 @@ from datetime import datetime
 from rich.text import Text
 from rich.tree import Tree
 
+from flowpods.core.clock import format_duration
 from flowpods.core.records import SpanRecord
 
 BAR_WIDTH = 24
 STATE_STYLES = {"SUCCESS": "green", "WARNING": "yellow", "FAILED": "red", "KILLED": "red", "RUNNING": "cyan"}
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 120:
-        return f"{seconds:.2f}s"
-    return f"{int(seconds // 60)}m{seconds % 60:04.1f}s"
 
 
 def _seconds(start: datetime, end: datetime) -> float:

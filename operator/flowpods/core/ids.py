@@ -11,6 +11,8 @@ import re
 
 from pydantic import BaseModel
 
+from flowpods.core.status import RunInfo
+
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
 
 
@@ -63,3 +65,54 @@ def short_id(*parts: object, length: int = 10) -> str:
         number, index = divmod(number, 36)
         chars.append(alphabet[index])
     return "".join(chars)
+
+
+# --- the ids of one execution's spans and objects (the executor hands them out, span derivation reuses them) ---
+
+
+def trace_id(run: RunInfo) -> str:
+    """The execution's trace: its caller's (a traceparent it was started with), else one derived from its uid."""
+    parent = parse_traceparent(run.parentTraceparent)
+    return parent.trace_id if parent else trace_id_for(run.uid)
+
+
+def sampled(run: RunInfo) -> bool:
+    parent = parse_traceparent(run.parentTraceparent)
+    return parent.sampled if parent else True
+
+
+def run_span_id(run: RunInfo) -> str:
+    return span_id_for(run.uid, "run")
+
+
+def change_span_id(run: RunInfo, n: int) -> str:
+    return span_id_for(run.uid, "change", n)
+
+
+def taskrun_span_id(run: RunInfo, taskrun_id: str) -> str:
+    """The EXECUTOR span of an executor-side task run (Subflow, Parallel, If, ...)."""
+    return span_id_for(run.uid, "taskrun", taskrun_id)
+
+
+def attempt_span_id(run: RunInfo, taskrun_id: str, attempt: int) -> str:
+    """The TASKRUN span of one attempt: the worker's TRACEPARENT points at it."""
+    return span_id_for(run.uid, "attempt", taskrun_id, attempt)
+
+
+def traceparent_of(run: RunInfo, span_id: str) -> str:
+    return TraceParent(trace_id=trace_id(run), span_id=span_id, sampled=sampled(run)).header()
+
+
+def taskrun_id(run: RunInfo, task_id: str, parent_id: str | None, value: str | None) -> str:
+    return short_id(run.uid, task_id, parent_id or "", value if value is not None else "\x00")
+
+
+def dns_label(text: str, limit: int) -> str:
+    """Text as (the start of) a DNS label: lower-case alphanumerics and dashes, at most `limit` long."""
+    cleaned = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return cleaned[:limit].rstrip("-") or "x"
+
+
+def child_name(run: RunInfo, taskrun_id: str, flow_id: str) -> str:
+    """A Subflow's child execution: named from the task run, so that a retried create finds the same one."""
+    return f"{dns_label(flow_id, 40)}-{short_id(run.uid, 'child', taskrun_id, length=8)}"

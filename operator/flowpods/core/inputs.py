@@ -121,4 +121,4 @@ def _coerce_as(kind: InputType, spec: Input, raw: Any) -> Any:
 
 
 def _iso_duration(value: timedelta) -> str:
-    return TypeAdapter(timedelta).dump_python(value, mode="json")
+    return str(TypeAdapter(timedelta).dump_python(value, mode="json"))

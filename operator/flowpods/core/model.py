@@ -7,9 +7,10 @@ it only says what a valid flow is, and says precisely what is wrong with an inva
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -138,44 +139,40 @@ class TaskBase(Strict):
         """The canonical (Kestra) type name."""
         return KIND_BY_CLASS[type(self)]
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         """Nested task lists (for flowable tasks)."""
         return []
 
 
-def _names(short: str, *kestra: str) -> Any:
-    return Literal[(short, *kestra)]  # type: ignore[valid-type]
-
-
 class Log(TaskBase):
-    type: _names("Log", "io.kestra.plugin.core.log.Log", "io.kestra.core.tasks.log.Log")
+    type: Literal["Log", "io.kestra.plugin.core.log.Log", "io.kestra.core.tasks.log.Log"]
     message: str | list[str]
     level: Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"] = "INFO"
 
 
 class Return(TaskBase):
-    type: _names("Return", "io.kestra.plugin.core.debug.Return", "io.kestra.core.tasks.debugs.Return")
+    type: Literal["Return", "io.kestra.plugin.core.debug.Return", "io.kestra.core.tasks.debugs.Return"]
     format: str | None = None
 
 
 class OutputValues(TaskBase):
-    type: _names("OutputValues", "io.kestra.plugin.core.output.OutputValues")
+    type: Literal["OutputValues", "io.kestra.plugin.core.output.OutputValues"]
     values: dict[str, Any] = Field(default_factory=dict)
 
 
 class Sleep(TaskBase):
-    type: _names("Sleep", "io.kestra.plugin.core.flow.Sleep")
+    type: Literal["Sleep", "io.kestra.plugin.core.flow.Sleep"]
     duration: timedelta
 
 
 class Fail(TaskBase):
-    type: _names("Fail", "io.kestra.plugin.core.execution.Fail")
+    type: Literal["Fail", "io.kestra.plugin.core.execution.Fail"]
     condition: str | None = None
     errorMessage: str = "Task failure"
 
 
 class HttpRequest(TaskBase):
-    type: _names("http.Request", "io.kestra.plugin.core.http.Request", "io.kestra.plugin.fs.http.Request")
+    type: Literal["http.Request", "io.kestra.plugin.core.http.Request", "io.kestra.plugin.fs.http.Request"]
     uri: str
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
@@ -184,21 +181,21 @@ class HttpRequest(TaskBase):
 
 
 class Shell(TaskBase):
-    type: _names("Shell", "io.kestra.plugin.scripts.shell.Commands")
+    type: Literal["Shell", "io.kestra.plugin.scripts.shell.Commands"]
     containerImage: str | None = None
     commands: list[str]
     env: dict[str, str] = Field(default_factory=dict)
 
 
 class Python(TaskBase):
-    type: _names("Python", "io.kestra.plugin.scripts.python.Script")
+    type: Literal["Python", "io.kestra.plugin.scripts.python.Script"]
     containerImage: str | None = None
     script: str
     env: dict[str, str] = Field(default_factory=dict)
 
 
 class Subflow(TaskBase):
-    type: _names("Subflow", "io.kestra.plugin.core.flow.Subflow", "io.kestra.core.tasks.flows.Subflow")
+    type: Literal["Subflow", "io.kestra.plugin.core.flow.Subflow", "io.kestra.core.tasks.flows.Subflow"]
     runs_in_worker: ClassVar[bool] = False
     namespace: str
     flowId: str
@@ -209,54 +206,54 @@ class Subflow(TaskBase):
 
 
 class Sequential(TaskBase):
-    type: _names("Sequential", "io.kestra.plugin.core.flow.Sequential")
+    type: Literal["Sequential", "io.kestra.plugin.core.flow.Sequential"]
     runs_in_worker: ClassVar[bool] = False
     tasks: list[AnyTask] = Field(min_length=1)
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class Parallel(TaskBase):
-    type: _names("Parallel", "io.kestra.plugin.core.flow.Parallel")
+    type: Literal["Parallel", "io.kestra.plugin.core.flow.Parallel"]
     runs_in_worker: ClassVar[bool] = False
     tasks: list[AnyTask] = Field(min_length=1)
     concurrency: int = Field(default=0, ge=0, description="0: all at once")
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
 class If(TaskBase):
-    type: _names("If", "io.kestra.plugin.core.flow.If")
+    type: Literal["If", "io.kestra.plugin.core.flow.If"]
     runs_in_worker: ClassVar[bool] = False
     condition: str
     then: list[AnyTask] = Field(min_length=1)
     else_: list[AnyTask] = Field(default_factory=list, alias="else")
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         return [list(self.then), list(self.else_)]
 
 
 class Switch(TaskBase):
-    type: _names("Switch", "io.kestra.plugin.core.flow.Switch")
+    type: Literal["Switch", "io.kestra.plugin.core.flow.Switch"]
     runs_in_worker: ClassVar[bool] = False
     value: str
     cases: dict[str, list[AnyTask]] = Field(default_factory=dict)
     defaults: list[AnyTask] = Field(default_factory=list)
 
-    def children(self) -> list[list[TaskBase]]:
-        return [list(tasks) for tasks in self.cases.values()] + [list(self.defaults)]
+    def children(self) -> list[Sequence[TaskBase]]:
+        return [*self.cases.values(), self.defaults]
 
 
 class ForEach(TaskBase):
-    type: _names("ForEach", "io.kestra.plugin.core.flow.ForEach")
+    type: Literal["ForEach", "io.kestra.plugin.core.flow.ForEach"]
     runs_in_worker: ClassVar[bool] = False
     values: str | list[Any]
     concurrencyLimit: int = Field(default=1, ge=0, description="0: all iterations at once")
     tasks: list[AnyTask] = Field(min_length=1)
 
-    def children(self) -> list[list[TaskBase]]:
+    def children(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
 
 
@@ -267,7 +264,8 @@ TASK_CLASSES: tuple[type[TaskBase], ...] = (
 
 
 def _type_names(cls: type[TaskBase]) -> tuple[str, ...]:
-    return cls.model_fields["type"].annotation.__args__  # type: ignore[union-attr]
+    """The names a task class accepts in `type`: its short name first, then the Kestra ones."""
+    return get_args(cls.model_fields["type"].annotation)
 
 
 TYPE_ALIASES: dict[str, type[TaskBase]] = {name: cls for cls in TASK_CLASSES for name in _type_names(cls)}
@@ -416,7 +414,7 @@ class Flow(Strict):
         """Every task, nested ones included, in declaration order."""
         found: list[TaskBase] = []
 
-        def walk(tasks: list[TaskBase]) -> None:
+        def walk(tasks: Sequence[TaskBase]) -> None:
             for task in tasks:
                 found.append(task)
                 for branch in task.children():
@@ -431,11 +429,20 @@ class Flow(Strict):
                 return task
         raise KeyError(task_id)
 
-    def webhook(self, key: str) -> Webhook | None:
-        return next((t for t in self.triggers if isinstance(t, Webhook) and not t.disabled and t.key == key), None)
-
 
 # --- parsing with errors a person can act on -----------------------------------------------------------
+
+
+def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
+    """The Kestra-shaped flow inside a Flow resource; `id` and `namespace` default from its metadata."""
+    is_resource = resource.get("kind") == "Flow" or {"metadata", "spec"} <= resource.keys()
+    if not is_resource or "spec" not in resource:
+        return resource
+    metadata = resource.get("metadata") or {}
+    spec = dict(resource.get("spec") or {})
+    spec.setdefault("id", metadata.get("name"))
+    spec.setdefault("namespace", metadata.get("namespace") or "default")
+    return spec
 
 
 def parse_flow(data: dict[str, Any]) -> Flow:

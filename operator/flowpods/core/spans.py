@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowpods.core import engine
+from flowpods.core import ids
 from flowpods.core.model import Flow, TaskBase
 from flowpods.core.records import SpanEvent, SpanRecord
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
@@ -20,7 +20,6 @@ RESULTS = {
     State.FAILED: "failure",
     State.KILLED: "cancellation",
     State.CANCELLED: "cancellation",
-    State.SKIPPED: "skip",
 }
 
 
@@ -37,10 +36,10 @@ def execution_attributes(run: RunInfo) -> dict[str, Any]:
 
 def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> list[tuple[int, SpanRecord]]:
     """Every span that is complete in the stored status, each with the change number that completed it."""
-    trace = engine.trace_id(run)
-    sampled = engine.sampled(run)
+    trace = ids.trace_id(run)
+    sampled = ids.sampled(run)
     common = execution_attributes(run)
-    run_id = engine.run_span_id(run)
+    run_id = ids.run_span_id(run)
     spans: list[tuple[int, SpanRecord]] = []
 
     def span(closed_in: int, **fields: Any) -> None:
@@ -48,7 +47,7 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         spans.append((closed_in, SpanRecord(trace_id=trace, sampled=sampled, **fields)))
 
     if status.state.terminal and status.closedIn is not None and status.endDate:
-        parent = engine.ids.parse_traceparent(run.parentTraceparent)
+        parent = ids.parse_traceparent(run.parentTraceparent)
         attributes: dict[str, Any] = {
             "flowpods.trigger": run.trigger,
             "flowpods.state": status.state.value,
@@ -79,7 +78,7 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         span(
             change.n,
             name=f"EXECUTOR - {run.namespace}_{run.flowId}",
-            span_id=engine.change_span_id(run, change.n),
+            span_id=ids.change_span_id(run, change.n),
             parent_span_id=run_id,
             start=change.start,
             end=change.end,
@@ -112,7 +111,7 @@ def spans_to_export(run: RunInfo, flow: Flow | None, status: ExecutionStatus) ->
 
 def _parent_span(run: RunInfo, by_id: dict[str, TaskRun], tr: TaskRun) -> str:
     """Nested task runs hang under their flowable's EXECUTOR span; top-level ones under RUN."""
-    return engine.taskrun_span_id(run, tr.parentId) if tr.parentId in by_id else engine.run_span_id(run)
+    return ids.taskrun_span_id(run, tr.parentId) if tr.parentId in by_id else ids.run_span_id(run)
 
 
 def _label(tr: TaskRun) -> str:
@@ -136,7 +135,7 @@ def _executor_task_span(run: RunInfo, task: TaskBase, tr: TaskRun, parent_id: st
         attributes["flowpods.child_execution_id"] = tr.child
     return {
         "name": f"EXECUTOR - {task.kind}",
-        "span_id": engine.taskrun_span_id(run, tr.id),
+        "span_id": ids.taskrun_span_id(run, tr.id),
         "parent_span_id": parent_id,
         "start": tr.startDate,
         "end": tr.endDate,
@@ -180,7 +179,7 @@ def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, p
     failed = attempt.state.failed
     return {
         "name": f"TASKRUN {_label(tr)}",
-        "span_id": engine.attempt_span_id(run, tr.id, attempt.number),
+        "span_id": ids.attempt_span_id(run, tr.id, attempt.number),
         "parent_span_id": parent_id,
         "start": attempt.createdAt,
         "end": max(attempt.endedAt, attempt.createdAt) if attempt.endedAt else attempt.createdAt,
@@ -189,4 +188,3 @@ def _attempt_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, p
         "status": "ERROR" if failed else "OK",
         "status_message": attempt.reason if failed else None,
     }
-

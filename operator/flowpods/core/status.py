@@ -26,7 +26,6 @@ class State(StrEnum):
     FAILED = "FAILED"
     KILLED = "KILLED"
     CANCELLED = "CANCELLED"
-    SKIPPED = "SKIPPED"
 
     @property
     def terminal(self) -> bool:
@@ -37,7 +36,7 @@ class State(StrEnum):
         return self in (State.FAILED, State.KILLED, State.CANCELLED)
 
 
-TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
+TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED})
 
 
 class Stored(BaseModel):
@@ -99,9 +98,7 @@ class TaskRun(WithHistory):
     branch: str | None = Field(default=None, description="If/Switch: the branch taken")
     iterations: list[str] | None = Field(default=None, description="ForEach: the values iterated over")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
-    createdIn: int = 0
     closedIn: int | None = None
-
 
 
 class Change(Stored):
@@ -126,7 +123,6 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
-
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)

@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from flowpods.core.truth import is_truthy
@@ -52,7 +52,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
 
 
 @lru_cache(maxsize=2048)
-def _compile(source: str):
+def _compile(source: str) -> Template:
     return _environment().from_string(source)
 
 
@@ -61,7 +61,7 @@ def render_string(source: str, context: dict[str, Any]) -> str:
     if "{{" not in source and "{%" not in source:
         return source
     try:
-        return _compile(source).render(context)
+        return str(_compile(source).render(context))
     except TemplateError as exc:
         raise RenderError(source, _reason(exc)) from None
     except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:

@@ -6,12 +6,14 @@ The reconciler runs these in a thread; kopf's own watches run in the event loop.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from flowpods.kube.resources import GROUP, VERSION
+
+JSON = dict[str, Any]
 
 
 class Conflict(Exception):
@@ -34,30 +36,27 @@ class Kube:
 
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
-        return json.loads(response.data)
+        return cast(JSON, json.loads(response.data))
 
     # -- executions and flows -------------------------------------------------------------------------
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            return cast(JSON, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def list(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        result = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
-        )
-        return result.get("items", [])
-
     def replace_status(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         """Replace the whole status; the body's resourceVersion makes it fail (Conflict) if the object moved."""
         meta = body["metadata"]
         try:
-            return self.custom.replace_namespaced_custom_object_status(
-                GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+            return cast(
+                JSON,
+                self.custom.replace_namespaced_custom_object_status(
+                    GROUP, VERSION, meta["namespace"], plural, meta["name"], body
+                ),
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -94,7 +93,7 @@ class Kube:
 
     def create_pod(self, body: dict[str, Any]) -> bool:
         try:
-            self.core.create_namespaced_pod(body["metadata"]["namespace"], body)
+            self.core.create_namespaced_pod(body["metadata"]["namespace"], cast(Any, body))  # a dict is accepted
             return True
         except ApiException as exc:
             if exc.status == 409:

@@ -1,10 +1,10 @@
 """The kopf operator: watches Flows, Executions and worker pods, and drives executions with the executor.
 
-Thin by design. kopf delivers watch events; each one updates an in-memory view and pokes the execution
-it concerns. One reconcile at a time per execution reads the stored status and the pods, asks the pure
-executor what changed, commits the new status (optimistic concurrency on resourceVersion), and only then
-creates pods or child executions under deterministic names, so a create repeated after a crash is a
-harmless 409. Spans are derived from the committed status, never from this process's memory.
+A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by kopf's watch
+events, and the pods of one execution), decide (the pure executor, admission and start rules), commit
+(the new status, with optimistic concurrency on resourceVersion), act (create pods or child executions
+under deterministic names, so a create repeated after a crash is a harmless 409), export (spans derived
+from the committed status, never from this process's memory). One reconcile at a time per execution.
 """
 
 from __future__ import annotations
@@ -15,39 +15,55 @@ import os
 import sys
 import threading
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
+from typing import Any, Protocol, cast
 
 import kopf
-from croniter import croniter
 
-from flowpods.core import engine
-from flowpods.core.engine import Admit, AttemptFinished, Kill, KillSubflow, RunTask, Start, StartSubflow, StopTask
-from flowpods.core.model import Flow, FlowError
+from flowpods.core import admission, executor, notices, schedule, start
+from flowpods.core.clock import utcnow
+from flowpods.core.executor import (
+    Action,
+    Admit,
+    AttemptFinished,
+    Kill,
+    KillSubflow,
+    RunTask,
+    Start,
+    StartSubflow,
+    StopTask,
+)
+from flowpods.core.model import Flow, FlowError, flow_document
+from flowpods.core.records import SpanRecord
 from flowpods.core.spans import spans_to_export
-from flowpods.core.status import ExecutionStatus, State, TaskRun
+from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
     resources,
 )
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
-from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION, LABEL_FLOW
-from flowpods.local.loader import flow_document
+from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
 log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
+RETRY_EXPORT_AFTER = 10.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True)
+class Export:
+    """Spans a commit completed, to send once the change's pods exist; `previous` is the watermark to restore."""
+
+    execution: str
+    spans: list[SpanRecord]
+    previous: int
 
 
 @dataclass
@@ -56,9 +72,33 @@ class Outcome:
 
     body: dict[str, Any] | None = None
     wake_at: datetime | None = None
-    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
-    export: tuple[str, list[Any], int] | None = None  # spans to send once the change's actions are done
+    events: list[notices.Notice] = field(default_factory=list)
+    export: Export | None = None
     finished: bool = False
+
+
+@dataclass
+class Subject:
+    """The execution one reconcile works on: its resource, the flow it runs, and what the view shows of it."""
+
+    execution: dict[str, Any]
+    run: RunInfo
+    flow: Flow | None
+    flow_name: str
+    flow_doc: dict[str, Any] | None
+    revision: int | None
+    now: datetime
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    children: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.execution["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.execution["metadata"]["name"])
 
 
 class Operator:
@@ -87,7 +127,7 @@ class Operator:
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        parent = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Execution"), None)
+        parent = _owner(body)
         if event_type == "DELETED":
             self.executions.pop(key, None)
             self.pods.pop(key, None)
@@ -104,7 +144,7 @@ class Operator:
 
     def saw_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
-        owner = next((o["name"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Execution"), None)
+        owner = _owner(body)
         if owner is None:
             return
         key = (meta["namespace"], owner)
@@ -132,53 +172,39 @@ class Operator:
                 return name
         return None
 
-    # -- flow concurrency limits -------------------------------------------------------------------------
+    # -- flow concurrency limits (the rules are core.admission's; the lock and the memory are here) ---------
 
-    def _flow_key(self, execution: dict[str, Any]) -> Key:
-        return execution["metadata"]["namespace"], ((execution.get("spec") or {}).get("flowRef") or {}).get("name", "")
-
-    def _running(self, flow_key: Key) -> set[str]:
-        """Executions of the flow that hold a place: running in the view, or admitted by this process."""
-        running, finished = set(self.admitted[flow_key]), set()
+    def _seats(self, flow_key: Key) -> list[admission.Seat]:
+        seats = []
         for (ns, name), body in list(self.executions.items()):
-            if (ns, ((body.get("spec") or {}).get("flowRef") or {}).get("name")) != flow_key:
+            if (ns, resources.flow_ref(body)) != flow_key:
                 continue
             state = (body.get("status") or {}).get("state")
-            if state and State(state).terminal:
-                finished.add(name)
-            elif state and state != State.QUEUED.value:
-                running.add(name)
-        self.admitted[flow_key] -= finished
-        return running - finished
+            seats.append(
+                admission.Seat(name, body["metadata"].get("creationTimestamp", ""), State(state) if state else None)
+            )
+        return seats
 
     def _may_run(self, execution: dict[str, Any], limit: int) -> bool:
-        """Admit the execution if the flow has a free place and it is among the oldest waiting."""
-        key, name = self._flow_key(execution), execution["metadata"]["name"]
+        """Admit the execution if its flow has a free place for it (remembered until the view shows it running)."""
+        key, name = (execution["metadata"]["namespace"], resources.flow_ref(execution)), execution["metadata"]["name"]
         with self.admission:
-            running = self._running(key)
-            if name in running:
-                return True
-            free = limit - len(running)
-            waiting = sorted(
-                (body["metadata"].get("creationTimestamp", ""), n)
-                for (ns, n), body in list(self.executions.items())
-                if (ns, ((body.get("spec") or {}).get("flowRef") or {}).get("name")) == key
-                and (body.get("status") or {}).get("state") in (None, State.QUEUED.value)
-            )
-            if free > 0 and name in [n for _, n in waiting[:free]] + ([name] if not waiting else []):
-                self.admitted[key].add(name)
-                return True
-            return False
+            seats = self._seats(key)
+            places = admission.places(seats, self.admitted[key])
+            self.admitted[key] -= places.ended
+            if not admission.admits(name, seats, places.holding, limit):
+                return False
+            self.admitted[key].add(name)
+            return True
 
     def _release(self, execution: dict[str, Any]) -> None:
         """An execution ended (and the view says so): wake the executions of its flow that wait for a place."""
-        key = self._flow_key(execution)
+        namespace = execution["metadata"]["namespace"]
+        key = (namespace, resources.flow_ref(execution))
         with self.admission:
             self.admitted[key].discard(execution["metadata"]["name"])
-        for (ns, name), body in list(self.executions.items()):
-            flow = ((body.get("spec") or {}).get("flowRef") or {}).get("name")
-            if (ns, flow) == key and (body.get("status") or {}).get("state") == State.QUEUED.value:
-                self.poke((ns, name))
+        for name in admission.queued(self._seats(key)):
+            self.poke((namespace, name))
 
     # -- the per-execution loop -------------------------------------------------------------------------
 
@@ -225,222 +251,177 @@ class Operator:
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
-                kopf.event(outcome.body, type=kind, reason=reason, message=message)
+                kopf.event(cast(kopf.Body, outcome.body), type=kind, reason=reason, message=message)
         if outcome.wake_at is not None:
             self.poke_at(key, outcome.wake_at)
 
     # -- one reconcile (runs in a thread; all cluster I/O is here) --------------------------------------
 
     def reconcile(self, key: Key, execution: dict[str, Any]) -> Outcome:
-        meta = execution["metadata"]
-        if meta.get("deletionTimestamp"):
+        """Observe, decide, commit, act, export."""
+        if execution["metadata"].get("deletionTimestamp"):
             return Outcome()
         now = utcnow()
         stored = resources.stored_flow(execution)
         if stored is None:
             return self._start(execution, now)
         flow, revision = stored
-        run = resources.run_info(execution, flow, revision)
+        subject = Subject(
+            execution=execution,
+            run=resources.run_info(execution, flow, revision, now),
+            flow=flow,
+            flow_name=resources.flow_ref(execution),
+            flow_doc=(execution.get("status") or {}).get("flow"),
+            revision=revision,
+            now=now,
+            pods=dict(self.pods.get(key, {})),
+            deleted=set(self.deleted_pods.get(key, set())),
+            children=dict(self.children.get(key, {})),
+        )
         status = resources.stored_status(execution) or ExecutionStatus()
-        flow_doc = (execution.get("status") or {}).get("flow")
         if status.state.terminal:
-            return self._finished(key, execution, flow, run, status, now)
+            return self._finished(subject, status)
+        events = self._observe(subject, flow, status)
+        decision = executor.advance(flow, subject.run, status, events, now)
+        with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
+            return self._carry_out(subject, flow, decision, events)
 
-        pods = dict(self.pods.get(key, {}))
-        deleted = set(self.deleted_pods.get(key, set()))
-        children = dict(self.children.get(key, {}))
+    def _observe(self, subject: Subject, flow: Flow, status: ExecutionStatus) -> list[Any]:
+        """The events the view holds for this execution: a kill, a free place, its pods' and children's ends."""
         events: list[Any] = []
-        annotations = meta.get("annotations") or {}
+        annotations = subject.execution["metadata"].get("annotations") or {}
         if str(annotations.get(ANNOTATION_KILL, "")).lower() == "true":
-            events.append(Kill(at=now))
-        elif status.state == State.QUEUED and flow.concurrency and self._may_run(execution, flow.concurrency.limit):
-            events.append(Admit(at=now))
+            events.append(Kill(at=subject.now))
+        elif status.state == State.QUEUED and flow.concurrency and self._may_run(subject.execution,
+                                                                                 flow.concurrency.limit):  # fmt: skip
+            events.append(Admit(at=subject.now))
         for tr in status.taskRuns:
             if tr.state.terminal:
                 continue
             if tr.attempts and not tr.attempts[-1].state.terminal:
                 attempt = tr.attempts[-1]
-                name = resources.pod_name(meta["name"], tr.id, attempt.number)
-                pod = pods.get(name)
-                if pod is None and name not in deleted:
-                    pod = self.kube.get_pod(meta["namespace"], name)  # not in the view yet (a restart)
+                name = resources.pod_name(subject.name, tr.id, attempt.number)
+                pod = subject.pods.get(name)
+                if pod is None and name not in subject.deleted:
+                    pod = self.kube.get_pod(subject.namespace, name)  # not in the view yet (a restart)
                     if pod is not None:
-                        pods[name] = pod
+                        subject.pods[name] = pod
                 if pod is not None:
-                    observed = resources.observe_pod(pod, attempt)
+                    observed = resources.observe_pod(pod, attempt, subject.now)
                     if observed is not None:
                         events.append(observed)
-                elif name in deleted:
-                    events.append(resources.pod_deleted(name, tr.id, attempt.number))
-            if tr.child and tr.child in children:
-                finished = resources.child_finished(children[tr.child], tr.id)
+                elif name in subject.deleted:
+                    events.append(resources.pod_deleted(name, tr.id, attempt.number, subject.now))
+            if tr.child and tr.child in subject.children:
+                finished = resources.child_finished(subject.children[tr.child], tr.id, subject.now)
                 if finished is not None:
                     events.append(finished)
+        return events
 
-        decision = engine.advance(flow, run, status, events, now)
-        with self._fine_step(run, decision.status.changes[-1].n if decision.changed else None):
-            return self._carry_out(execution, flow, run, decision, events, pods, children, flow_doc, revision, now)
-
-    def _fine_step(self, run: Any, change: int | None) -> AbstractContextManager[None]:
+    def _fine_step(self, run: RunInfo, change: int | None) -> AbstractContextManager[None]:
         """With FLOWPODS_TRACES=FINE, the work that commits a change is traced under its EXECUTOR span."""
         return self.fine.reconcile(run, change) if self.fine is not None and change is not None else nullcontext()
 
-    def _carry_out(
-        self,
-        execution: dict[str, Any],
-        flow: Flow,
-        run: Any,
-        decision: engine.Decision,
-        events: list[Any],
-        pods: dict[str, Any],
-        children: dict[str, Any],
-        flow_doc: dict[str, Any] | None,
-        revision: int | None,
-        now: datetime,
-    ) -> Outcome:
-        """Commit the decision, then act on it: stop, create, clean up."""
-        meta = execution["metadata"]
-        new_status = decision.status
+    def _carry_out(self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any]) -> Outcome:
+        """Commit the decision, then act on it: stop, create, clean up, export."""
+        status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
-        if decision.changed or self._export_pending(new_status):
-            outcome.body = self._commit(execution, run, flow, new_status, flow_doc, revision, outcome)
-            if new_status.state.terminal and decision.changed:
-                outcome.events.append(_final_event(run.id, new_status))
+        if decision.changed or self._export_pending(status):
+            outcome.body, outcome.export = self._commit(subject, status)
+            if status.state.terminal and decision.changed:
+                outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
-            if isinstance(event, AttemptFinished) and (event.reason or "").startswith("image pull error") and event.pod:
-                self.kube.delete_pod(meta["namespace"], event.pod)
+            if isinstance(event, AttemptFinished) and event.imageUnavailable and event.pod:
+                self.kube.delete_pod(subject.namespace, event.pod)
         for action in decision.actions:
             if isinstance(action, StopTask):
-                self.kube.delete_pod(meta["namespace"], resources.pod_name(meta["name"], action.taskRunId,
+                self.kube.delete_pod(subject.namespace, resources.pod_name(subject.name, action.taskRunId,
                                                                            action.attempt))  # fmt: skip
             elif isinstance(action, KillSubflow):
-                self.kube.annotate("executions", meta["namespace"], action.name, {ANNOTATION_KILL: "true"})
-        target = outcome.body or execution
+                self.kube.annotate("executions", subject.namespace, action.name, {ANNOTATION_KILL: "true"})
 
         def lost(tr: TaskRun) -> bool:
             """The status says it is under way, but its pod or child is not in the view."""
             if tr.attempts:
-                return resources.pod_name(meta["name"], tr.id, tr.attempts[-1].number) not in pods
-            return tr.child is not None and tr.child not in children
+                return resources.pod_name(subject.name, tr.id, tr.attempts[-1].number) not in subject.pods
+            return tr.child is not None and tr.child not in subject.children
 
-        flow_name = (execution.get("spec") or {}).get("flowRef", {}).get("name", flow.id)
-        for action in engine.pending_actions(flow, run, new_status, now, lost):
-            if isinstance(action, RunTask):
-                self.kube.create_pod(resources.build_pod(self.config, target, run, flow_name, action))
-            elif isinstance(action, StartSubflow):
-                self._create_child(target, action)
-        if new_status.state.terminal:
+        self._create(subject, outcome.body or subject.execution,
+                     executor.pending_actions(flow, subject.run, status, subject.now, lost))  # fmt: skip
+        if status.state.terminal:
             outcome.finished = True
-            self._cleanup(meta["namespace"], meta["name"], new_status, pods)
+            self._cleanup(subject, status)
         self._export(outcome)
         return outcome
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
-        meta, spec = execution["metadata"], execution.get("spec") or {}
-        flow_name = (spec.get("flowRef") or {}).get("name", "")
-        flow_resource = self.kube.get("flows", meta["namespace"], flow_name) if flow_name else None
-        flow: Flow | None = None
-        problem = None
-        if resources.depth(execution) > engine.MAX_SUBFLOW_DEPTH:
-            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
-        elif flow_resource is None:
-            problem = f"flow '{flow_name}' not found in namespace {meta['namespace']}"
+        """A new execution: start it, queue it, or end it at once with the reason it cannot start."""
+        namespace, flow_name = execution["metadata"]["namespace"], resources.flow_ref(execution)
+        resource = self.kube.get("flows", namespace, flow_name) if flow_name else None
+        revision = (resource or {}).get("metadata", {}).get("generation")
+        loaded = resources.read_flow(resource)
+        cannot = start.start_check(flow_name, loaded, namespace, resources.depth(execution))
+        actions: Sequence[Action] = []
+        if cannot is not None or not isinstance(loaded, Flow):
+            placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=namespace, tasks=[])
+            subject = Subject(execution, resources.run_info(execution, placeholder, revision, now), None, flow_name,
+                              None, revision, now)  # fmt: skip
+            status = executor.failed_start(subject.run, cannot.message if cannot else "cannot start", now)
         else:
-            try:
-                flow = resources.load_flow(flow_resource)
-            except FlowError as exc:
-                problem = f"flow '{flow_name}' is invalid: {exc}"
-            else:
-                if flow.disabled:
-                    problem = f"flow '{flow_name}' is disabled"
-        revision = (flow_resource or {}).get("metadata", {}).get("generation")
-        if flow is None or problem is not None:
-            placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=meta["namespace"])
-            run = resources.run_info(execution, placeholder, revision)
-            status = engine.failed_start(run, problem or "cannot start", now)
-            flow_doc = None
-            actions: list[Any] = []
-        else:
-            run = resources.run_info(execution, flow, revision)
-            queued = flow.concurrency is not None and not self._may_run(execution, flow.concurrency.limit)
-            behavior = flow.concurrency.behavior if flow.concurrency else "QUEUE"
+            flow = loaded
             flow_doc = resources.flow_json(flow.model_dump(mode="json", by_alias=True, exclude_unset=True))
-            if queued and behavior != "QUEUE":
-                refused = State.CANCELLED if behavior == "CANCEL" else State.FAILED
-                reason = f"flow '{flow_name}' already runs {flow.concurrency.limit} executions (its concurrency limit)"
-                status, actions = engine.failed_start(run, reason, now, refused), []
+            subject = Subject(execution, resources.run_info(execution, flow, revision, now), flow, flow_name,
+                              flow_doc, revision, now)  # fmt: skip
+            has_place = flow.concurrency is None or self._may_run(execution, flow.concurrency.limit)
+            let_in = start.admission(flow_name, flow, has_place)
+            if let_in.refused is not None:
+                status = executor.failed_start(subject.run, let_in.reason or "refused", now, let_in.refused)
             else:
-                start = Start(at=now, inputs=spec.get("inputs") or {}, queued=queued)
-                decision = engine.advance(flow, run, None, [start], now)
+                inputs = (execution.get("spec") or {}).get("inputs") or {}
+                decision = executor.advance(flow, subject.run, None, [Start(at=now, inputs=inputs,
+                                                                              queued=let_in.queued)], now)  # fmt: skip
                 status, actions = decision.status, decision.actions
-        with self._fine_step(run, status.changes[-1].n):
+        with self._fine_step(subject.run, status.changes[-1].n):
             outcome = Outcome()
-            outcome.body = self._commit(execution, run, flow, status, flow_doc, revision, outcome)
-            if status.state.failed:
-                outcome.events.append(("Warning", status.state.value.capitalize(), status.error or "failed"))
-            elif status.state == State.QUEUED:
-                outcome.events.append(
-                    ("Normal", "Queued", f"waiting for a place: flow '{flow_name}' has a concurrency limit")
-                )
-            else:
-                outcome.events.append(
-                    ("Normal", "Started", f"running flow {run.namespace}.{run.flowId} rev {revision}")
-                )
-            for action in actions:
-                if isinstance(action, RunTask) and flow is not None:
-                    self.kube.create_pod(resources.build_pod(self.config, outcome.body, run, flow_name, action))
-                elif isinstance(action, StartSubflow):
-                    self._create_child(outcome.body, action)
+            outcome.body, outcome.export = self._commit(subject, status)
+            outcome.events.append(notices.started(status, subject.run, flow_name))
+            self._create(subject, outcome.body, actions)
             self._export(outcome)
         return outcome
 
-    def _finished(self, key: Key, execution: dict[str, Any], flow: Flow, run: Any, status: ExecutionStatus,
-                  now: datetime) -> Outcome:  # fmt: skip
+    def _finished(self, subject: Subject, status: ExecutionStatus) -> Outcome:
         """A finished execution: retry a failed export, then clean-up and TTL."""
         outcome = Outcome(finished=True)
         if self._export_pending(status):
-            flow_doc = (execution.get("status") or {}).get("flow")
-            outcome.body = self._commit(execution, run, flow, status, flow_doc, run.flowRevision, outcome)
+            outcome.body, outcome.export = self._commit(subject, status)
             self._export(outcome)
-        self._cleanup(key[0], key[1], status, self.pods.get(key, {}))
+        self._cleanup(subject, status)
         ttl = self.config.execution_ttl_seconds
         if ttl is not None and status.endDate is not None:
             expires = status.endDate + timedelta(seconds=ttl)
-            if expires <= now:
-                self.kube.delete("executions", *key)
+            if expires <= subject.now:
+                self.kube.delete("executions", subject.namespace, subject.name)
             else:
                 outcome.wake_at = expires
         return outcome
 
+    def _exporting(self) -> bool:
+        return self.exporter is not None and self.config.traces != TraceLevel.DISABLED
+
     def _export_pending(self, status: ExecutionStatus) -> bool:
         """Spans of committed changes not yet exported (an export failed, or its rollback was stored)."""
-        exporting = self.exporter is not None and self.config.traces != TraceLevel.DISABLED
-        return exporting and bool(status.changes) and status.exported < status.changes[-1].n
+        return self._exporting() and bool(status.changes) and status.exported < status.changes[-1].n
 
-    def _commit(
-        self,
-        execution: dict[str, Any],
-        run: Any,
-        flow: Flow | None,
-        status: ExecutionStatus,
-        flow_doc: dict[str, Any] | None,
-        revision: int | None,
-        outcome: Outcome,
-    ) -> dict[str, Any]:
-        """Store the status with the span watermark moved past the spans it completes.
-
-        The spans themselves leave in `_export`, after the pods of this change were created, so tracing
-        adds nothing to the time between one task and the next.
-        """
-        fresh, watermark = spans_to_export(run, flow, status)
-        previous = status.exported
-        status.exported = watermark
-        body = dict(execution)
-        body["status"] = resources.status_body(run, status, flow_doc, revision, self.config.traces)
+    def _commit(self, subject: Subject, status: ExecutionStatus) -> tuple[dict[str, Any], Export | None]:
+        """Store the status with the span watermark moved past the spans it completes; the stored body, and the
+        spans to export once this change's pods exist (so tracing adds nothing between one task and the next)."""
+        fresh, watermark = spans_to_export(subject.run, subject.flow, status)
+        body = dict(subject.execution)
+        body["status"] = resources.status_body(subject.run, status.model_copy(update={"exported": watermark}),
+                                               subject.flow_doc, subject.revision, self.config.traces)  # fmt: skip
         stored = self.kube.replace_status("executions", body)
-        if fresh and self.exporter is not None and self.config.traces != TraceLevel.DISABLED:
-            outcome.export = (run.id, fresh, previous)
-        return stored
+        export = Export(subject.run.id, fresh, status.exported) if fresh and self._exporting() else None
+        return stored, export
 
     def _export(self, outcome: Outcome) -> None:
         """Export the spans the last commit completed; on failure store the watermark back at once.
@@ -449,29 +430,33 @@ class Operator:
         stored back and retried, so a collector outage loses nothing. Only a crash between the commit
         and the export can lose spans.
         """
-        if outcome.export is None or outcome.body is None or self.exporter is None:
+        export, outcome.export = outcome.export, None
+        if export is None or outcome.body is None or self.exporter is None:
             return
-        name, fresh, previous = outcome.export
-        outcome.export = None
-        if self.exporter.export(fresh):
+        if self.exporter.export(export.spans):
             return
-        log.warning("exporting %d spans of %s failed; retrying in 10s", len(fresh), name)
+        log.warning("exporting %d spans of %s failed; retrying in %ss", len(export.spans), export.execution,
+                    RETRY_EXPORT_AFTER)  # fmt: skip
         rollback = dict(outcome.body)
-        rollback["status"] = {**outcome.body["status"], "exported": previous}
+        rollback["status"] = {**outcome.body["status"], "exported": export.previous}
         outcome.body = self.kube.replace_status("executions", rollback)
-        outcome.wake_at = utcnow() + timedelta(seconds=10)
+        outcome.wake_at = utcnow() + timedelta(seconds=RETRY_EXPORT_AFTER)
 
-    def _create_child(self, parent: dict[str, Any], action: StartSubflow) -> None:
-        namespace = parent["metadata"]["namespace"]
-        flow_name = self.flow_resource_for(namespace, action.namespace, action.flowId) or action.flowId
-        self.kube.create("executions", resources.child_execution(parent, action, flow_name))
+    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[Action]) -> None:
+        """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
+        for action in actions:
+            if isinstance(action, RunTask):
+                self.kube.create_pod(resources.build_pod(self.config, body, subject.run, subject.flow_name, action))
+            elif isinstance(action, StartSubflow):
+                flow_name = self.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
+                self.kube.create("executions", resources.child_execution(body, action, flow_name))
 
-    def _cleanup(self, namespace: str, name: str, status: ExecutionStatus, pods: dict[str, Any]) -> None:
+    def _cleanup(self, subject: Subject, status: ExecutionStatus) -> None:
         policy = self.config.pod_cleanup
         if policy == PodCleanup.KEEP or (policy == PodCleanup.ON_SUCCESS and status.state != State.SUCCESS):
             return
-        for pod_name in list(pods):
-            self.kube.delete_pod(namespace, pod_name)
+        for pod_name in list(subject.pods):
+            self.kube.delete_pod(subject.namespace, pod_name)
 
     # -- schedules --------------------------------------------------------------------------------------
 
@@ -491,53 +476,34 @@ class Operator:
             flow = resources.load_flow(body)
         except FlowError:
             return
-        if flow.disabled or not resources.schedules(flow):
+        if not schedule.schedules(flow):
             return
         task = asyncio.create_task(self._schedule(key, flow), name=f"schedule {key[0]}/{key[1]}")
         self.schedulers[key] = (generation, task)
 
     async def _schedule(self, key: Key, flow: Flow) -> None:
+        """Create each trigger's execution when it is due (named from the due time: created once)."""
         namespace, name = key
-        nexts = {}
-        for trigger in resources.schedules(flow):
-            zone = ZoneInfo(trigger.timezone)
-            nexts[trigger.id] = (trigger, croniter(trigger.cron, utcnow().astimezone(zone)).get_next(datetime))
+        triggers = {trigger.id: trigger for trigger in schedule.schedules(flow)}
+        dues = {trigger_id: schedule.next_due(trigger, utcnow()) for trigger_id, trigger in triggers.items()}
         while True:
-            trigger_id, (trigger, due) = min(nexts.items(), key=lambda item: item[1][1])
+            trigger_id = schedule.soonest(dues)
+            trigger, due = triggers[trigger_id], dues[trigger_id]
             await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.0))
-            stamp = int(due.timestamp())
-            body = {
-                "apiVersion": resources.API_VERSION,
-                "kind": "Execution",
-                "metadata": {
-                    "name": f"{engine.dns_label(name, 40)}-{engine.dns_label(trigger.id, 20)}-{stamp}",
-                    "namespace": namespace,
-                    "labels": {LABEL_FLOW: resources.label_value(name), resources.LABEL_MANAGED_BY: "flowpods"},
-                },
-                "spec": {
-                    "flowRef": {"name": name},
-                    "inputs": trigger.inputs,
-                    "trigger": {"type": "schedule", "data": {"triggerId": trigger.id, "date": due.isoformat()}},
-                },
-            }
+            body = resources.scheduled_execution(namespace, name, trigger, due)
             try:
                 created = await asyncio.to_thread(self.kube.create, "executions", body)
                 log.info("schedule %s of flow %s/%s: %s", trigger.id, namespace, name,
                          "started an execution" if created else "already started")  # fmt: skip
             except Exception:
                 log.exception("schedule %s of flow %s/%s could not start an execution", trigger.id, namespace, name)
-            zone = ZoneInfo(trigger.timezone)
-            nexts[trigger_id] = (trigger, croniter(trigger.cron, due.astimezone(zone)).get_next(datetime))
+            dues[trigger_id] = schedule.next_due(trigger, due)
 
 
-def _final_event(name: str, status: ExecutionStatus) -> tuple[str, str, str]:
-    took = ""
-    if status.startDate and status.endDate:
-        took = f" in {resources.format_duration((status.endDate - status.startDate).total_seconds())}"
-    if status.state in (State.SUCCESS, State.WARNING):
-        return ("Normal", status.state.value.capitalize(), f"execution {name} ended {status.state.value}{took}")
-    return ("Warning", status.state.value.capitalize(), f"execution {name} ended {status.state.value}{took}: "
-            f"{status.error or ''}".rstrip(": "))  # fmt: skip
+def _owner(body: dict[str, Any]) -> str | None:
+    """The Execution that owns this pod or child execution."""
+    owners = body["metadata"].get("ownerReferences") or []
+    return next((o["name"] for o in owners if o.get("kind") == "Execution"), None)
 
 
 def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
@@ -551,8 +517,19 @@ def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
 
 # --- kopf wiring ---------------------------------------------------------------------------------------
 
+
+class Service(Protocol):
+    """A server started inside the operator process (the HTTP API), stopped at shutdown."""
+
+    async def stop(self) -> None: ...
+
+
+View = Callable[[str, str], "dict[str, Any] | None"]
+StartService = Callable[[OperatorConfig, Kube, View], Awaitable[Service]]
+
 OPERATOR: Operator | None = None
-API: Any = None  # the running flowpods.api.Server
+START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
+API: Service | None = None
 
 
 def _operator() -> Operator:
@@ -585,16 +562,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.startup()
 async def start_api(**_: Any) -> None:
-    """The HTTP API (flowpods.api.app) on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
+    """The HTTP API on its own port, in kopf's event loop; FLOWPODS_API_PORT=0 disables it."""
     global API
     if OPERATOR is None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
-    if OPERATOR.config.api_port == 0 or API is not None:
+    if OPERATOR.config.api_port == 0 or API is not None or START_API is None:
         return
-    from flowpods.api import app as api
-
     view = OPERATOR.executions
-    API = await api.serve(OPERATOR.config, OPERATOR.kube, view=lambda ns, name: view.get((ns, name)))
+    API = await START_API(OPERATOR.config, OPERATOR.kube, lambda ns, name: view.get((ns, name)))
 
 
 @kopf.on.cleanup()
@@ -664,13 +639,18 @@ async def _operate(config: OperatorConfig) -> None:
     )
 
 
-def run(config: OperatorConfig | None = None) -> int:
-    """`flowpods operator`: run until stopped (2 at once when the settings would lose the workers' spans)."""
+def run(config: OperatorConfig | None = None, api: StartService | None = None) -> int:
+    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop.
+
+    Exits 2 at once when the settings would lose the workers' spans (a loopback OTLP endpoint for worker pods).
+    """
+    global START_API
     if config is None:
         problem = loopback_worker_endpoint(os.environ)
         if problem:
             print(f"flowpods operator: refusing to start: {problem}", file=sys.stderr)
             return 2
+    START_API = api
     config = config or OperatorConfig.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise

@@ -11,15 +11,16 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flowpods.core import engine, ids
-from flowpods.core.engine import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
-from flowpods.core.model import Flow, FlowError, Schedule, Webhook, parse_flow
+from flowpods.core import ids, schedule
+from flowpods.core.clock import format_duration
+from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
+from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
 from flowpods.core.records import TASKRUN_ENV
+from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
+from flowpods.core.workerenv import worker_environment
 from flowpods.kube.config import OperatorConfig
-from flowpods.local.loader import flow_document
 from flowpods.telemetry.otel import TraceLevel
-from flowpods.worker.runner import parse_termination_message
 
 GROUP = "flowpods.io"
 VERSION = "v1alpha1"
@@ -69,7 +70,7 @@ def label_value(text: str) -> str:
 
 
 def pod_name(execution: str, taskrun_id: str, attempt: int) -> str:
-    return f"{engine.dns_label(execution, 200)}-{taskrun_id}-{attempt}"
+    return f"{ids.dns_label(execution, 200)}-{taskrun_id}-{attempt}"
 
 
 # --- flows ---------------------------------------------------------------------------------------------
@@ -80,18 +81,29 @@ def load_flow(resource: dict[str, Any]) -> Flow:
     return parse_flow(flow_document(resource))
 
 
+def read_flow(resource: dict[str, Any] | None) -> Flow | FlowError | None:
+    """The Flow resource's flow, the error that makes it invalid, or None when there is no resource."""
+    if resource is None:
+        return None
+    try:
+        return load_flow(resource)
+    except FlowError as exc:
+        return exc
+
+
 def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Flow | None, str | None]:
     """The Flow's status (Ready or Invalid condition), the parsed flow, and the problem if invalid."""
     generation = resource.get("metadata", {}).get("generation")
+    flow: Flow | None = None
+    problem: str | None = None
     try:
         flow = load_flow(resource)
     except FlowError as exc:
-        message = "; ".join(exc.problems)
-        condition = {"type": "Ready", "status": "False", "reason": "Invalid", "message": message}
-        flow, problem = None, message
+        problem = "; ".join(exc.problems)
+    if problem is not None:
+        condition: dict[str, Any] = {"type": "Ready", "status": "False", "reason": "Invalid", "message": problem}
     else:
         condition = {"type": "Ready", "status": "True", "reason": "Valid", "message": "the flow is valid"}
-        problem = None
     condition.update(lastTransitionTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"), observedGeneration=generation)
     status: dict[str, Any] = {
         "conditions": [condition],
@@ -104,18 +116,15 @@ def flow_status(resource: dict[str, Any], now: datetime) -> tuple[dict[str, Any]
     return status, flow, problem
 
 
-def schedules(flow: Flow) -> list[Schedule]:
-    return [t for t in flow.triggers if isinstance(t, Schedule) and not t.disabled]
-
-
-def webhooks(flow: Flow) -> list[Webhook]:
-    return [t for t in flow.triggers if isinstance(t, Webhook) and not t.disabled]
-
-
 # --- executions ----------------------------------------------------------------------------------------
 
 
-def run_info(execution: dict[str, Any], flow: Flow, revision: int | None) -> RunInfo:
+def flow_ref(execution: dict[str, Any]) -> str:
+    """The name of the Flow resource an Execution runs ("" when it names none)."""
+    return str(((execution.get("spec") or {}).get("flowRef") or {}).get("name") or "")
+
+
+def run_info(execution: dict[str, Any], flow: Flow, revision: int | None, now: datetime) -> RunInfo:
     """What never changes about an execution, read from its resource."""
     meta = execution["metadata"]
     spec = execution.get("spec") or {}
@@ -136,7 +145,7 @@ def run_info(execution: dict[str, Any], flow: Flow, revision: int | None) -> Run
         parentTraceparent=parent if valid_parent else None,
         tracestate=annotations.get(ANNOTATION_TRACESTATE) if valid_parent else None,
         baggage=annotations.get(ANNOTATION_BAGGAGE) or None,
-        createdAt=parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
+        createdAt=parse_time(meta.get("creationTimestamp")) or now,
     )
 
 
@@ -153,14 +162,6 @@ def stored_flow(execution: dict[str, Any]) -> tuple[Flow, int | None] | None:
     if not status.get("flow"):
         return None
     return parse_flow(status["flow"]), status.get("flowRevision")
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{rest:02d}s" if hours else f"{minutes}m{rest:02d}s"
 
 
 def status_body(
@@ -182,8 +183,8 @@ def status_body(
         flowRevision=revision,
     )
     if run is not None and traces != TraceLevel.DISABLED:
-        body["traceId"] = engine.trace_id(run)
-        body["traceparent"] = engine.traceparent_of(run, engine.run_span_id(run))
+        body["traceId"] = ids.trace_id(run)
+        body["traceparent"] = ids.traceparent_of(run, ids.run_span_id(run))
     return body
 
 
@@ -198,27 +199,14 @@ def build_pod(
     work = action.work
     name = pod_name(meta["name"], work.taskRunId, work.attempt)
     parent = ids.parse_traceparent(action.traceparent)
-    resource_attributes = {
-        "k8s.pod.name": "$(FLOWPODS_POD_NAME)",
-        "k8s.namespace.name": meta["namespace"],
-        "cicd.pipeline.name": run.flowId,
-        "cicd.pipeline.run.id": run.id,
-        "cicd.pipeline.task.name": work.taskId,
-        "cicd.pipeline.task.run.id": work.taskRunId,
-    }
+    traced = config.traces != TraceLevel.DISABLED
+    pod_attributes = {"k8s.pod.name": "$(FLOWPODS_POD_NAME)", "k8s.namespace.name": meta["namespace"]}
     env: list[dict[str, Any]] = [
         {"name": "FLOWPODS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": TASKRUN_ENV, "value": work.model_dump_json()},
-        {"name": "OTEL_SERVICE_NAME", "value": "flowpods-worker"},
-        {"name": "OTEL_RESOURCE_ATTRIBUTES", "value": ",".join(f"{k}={v}" for k, v in resource_attributes.items())},
+        *({"name": k, "value": v} for k, v in worker_environment(action, run, traced, pod_attributes).items()),
         {"name": "FLOWPODS_TRACES", "value": config.traces.value},
     ]
-    if config.traces != TraceLevel.DISABLED:
-        env.append({"name": "TRACEPARENT", "value": action.traceparent})
-        if action.tracestate:
-            env.append({"name": "TRACESTATE", "value": action.tracestate})
-        if action.baggage:
-            env.append({"name": "BAGGAGE", "value": action.baggage})
     if config.worker_otlp_endpoint and config.traces != TraceLevel.DISABLED:
         env += [
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": config.worker_otlp_endpoint},
@@ -296,11 +284,11 @@ def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | AttemptFinished | None:
+def observe_pod(pod: dict[str, Any], attempt: Attempt, now: datetime) -> AttemptStarted | AttemptFinished | None:
     """What a worker pod says about its attempt, as an executor event (None: nothing new)."""
     meta, status = pod.get("metadata", {}), pod.get("status") or {}
     labels = meta.get("labels") or {}
-    taskrun_id, number = labels.get(LABEL_TASKRUN_ID), int(labels.get(LABEL_ATTEMPT, "0"))
+    taskrun_id, number = str(labels.get(LABEL_TASKRUN_ID)), int(labels.get(LABEL_ATTEMPT, "0"))
     name, node = meta.get("name"), (pod.get("spec") or {}).get("nodeName")
     scheduled = next(
         (
@@ -316,67 +304,55 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt) -> AttemptStarted | Attem
     )
     state = container.get("state") or {}
     phase = status.get("phase")
-    common = {"taskRunId": taskrun_id, "attempt": number, "pod": name, "node": node, "scheduledAt": scheduled}
 
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in IMAGE_ERRORS:
-        reason = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
-        return AttemptFinished(at=datetime.now(UTC), success=False, reason=reason.strip(": "), **common)
+        pull = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
+        return AttemptFinished(at=now, taskRunId=taskrun_id, attempt=number, success=False,
+                               reason=pull.strip(": "), imageUnavailable=True, pod=name, node=node,
+                               scheduledAt=scheduled)  # fmt: skip
 
-    terminated = state.get("terminated")
     if phase in ("Succeeded", "Failed"):
-        terminated = terminated or {}
+        terminated = state.get("terminated") or {}
         code = terminated.get("exitCode")
         started = parse_time(terminated.get("startedAt")) or parse_time(status.get("startTime"))
-        ended = parse_time(terminated.get("finishedAt")) or _condition_time(status) or datetime.now(UTC)
+        ended = parse_time(terminated.get("finishedAt")) or _condition_time(status) or now
         result = parse_termination_message(terminated.get("message"), code)
         if result.endedAt is not None:  # the worker's clock has sub-second precision; pod timestamps do not
             ended = max(ended, result.endedAt)
-        success = phase == "Succeeded" and code == 0 and result.error is None
-        timed_out = status.get("reason") == "DeadlineExceeded" or code == 124
-        if success:
-            reason = None
-        elif status.get("reason") == "DeadlineExceeded":
-            reason = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
+        failure = None
+        if status.get("reason") == "DeadlineExceeded":
+            failure = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
         elif terminated.get("reason") == "OOMKilled":
-            reason = f"OOMKilled: the container ran out of memory (exit code {code})"
+            failure = f"OOMKilled: the container ran out of memory (exit code {code})"
         elif terminated.get("reason") in START_ERRORS:  # the runtime's message, whole: the worker never ran
-            reason = f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
-        elif result.error:
-            reason = result.error
-        elif status.get("reason"):
-            reason = f"{status['reason']}: {status.get('message') or ''}".rstrip(": ")
-        else:
-            reason = f"exit code {code}"
-        return AttemptFinished(
-            at=max(ended, started) if started else ended,
-            success=success,
-            outputs=result.outputs if success else {},
-            reason=reason,
-            exitCode=code,
-            startedAt=started,
-            timedOut=timed_out,
-            **common,
-        )
+            failure = f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
+        detail = f"{status['reason']}: {status.get('message') or ''}".rstrip(": ") if status.get("reason") else None
+        return attempt_finished(
+            taskrun_id, number, result, code, ended, started,
+            exited=phase == "Succeeded", failure=failure, detail=detail,
+            timed_out=status.get("reason") == "DeadlineExceeded" or code == 124,
+            pod=name, node=node, scheduled_at=scheduled,
+        )  # fmt: skip
     running = state.get("running")
     if running and attempt.startedAt is None:
-        return AttemptStarted(at=parse_time(running.get("startedAt")) or datetime.now(UTC), **common)
+        return AttemptStarted(at=parse_time(running.get("startedAt")) or now, taskRunId=taskrun_id, attempt=number,
+                              pod=name, node=node, scheduledAt=scheduled)  # fmt: skip
     return None
 
 
 def _condition_time(status: dict[str, Any]) -> datetime | None:
     times = [parse_time(c.get("lastTransitionTime")) for c in status.get("conditions") or []]
-    times = [t for t in times if t is not None]
-    return max(times) if times else None
+    return max((t for t in times if t is not None), default=None)
 
 
 # terminated.reason when the runtime could not start the container (e.g. no `flowpods` in the image)
 START_ERRORS = ("StartError", "ContainerCannotRun")
 
 
-def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:
+def pod_deleted(name: str, taskrun_id: str, attempt: int, now: datetime) -> AttemptFinished:
     return AttemptFinished(
-        at=datetime.now(UTC),
+        at=now,
         taskRunId=taskrun_id,
         attempt=attempt,
         success=False,
@@ -385,36 +361,76 @@ def pod_deleted(name: str, taskrun_id: str, attempt: int) -> AttemptFinished:
     )
 
 
-# --- subflows ------------------------------------------------------------------------------------------
+# --- new executions: from the API, a webhook, a schedule or a Subflow ----------------------------------
+
+
+def execution_body(
+    namespace: str,
+    name: str,
+    flow_resource: str,
+    trigger: str,
+    trigger_data: dict[str, Any],
+    *,
+    inputs: dict[str, Any] | None = None,
+    labels: dict[str, str] | None = None,
+    meta_labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    owner: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An Execution of the Flow resource `flow_resource`; `labels` are the execution's (Kestra) labels,
+    `meta_labels` default to the flow label; every new execution is marked as managed by flowpods."""
+    metadata: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "labels": {**(meta_labels or {LABEL_FLOW: label_value(flow_resource)}), LABEL_MANAGED_BY: "flowpods"},
+        "annotations": annotations or {},
+    }
+    if owner is not None:
+        metadata["ownerReferences"] = [owner_reference(owner)]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Execution",
+        "metadata": metadata,
+        "spec": {
+            "flowRef": {"name": flow_resource},
+            "inputs": inputs or {},
+            "labels": labels or {},
+            "trigger": {"type": trigger, "data": trigger_data},
+        },
+    }
+
+
+def trace_annotations(traceparent: str | None, tracestate: str | None, baggage: str | None) -> dict[str, str]:
+    """The W3C context a new execution continues: its RUN span hangs under `traceparent`."""
+    annotations = {}
+    if traceparent:
+        annotations[ANNOTATION_TRACEPARENT] = traceparent
+        if tracestate:
+            annotations[ANNOTATION_TRACESTATE] = tracestate
+    if baggage:
+        annotations[ANNOTATION_BAGGAGE] = baggage
+    return annotations
 
 
 def child_execution(parent: dict[str, Any], action: StartSubflow, flow_resource: str) -> dict[str, Any]:
     """The child Execution of a Subflow task: owned by its parent, its trace hung under the Subflow span."""
     meta = parent["metadata"]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "Execution",
-        "metadata": {
-            "name": action.name,
-            "namespace": meta["namespace"],
-            "labels": {LABEL_PARENT: label_value(meta["name"]), LABEL_MANAGED_BY: "flowpods"},
-            "annotations": {
-                ANNOTATION_TRACEPARENT: action.traceparent,
-                ANNOTATION_DEPTH: str(depth(parent) + 1),
-                **{k: v for k, v in (meta.get("annotations") or {}).items() if k == ANNOTATION_BAGGAGE},
-            },
-            "ownerReferences": [owner_reference(parent)],
-        },
-        "spec": {
-            "flowRef": {"name": flow_resource},
-            "inputs": action.inputs,
-            "labels": action.labels,
-            "trigger": {
-                "type": "subflow",
-                "data": {"executionId": meta["name"], "taskRunId": action.taskRunId},
-            },
-        },
-    }
+    baggage = (meta.get("annotations") or {}).get(ANNOTATION_BAGGAGE)
+    annotations = {**trace_annotations(action.traceparent, None, baggage), ANNOTATION_DEPTH: str(depth(parent) + 1)}
+    return execution_body(
+        meta["namespace"], action.name, flow_resource, "subflow",
+        {"executionId": meta["name"], "taskRunId": action.taskRunId},
+        inputs=action.inputs, labels=action.labels, meta_labels={LABEL_PARENT: label_value(meta["name"])},
+        annotations=annotations, owner=parent,
+    )  # fmt: skip
+
+
+def scheduled_execution(namespace: str, flow_resource: str, trigger: Schedule, due: datetime) -> dict[str, Any]:
+    """The Execution a Schedule trigger starts at `due`: named from the due time, so it is created once."""
+    return execution_body(
+        namespace, schedule.execution_name(flow_resource, trigger, due), flow_resource, "schedule",
+        {"triggerId": trigger.id, "date": due.isoformat()}, inputs=trigger.inputs,
+    )  # fmt: skip
 
 
 def depth(execution: dict[str, Any]) -> int:
@@ -425,13 +441,13 @@ def depth(execution: dict[str, Any]) -> int:
         return 0
 
 
-def child_finished(child: dict[str, Any], taskrun_id: str) -> ChildFinished | None:
+def child_finished(child: dict[str, Any], taskrun_id: str, now: datetime) -> ChildFinished | None:
     status = child.get("status") or {}
     state = status.get("state")
     if not state or not State(state).terminal:
         return None
     return ChildFinished(
-        at=parse_time(status.get("endDate")) or datetime.now(UTC),
+        at=parse_time(status.get("endDate")) or now,
         taskRunId=taskrun_id,
         state=State(state),
         outputs=status.get("outputs") or {},

@@ -7,26 +7,13 @@ applied to a cluster runs the same way locally.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from flowpods.core.model import Flow, FlowError, parse_flow
+from flowpods.core.model import Flow, FlowError, flow_document, parse_flow
 
 API_GROUP = "flowpods.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
-
-
-def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
-    """The Kestra-shaped flow inside a Flow resource; `id` and `namespace` default from its metadata."""
-    is_resource = resource.get("kind") == "Flow" or {"metadata", "spec"} <= resource.keys()
-    if not is_resource or "spec" not in resource:
-        return resource
-    metadata = resource.get("metadata") or {}
-    spec = dict(resource.get("spec") or {})
-    spec.setdefault("id", metadata.get("name"))
-    spec.setdefault("namespace", metadata.get("namespace") or "default")
-    return spec
 
 
 def load_flow_file(path: str | Path) -> Flow:

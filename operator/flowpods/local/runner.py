@@ -16,12 +16,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flowpods.core import engine, ids
-from flowpods.core.engine import (
+from flowpods.core import executor, ids
+from flowpods.core.clock import utcnow
+from flowpods.core.executor import (
     AttemptFinished,
     ChildFinished,
     Decision,
@@ -34,18 +35,22 @@ from flowpods.core.engine import (
     Tick,
 )
 from flowpods.core.model import Flow
-from flowpods.core.records import SPAN_FILE_ENV, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, SpanRecord
+from flowpods.core.records import (
+    SPAN_FILE_ENV,
+    TASKRUN_ENV,
+    TASKRUN_FILE_ENV,
+    TERMINATION_LOG_ENV,
+    SpanRecord,
+)
+from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.start import start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
+from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.local.loader import FlowCatalog
 from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
-from flowpods.worker.runner import parse_termination_message
 
 TIMEOUT_GRACE_SECONDS = 10.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -110,7 +115,7 @@ class LocalRunner:
     def run(
         self, flow: Flow, inputs: dict[str, Any] | None = None, labels: dict[str, str] | None = None
     ) -> LocalResult:
-        root_id = f"{engine.dns_label(flow.id, 40)}-{uuid.uuid4().hex[:8]}"
+        root_id = f"{ids.dns_label(flow.id, 40)}-{uuid.uuid4().hex[:8]}"
         parent = self.environ.get("TRACEPARENT")
         run = RunInfo(
             id=root_id,
@@ -164,7 +169,7 @@ class LocalRunner:
 
     def _advance(self, execution_id: str, events: list[Any]) -> None:
         execution = self.executions[execution_id]
-        decision = engine.advance(execution.flow, execution.run, execution.status, events, utcnow())
+        decision = executor.advance(execution.flow, execution.run, execution.status, events, utcnow())
         self._commit(execution, decision)
         for action in decision.actions:
             self._act(execution, action)
@@ -211,12 +216,9 @@ class LocalRunner:
         if action.name in self.executions:
             return
         flow = self.catalog.get(action.namespace, action.flowId)
-        problem = None
-        if flow is None:
-            problem = f"flow {action.namespace}.{action.flowId} not found"
-        elif execution.depth + 1 > engine.MAX_SUBFLOW_DEPTH:
-            problem = f"subflows nest deeper than {engine.MAX_SUBFLOW_DEPTH}"
-        if problem is not None or flow is None:
+        cannot = start_check(f"{action.namespace}.{action.flowId}", flow, depth=execution.depth + 1)
+        if cannot is not None or flow is None:
+            problem = cannot.message if cannot else "cannot start"
             failed = ChildFinished(
                 at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}
             )
@@ -247,29 +249,14 @@ class LocalRunner:
         item_file.write_text(action.work.model_dump_json())
         termination_file = self.work_dir / f"{stem}.result"
         log_file = self.work_dir / f"{stem}.log"
+        inherited = {k: v for k, v in self.environ.items() if k not in (*TRACE_VARIABLES, TASKRUN_ENV)}
         env = {
-            **self.environ,
+            **inherited,
             TASKRUN_FILE_ENV: str(item_file),
             TERMINATION_LOG_ENV: str(termination_file),
             SPAN_FILE_ENV: str(self.span_file),
-            "TRACEPARENT": action.traceparent,
-            "OTEL_SERVICE_NAME": "flowpods-worker",
-            "OTEL_RESOURCE_ATTRIBUTES": ",".join(
-                f"{key}={value}"
-                for key, value in {
-                    "cicd.pipeline.name": execution.run.flowId,
-                    "cicd.pipeline.run.id": execution.run.id,
-                    "cicd.pipeline.task.run.id": action.work.taskRunId,
-                }.items()
-            ),
+            **worker_environment(action, execution.run),
         }
-        env.pop("TRACESTATE", None)
-        env.pop("BAGGAGE", None)
-        if action.tracestate:
-            env["TRACESTATE"] = action.tracestate
-        if action.baggage:
-            env["BAGGAGE"] = action.baggage
-        env.pop("FLOWPODS_TASKRUN", None)
         with log_file.open("wb") as log:
             popen = subprocess.Popen(
                 [sys.executable, "-m", "flowpods", "worker"],
@@ -303,26 +290,11 @@ class LocalRunner:
                 execution = self.executions[process.execution]
                 if log_text.strip():
                     self.on_log(execution, process.action, log_text)
-                if timed_out:
-                    reason = f"timeout after {process.action.timeoutSeconds:g}s"
-                else:
-                    reason = result.error or (f"exit code {code}" if code else None)
-                done.append(
-                    (
-                        process.execution,
-                        AttemptFinished(
-                            at=utcnow(),
-                            taskRunId=process.action.work.taskRunId,
-                            attempt=process.action.work.attempt,
-                            success=code == 0 and result.error is None and not timed_out,
-                            outputs=result.outputs,
-                            reason=reason,
-                            exitCode=code,
-                            startedAt=process.started,
-                            timedOut=timed_out or (reason or "").lower().startswith("timeout"),
-                        ),
-                    )
-                )
+                work = process.action.work
+                timeout = f"timeout after {process.action.timeoutSeconds:g}s" if timed_out else None
+                finished = attempt_finished(work.taskRunId, work.attempt, result, code, utcnow(), process.started,
+                                            failure=timeout, timed_out=timed_out)  # fmt: skip
+                done.append((process.execution, finished))
             if done or not block or not self.processes:
                 return done
             time.sleep(0.01)

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
-from flowpods.core import engine
+from flowpods.core import ids
 from flowpods.core.status import RunInfo
+
+C = TypeVar("C")
 
 
 class FineTracer:
@@ -29,18 +31,19 @@ class FineTracer:
     def reconcile(self, run: RunInfo, change: int) -> Iterator[None]:
         """A span for the work that commits change `change`, as a child of that change's EXECUTOR span."""
         parent = SpanContext(
-            trace_id=int(engine.trace_id(run), 16),
-            span_id=int(engine.change_span_id(run, change), 16),
+            trace_id=int(ids.trace_id(run), 16),
+            span_id=int(ids.change_span_id(run, change), 16),
             is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED if engine.sampled(run) else 0),
+            trace_flags=TraceFlags(TraceFlags.SAMPLED if ids.sampled(run) else 0),
         )
         context = trace.set_span_in_context(NonRecordingSpan(parent))
-        attributes = {"flowpods.execution_id": run.id, "flowpods.change": change}
+        attributes: dict[str, str | int] = {"flowpods.execution_id": run.id, "flowpods.change": change}
         with self.tracer.start_as_current_span("operator reconcile", context=context, attributes=attributes):
             yield
 
-    def wrap(self, client: Any) -> TracedClient:
-        return TracedClient(client, self.tracer)
+    def wrap(self, client: C) -> C:
+        """The client with the same methods, each traced (a proxy: it stands in for the client's type)."""
+        return cast(C, TracedClient(client, self.tracer))
 
 
 class TracedClient:

@@ -208,7 +208,7 @@ def from_readable_span(span: ReadableSpan) -> SpanRecord:
         trace_id=f"{context.trace_id:032x}",
         span_id=f"{context.span_id:016x}",
         parent_span_id=f"{span.parent.span_id:016x}" if span.parent is not None else None,
-        kind=span.kind.name,  # type: ignore[arg-type]
+        kind=span.kind.name,
         start=from_ns(start),
         end=from_ns(end),
         attributes={k: _plain(v) for k, v in (span.attributes or {}).items()},
@@ -220,7 +220,7 @@ def from_readable_span(span: ReadableSpan) -> SpanRecord:
             )
             for e in span.events
         ],
-        status=span.status.status_code.name,  # type: ignore[arg-type]
+        status=span.status.status_code.name,
         status_message=span.status.description,
         service=str(service) if service is not None else None,
         sampled=context.trace_flags.sampled,

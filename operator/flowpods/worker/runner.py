@@ -202,22 +202,6 @@ def encode_result(result: TaskResult) -> tuple[TaskResult, str]:
     return fitted(low)
 
 
-def parse_termination_message(text: str | None, exit_code: int | None) -> TaskResult:
-    """Read back what a worker reported; anything unreadable becomes an error naming the exit code."""
-    code = "unknown" if exit_code is None else str(exit_code)
-    if not text or not text.strip():
-        if exit_code == 0:
-            return TaskResult(error="the worker exited with code 0 but reported no result")
-        return TaskResult(error=f"the worker exited with code {code} without reporting a result")
-    try:
-        result = TaskResult.model_validate_json(text)
-    except ValidationError:
-        return TaskResult(error=f"the worker exited with code {code} and reported no valid result: {text[:200]!r}")
-    if exit_code not in (0, None) and result.error is None:
-        return TaskResult(outputs=result.outputs, error=f"the worker exited with code {code}")
-    return result
-
-
 def parent_context(environ: Mapping[str, str]) -> tuple[otel_context.Context, str | None]:
     """The W3C context from TRACEPARENT/TRACESTATE/BAGGAGE, and a warning when TRACEPARENT was unusable."""
     carrier = {name.lower(): environ[name] for name in _TRACE_ENV if environ.get(name)}
@@ -471,7 +455,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
     """Run the attempt under its WORKER span; the result's JSON and the exit code."""
     tracer = provider.get_tracer("flowpods.worker.runner")
     parent, warning = parent_context(environ)
-    attributes = {
+    attributes: dict[str, str | int] = {
         "flowpods.taskrun_id": item.taskRunId,
         "flowpods.task_id": item.taskId,
         "flowpods.task_type": item.taskType,

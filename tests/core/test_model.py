@@ -114,11 +114,3 @@ def test_enum_input_needs_values():
     assert problems_of(flow(inputs=[{"id": "colour", "type": "ENUM"}])) == [
         "input 'colour': an ENUM input needs a list of `values`"
     ]
-
-
-def test_webhook_lookup_ignores_disabled_triggers():
-    key = "k" * 20
-    parsed = parse_flow(flow(triggers=[{"id": "h", "type": "Webhook", "key": key, "disabled": True}]))
-    assert parsed.webhook(key) is None
-    parsed = parse_flow(flow(triggers=[{"id": "h", "type": "Webhook", "key": key}]))
-    assert parsed.webhook(key) is not None and parsed.webhook("x" * 20) is None

@@ -8,7 +8,7 @@ from flowpods.core import engine
 from flowpods.core.engine import AttemptFinished, AttemptStarted, StartSubflow
 from flowpods.core.spans import derive_spans, spans_to_export
 from flowpods.core.status import RunInfo, State
-from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 
 def names(spans) -> list[str]:

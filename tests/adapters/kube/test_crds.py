@@ -16,7 +16,7 @@ import yaml
 
 from flowpods.core import model, status
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FLOWS_CRD = ROOT / "crds" / "flowpods.io_flows.yaml"
 EXECUTIONS_CRD = ROOT / "crds" / "flowpods.io_executions.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -380,7 +380,7 @@ def test_execution_status_accepts_a_stored_status(executions: dict[str, Any]) ->
     now = datetime(2025, 1, 1, tzinfo=UTC)
     run = status.ExecutionStatus()
     run.set_state(status.State.RUNNING, now)
-    taskrun = status.TaskRun(id="tr1", taskId="hello", createdIn=1)
+    taskrun = status.TaskRun(id="tr1", taskId="hello")
     taskrun.set_state(status.State.RUNNING, now)
     taskrun.attempts.append(status.Attempt(number=1, createdAt=now, pod="hello-tr1-1", exitCode=0))
     run.taskRuns.append(taskrun)

@@ -18,7 +18,7 @@ from flowpods.kube.resources import (
     status_body,
 )
 from flowpods.telemetry.otel import TraceLevel
-from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 EXECUTION = {
     "apiVersion": "flowpods.io/v1alpha1",
@@ -92,7 +92,7 @@ ATTEMPT = Attempt(number=1, createdAt=T0)
 
 
 def test_a_running_pod_starts_the_attempt():
-    event = observe_pod(pod_status("Running", {"running": {"startedAt": "2026-01-01T00:00:02Z"}}), ATTEMPT)
+    event = observe_pod(pod_status("Running", {"running": {"startedAt": "2026-01-01T00:00:02Z"}}), ATTEMPT, T0)
     assert isinstance(event, AttemptStarted)
     assert (event.taskRunId, event.attempt, event.node) == ("x", 1, "node-1")
     assert event.scheduledAt.second == 1 and event.at.second == 2
@@ -101,14 +101,14 @@ def test_a_running_pod_starts_the_attempt():
 def test_a_succeeded_pod_returns_its_outputs():
     terminated = {"exitCode": 0, "message": '{"outputs": {"value": 42}}', "startedAt": "2026-01-01T00:00:02Z",
                   "finishedAt": "2026-01-01T00:00:05Z"}  # fmt: skip
-    event = observe_pod(pod_status("Succeeded", {"terminated": terminated}), ATTEMPT)
+    event = observe_pod(pod_status("Succeeded", {"terminated": terminated}), ATTEMPT, T0)
     assert isinstance(event, AttemptFinished) and event.success
     assert event.outputs == {"value": 42} and event.exitCode == 0
 
 
 def test_failed_pods_keep_their_reason():
     def reason_of(phase, state, pod_reason=None):
-        event = observe_pod(pod_status(phase, state, pod_reason), ATTEMPT)
+        event = observe_pod(pod_status(phase, state, pod_reason), ATTEMPT, T0)
         assert isinstance(event, AttemptFinished) and not event.success
         return event
 
@@ -128,6 +128,7 @@ def test_failed_pods_keep_their_reason():
     )
     start = reason_of("Failed", {"terminated": {"exitCode": 128, "reason": "StartError", "message": runtime}})
     assert start.reason == f"container did not start (StartError, exit code 128): {runtime}"
+    assert pull.imageUnavailable and not deadline.imageUnavailable and not oom.imageUnavailable
 
 
 def test_flow_status_names_the_problem():
@@ -150,9 +151,9 @@ def test_run_info_reads_an_inbound_traceparent_and_ignores_a_malformed_one():
         **EXECUTION,
         "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/traceparent": caller}},
     }
-    assert run_info(with_parent, flow, 1).parentTraceparent == caller
+    assert run_info(with_parent, flow, 1, T0).parentTraceparent == caller
     broken = {**EXECUTION, "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/traceparent": "nope"}}}
-    assert run_info(broken, flow, 1).parentTraceparent is None
+    assert run_info(broken, flow, 1, T0).parentTraceparent is None
 
 
 def test_status_body_has_what_printer_columns_read():
@@ -170,8 +171,8 @@ def test_child_execution_is_owned_and_carries_the_subflow_span():
     assert child["metadata"]["ownerReferences"][0]["name"] == "ex-1"
     assert child["metadata"]["annotations"]["flowpods.io/traceparent"] == action.traceparent
     assert child["spec"]["flowRef"] == {"name": "c-flow"} and child["spec"]["trigger"]["type"] == "subflow"
-    assert child_finished({"status": {"state": "RUNNING"}}, "t1") is None
-    done = child_finished({"status": {"state": "FAILED", "outputs": {"o": 1}}}, "t1")
+    assert child_finished({"status": {"state": "RUNNING"}}, "t1", T0) is None
+    done = child_finished({"status": {"state": "FAILED", "outputs": {"o": 1}}}, "t1", T0)
     assert done.state == State.FAILED and done.outputs == {"o": 1}
 
 
@@ -184,7 +185,7 @@ def test_label_values_stay_valid():
 def test_baggage_goes_from_the_execution_to_its_pods_and_children():
     flow = make_flow([log("a")])
     annotated = {**EXECUTION, "metadata": {**EXECUTION["metadata"], "annotations": {"flowpods.io/baggage": "t=1"}}}
-    run = run_info(annotated, flow, 1)
+    run = run_info(annotated, flow, 1, T0)
     assert run.baggage == "t=1"
     sim = Simulation(flow, run=run)
     (action,) = sim.outstanding.values()

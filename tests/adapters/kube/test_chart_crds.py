@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 REPO_CRDS = ROOT / "crds"
 CHART = ROOT / "charts" / "flowpods"
 CHART_CRDS = CHART / "crds"

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
+from flowpods.core.results import parse_termination_message
 from flowpods.telemetry.otel import read_span_file
 from flowpods.worker.runner import (
     EXIT_CANCELLED,
@@ -32,7 +33,6 @@ from flowpods.worker.runner import (
     is_falsy,
     parse_output_line,
     parse_outputs_file,
-    parse_termination_message,
     redact_headers,
     redact_url,
     run,

@@ -25,7 +25,7 @@ from flowpods.core.engine import (
 )
 from flowpods.core.model import Flow, parse_flow
 from flowpods.core.status import ExecutionStatus, State
-from tests.unit.simulation import RUN, T0, Simulation, log, make_flow
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 # --- worked examples -----------------------------------------------------------------------------------
 

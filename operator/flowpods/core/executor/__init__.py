@@ -1,0 +1,116 @@
+"""The executor: a pure state machine from (flow, stored status, events, now) to (new status, actions).
+
+It is level-based, like a Kubernetes controller: every call recomputes what should exist from the stored
+task runs, so replaying an event that was already applied changes nothing, and an adapter that died
+between committing a status and acting on it recovers with `pending_actions`. Adapters (the kopf
+operator, the local runner) own all I/O: they turn actions into pods or processes and observations of
+those back into events.
+
+Read it in this order: `messages` (events in, actions out), `transitions` (one per event type), `rules`
+(Kestra's rules), `drivers` (what runs next), with `step` (the bookkeeping of one call) and `rendering`
+(templates to actions) underneath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from flowpods.core.executor.drivers import drive
+from flowpods.core.executor.messages import (
+    Action,
+    Admit,
+    AttemptFinished,
+    AttemptStarted,
+    ChildFinished,
+    Decision,
+    Event,
+    EventBase,
+    Kill,
+    KillSubflow,
+    RunTask,
+    Start,
+    StartSubflow,
+    StopTask,
+    Tick,
+)
+from flowpods.core.executor.rendering import Renderer, render_context
+from flowpods.core.executor.step import Step
+from flowpods.core.executor.transitions import apply
+from flowpods.core.model import Flow, Subflow
+from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+
+__all__ = [
+    "Action",
+    "Admit",
+    "AttemptFinished",
+    "AttemptStarted",
+    "ChildFinished",
+    "Decision",
+    "Event",
+    "Kill",
+    "KillSubflow",
+    "RunTask",
+    "Start",
+    "StartSubflow",
+    "StopTask",
+    "Tick",
+    "advance",
+    "failed_start",
+    "pending_actions",
+    "render_context",
+]
+
+
+def advance(
+    flow: Flow, run: RunInfo, status: ExecutionStatus | None, events: Sequence[EventBase], now: datetime
+) -> Decision:
+    """Apply the events to a copy of the status, then start whatever should run next."""
+    step = Step(flow, run, (status or ExecutionStatus()).model_copy(deep=True), now)
+    for event in events:
+        apply(step, event)
+    drive(step)
+    return step.decision(events)
+
+
+def failed_start(run: RunInfo, reason: str, now: datetime, state: State = State.FAILED) -> ExecutionStatus:
+    """The status of an execution that cannot start at all (its flow is missing or invalid, or it was
+    refused by the flow's concurrency limit: CANCELLED)."""
+    status = ExecutionStatus()
+    status.set_state(State.CREATED, run.createdAt)
+    status.set_state(state, now)
+    status.error = reason
+    status.closedIn = 1
+    status.changes.append(Change(n=1, start=now, end=now, state=state, cause="start"))
+    return status
+
+
+def pending_actions(
+    flow: Flow,
+    run: RunInfo,
+    status: ExecutionStatus,
+    now: datetime,
+    lost: Callable[[TaskRun], bool] | None = None,
+) -> list[Action]:
+    """Actions for everything the status says is under way: to re-create what an adapter may have lost.
+
+    `lost` narrows them to the task runs whose pod or child the adapter does not see, so that the
+    attempts still running are not rendered again on every reconcile. The status is only read.
+    """
+    actions: list[Action] = []
+    if status.state.terminal:
+        return actions
+    renderer = Renderer(flow, run, status, now)
+    for tr in status.taskRuns:
+        if tr.state.terminal or (lost is not None and not lost(tr)):
+            continue
+        task = flow.task(tr.taskId)
+        if task.runs_in_worker and tr.attempts and not tr.attempts[-1].state.terminal:
+            run_task = renderer.run_task(task, tr, tr.attempts[-1].number)
+            if isinstance(run_task, RunTask):
+                actions.append(run_task)
+        elif isinstance(task, Subflow) and tr.child:
+            start = renderer.start_subflow(task, tr)
+            if isinstance(start, StartSubflow):
+                actions.append(start)
+    return actions

@@ -1,0 +1,132 @@
+"""The executor's boundary: events in (what the adapters observed), actions and a decision out.
+
+Events and actions are pydantic models discriminated by `kind`, so they serialise unchanged and an
+adapter can replay a recorded history.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from flowpods.core.records import WorkItem
+from flowpods.core.status import ExecutionStatus, State
+
+# --- events: what the adapters observed ----------------------------------------------------------------
+
+
+class EventBase(BaseModel):
+    kind: str
+    at: datetime
+
+
+class Start(EventBase):
+    """Start the execution: resolve inputs, then run (or queue behind the flow's concurrency limit)."""
+
+    kind: Literal["start"] = "start"
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    queued: bool = False
+
+
+class Admit(EventBase):
+    """A queued execution may run now."""
+
+    kind: Literal["admit"] = "admit"
+
+
+class AttemptEvent(EventBase):
+    """What a pod (or process) says about one attempt, and where it ran."""
+
+    taskRunId: str
+    attempt: int
+    pod: str | None = None
+    node: str | None = None
+    scheduledAt: datetime | None = None
+
+
+class AttemptStarted(AttemptEvent):
+    kind: Literal["attempt-started"] = "attempt-started"
+
+
+class AttemptFinished(AttemptEvent):
+    kind: Literal["attempt-finished"] = "attempt-finished"
+    success: bool
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    reason: str | None = None
+    exitCode: int | None = None
+    startedAt: datetime | None = None
+    timedOut: bool = False
+    imageUnavailable: bool = Field(
+        default=False, description="The image could not be pulled: the pod would wait forever, so it is deleted"
+    )
+
+
+class ChildFinished(EventBase):
+    kind: Literal["child-finished"] = "child-finished"
+    taskRunId: str
+    state: State
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Kill(EventBase):
+    kind: Literal["kill"] = "kill"
+
+
+class Tick(EventBase):
+    """Time passed (a retry may be due)."""
+
+    kind: Literal["tick"] = "tick"
+
+
+Event = Annotated[
+    Start | Admit | AttemptStarted | AttemptFinished | ChildFinished | Kill | Tick, Field(discriminator="kind")
+]
+
+# --- actions: what the adapters must do ----------------------------------------------------------------
+
+
+class RunTask(BaseModel):
+    """Run one attempt of a worker task (a pod, or a local process)."""
+
+    kind: Literal["run-task"] = "run-task"
+    work: WorkItem
+    traceparent: str = Field(description="The TASKRUN span's context, for the TRACEPARENT variable")
+    tracestate: str | None = None
+    baggage: str | None = None
+    containerImage: str | None = Field(default=None, description="Shell/Python: the image they asked for")
+    timeoutSeconds: float | None = None
+
+
+class StopTask(BaseModel):
+    kind: Literal["stop-task"] = "stop-task"
+    taskRunId: str
+    attempt: int
+
+
+class StartSubflow(BaseModel):
+    kind: Literal["start-subflow"] = "start-subflow"
+    taskRunId: str
+    name: str = Field(description="The child execution's name, derived so that a retry creates the same one")
+    namespace: str
+    flowId: str
+    inputs: dict[str, Any]
+    labels: dict[str, str]
+    traceparent: str = Field(description="The parent's Subflow EXECUTOR span: the child's RUN hangs under it")
+
+
+class KillSubflow(BaseModel):
+    kind: Literal["kill-subflow"] = "kill-subflow"
+    taskRunId: str
+    name: str
+
+
+Action = Annotated[RunTask | StopTask | StartSubflow | KillSubflow, Field(discriminator="kind")]
+
+
+class Decision(BaseModel):
+    status: ExecutionStatus
+    actions: list[Action] = Field(default_factory=list)
+    wakeAt: datetime | None = Field(default=None, description="Call advance again (with Tick) at this time")
+    changed: bool = False

@@ -1,0 +1,168 @@
+"""What the executor renders from the stored status: Kestra's template variables, and from them the
+actions (a worker's RunTask, a StartSubflow), the branch an If or Switch takes and a ForEach's values.
+
+Each function returns its result or the rendering error that prevents it; rendering an attempt again
+(after an operator restart) gives the same result, because everything derives from the stored status.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flowpods.core import ids
+from flowpods.core.executor.messages import RunTask, StartSubflow
+from flowpods.core.inputs import coerce
+from flowpods.core.model import Flow, ForEach, If, Input, Python, Shell, Subflow, Switch, TaskBase
+from flowpods.core.records import WorkItem
+from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
+from flowpods.core.templating import RenderError, is_truthy, render, render_string
+
+WORKER_FIELDS_EXCLUDED = {"id", "type", "retry", "timeout", "allowFailure", "disabled", "description"}
+
+
+def render_context(
+    flow: Flow,
+    run: RunInfo,
+    status: ExecutionStatus,
+    now: datetime,
+    task: TaskBase | None = None,
+    taskrun: TaskRun | None = None,
+    attempt: int | None = None,
+) -> dict[str, Any]:
+    """Kestra's template variables, computed from the stored status.
+
+    `taskrun.attemptsCount` is the number of attempts before the one being rendered (0 on the first), so
+    that rendering an attempt again (after an operator restart) gives the same result.
+    """
+    outputs: dict[str, Any] = {}
+    for tr in status.taskRuns:
+        if not tr.outputs:
+            continue
+        if tr.value is None:
+            outputs[tr.taskId] = tr.outputs
+        else:
+            outputs.setdefault(tr.taskId, {})[tr.value] = tr.outputs
+    context: dict[str, Any] = {
+        "inputs": status.inputs,
+        "outputs": outputs,
+        "vars": flow.variables,
+        "execution": {
+            "id": run.id,
+            "startDate": (status.startDate or run.createdAt).isoformat(),
+            "state": status.state.value,
+        },
+        "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
+        "trigger": run.triggerData,
+        "labels": {**flow.labels, **run.labels},
+        "now": lambda: now.isoformat(),
+    }
+    if task is not None:
+        context["task"] = {"id": task.id, "type": task.kind}
+    if taskrun is not None:
+        context["taskrun"] = {
+            "id": taskrun.id,
+            "value": taskrun.value,
+            "attemptsCount": (attempt - 1) if attempt is not None else len(taskrun.attempts),
+            "parentId": taskrun.parentId,
+            "startDate": taskrun.startDate.isoformat() if taskrun.startDate else None,
+        }
+        parent = status.taskrun(taskrun.parentId) if taskrun.parentId else None
+        if parent is not None:
+            context["parent"] = {"taskrun": {"id": parent.id, "value": parent.value}, "outputs": parent.outputs}
+    return context
+
+
+class Renderer:
+    """Renders for one execution at one moment (the flow, run, status and time stay fixed)."""
+
+    def __init__(self, flow: Flow, run: RunInfo, status: ExecutionStatus, now: datetime):
+        self.flow, self.run, self.status, self.now = flow, run, status, now
+
+    def context(
+        self, task: TaskBase | None = None, tr: TaskRun | None = None, attempt: int | None = None
+    ) -> dict[str, Any]:
+        return render_context(self.flow, self.run, self.status, self.now, task, tr, attempt)
+
+    def run_task(self, task: TaskBase, tr: TaskRun, number: int) -> RunTask | str:
+        """The RunTask for an attempt, or the rendering error that prevents it."""
+        raw = task.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=WORKER_FIELDS_EXCLUDED)
+        try:
+            rendered = render(raw, self.context(task, tr, attempt=number))
+        except RenderError as exc:
+            return str(exc)
+        timeout = task.timeout.total_seconds() if task.timeout else None
+        work = WorkItem(
+            executionId=self.run.id,
+            namespace=self.flow.namespace,
+            flowId=self.flow.id,
+            taskRunId=tr.id,
+            taskId=task.id,
+            attempt=number,
+            taskType=task.kind,
+            task={"id": task.id, "type": task.kind, **rendered},
+            value=tr.value,
+            timeoutSeconds=timeout,
+        )
+        image = task.containerImage if isinstance(task, Shell | Python) else None
+        return RunTask(
+            work=work,
+            traceparent=ids.traceparent_of(self.run, ids.attempt_span_id(self.run, tr.id, number)),
+            tracestate=self.run.tracestate,
+            baggage=self.run.baggage,
+            containerImage=image,
+            timeoutSeconds=timeout,
+        )
+
+    def start_subflow(self, task: Subflow, tr: TaskRun) -> StartSubflow | str:
+        """The StartSubflow of a Subflow task run, or the rendering error that prevents it."""
+        context = self.context(task, tr)
+        try:
+            inputs = render(task.inputs, context)
+            labels = {str(k): str(v) for k, v in render(task.labels, context).items()}
+        except RenderError as exc:
+            return str(exc)
+        return StartSubflow(
+            taskRunId=tr.id,
+            name=tr.child or ids.child_name(self.run, tr.id, task.flowId),
+            namespace=task.namespace,
+            flowId=task.flowId,
+            inputs=inputs,
+            labels=labels,
+            traceparent=ids.traceparent_of(self.run, ids.taskrun_span_id(self.run, tr.id)),
+        )
+
+    def branch(self, task: If | Switch, tr: TaskRun) -> tuple[str, dict[str, Any]]:
+        """The branch an If or Switch takes (`then`/`else`, `case:<value>` or `defaults`) and its outputs."""
+        context = self.context(task, tr)
+        if isinstance(task, If):
+            branch = "then" if is_truthy(render_string(task.condition, context)) else "else"
+            return branch, {"branch": branch}
+        value = render_string(task.value, context)
+        return (f"case:{value}" if value in task.cases else "defaults"), {"value": value}
+
+    def foreach_values(self, task: ForEach, tr: TaskRun) -> list[str]:
+        """A ForEach's values as distinct strings (JSON for non-strings); raises ValueError or RenderError."""
+        context = self.context(task, tr)
+        if isinstance(task.values, str):
+            text = render_string(task.values, context)
+            try:
+                values = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(f"ForEach values must render to a JSON list; got '{text[:100]}'") from None
+        else:
+            values = render(task.values, context)
+        if not isinstance(values, list):
+            raise ValueError(f"ForEach values must be a list, not {type(values).__name__}")
+        as_text = [v if isinstance(v, str) else json.dumps(v, separators=(",", ":")) for v in values]
+        if len(set(as_text)) != len(as_text):
+            raise ValueError("ForEach values must be distinct")
+        return as_text
+
+    def flow_outputs(self) -> dict[str, Any]:
+        """The flow's declared outputs, rendered and converted to their type; raises RenderError or ValueError."""
+        context = self.context()
+        return {
+            out.id: coerce(Input(id=out.id, type=out.type), render(out.value, context)) for out in self.flow.outputs
+        }

@@ -1,0 +1,123 @@
+"""One step of an execution: the status being rewritten, and the record of what the step did.
+
+A step starts from a copy of the stored status. Transitions and drivers change it only through the
+methods here, which also note what was created and finished (for the change's EXECUTOR span) and the
+actions the adapters must take; `decision` closes the step with one `Change`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from flowpods.core import ids
+from flowpods.core.executor.messages import Action, Decision, EventBase
+from flowpods.core.executor.rules import failed_state
+from flowpods.core.model import Flow, TaskBase
+from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+
+ScopeKey = tuple[str | None, str | None]  # (parent task-run id, ForEach value): where task runs are created
+
+
+class Step:
+    def __init__(self, flow: Flow, run: RunInfo, status: ExecutionStatus, now: datetime):
+        self.flow, self.run, self.status, self.now = flow, run, status, now
+        self.n = (status.changes[-1].n if status.changes else 0) + 1
+        self.actions: list[Action] = []
+        self.created: list[str] = []
+        self.finished: list[str] = []
+        self.touched = False
+        self._index = {(tr.taskId, tr.parentId, tr.value): tr for tr in status.taskRuns}
+        self._scopes: set[ScopeKey] = {(tr.parentId, tr.value) for tr in status.taskRuns}
+
+    # -- task runs --------------------------------------------------------------------------------------
+
+    def find(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun | None:
+        return self._index.get((task.id, parent.id if parent else None, value))
+
+    def started(self, parent: TaskRun, value: str | None) -> bool:
+        """Whether any task run was created under this parent and value (a fan-out's branch has begun)."""
+        return (parent.id, value) in self._scopes
+
+    def create_taskrun(self, task: TaskBase, parent: TaskRun | None, value: str | None) -> TaskRun:
+        parent_id = parent.id if parent else None
+        tr = TaskRun(id=ids.taskrun_id(self.run, task.id, parent_id, value), taskId=task.id, parentId=parent_id,
+                     value=value)  # fmt: skip
+        tr.set_state(State.CREATED, self.now)
+        if not task.runs_in_worker:
+            tr.set_state(State.RUNNING, self.now)
+        self.status.taskRuns.append(tr)
+        self._index[(task.id, parent_id, value)] = tr
+        self._scopes.add((parent_id, value))
+        self.created.append(_label(tr))
+        self.touched = True
+        return tr
+
+    def finish_taskrun(self, tr: TaskRun, state: State, at: datetime) -> None:
+        if tr.state.terminal:
+            return
+        tr.set_state(state, at)
+        tr.retryAt = None
+        tr.closedIn = self.n
+        self.finished.append(_label(tr))
+        self.touched = True
+
+    def fail_taskrun(self, tr: TaskRun, task: TaskBase, reason: str, at: datetime, killed: bool = False) -> None:
+        """Fail a task run for good (worker retries are decided where attempts end, not here)."""
+        tr.error = reason
+        self.finish_taskrun(tr, failed_state(task, killed), at)
+
+    def settle(self, tr: TaskRun, state: State) -> None:
+        """End an executor-side task run once what it drives has ended."""
+        if not state.terminal:
+            return
+        if state.failed:
+            task = self.flow.task(tr.taskId)
+            reason = self.child_failure(tr) or "a nested task failed"
+            self.fail_taskrun(tr, task, reason, self.now, killed=state == State.KILLED)
+        else:
+            self.finish_taskrun(tr, state, self.now)
+
+    def child_failure(self, tr: TaskRun) -> str | None:
+        for child in self.status.taskRuns:
+            if child.parentId == tr.id and child.state.failed and child.error:
+                return f"task '{child.taskId}' failed: {child.error}"
+        return None
+
+    def first_failure(self) -> str | None:
+        for tr in self.status.taskRuns:
+            if tr.state.failed and tr.error and tr.parentId is None:
+                return f"task '{tr.taskId}' failed: {tr.error}"
+        return next((f"task '{tr.taskId}' failed: {tr.error}" for tr in self.status.taskRuns if tr.error), None)
+
+    # -- the execution --------------------------------------------------------------------------------
+
+    def end_execution(self, state: State, at: datetime, reason: str | None) -> None:
+        self.status.set_state(state, at)
+        self.status.error = reason
+        self.status.closedIn = self.n
+        self.touched = True
+
+    def decision(self, events: Sequence[EventBase]) -> Decision:
+        """Close the step: one Change if anything changed, and when to be called again for a due retry."""
+        changed = self.touched or bool(self.created) or bool(self.finished)
+        if changed:
+            start = min((event.at for event in events), default=self.now)
+            self.status.changes.append(
+                Change(
+                    n=self.n,
+                    start=min(start, self.now),
+                    end=self.now,
+                    state=self.status.state,
+                    cause=", ".join(dict.fromkeys(event.kind for event in events)) or "reconcile",
+                    created=self.created,
+                    finished=self.finished,
+                )
+            )
+        waits = [tr.retryAt for tr in self.status.taskRuns if tr.state == State.RETRYING and tr.retryAt]
+        wake = min(waits) if waits and not self.status.state.terminal else None
+        return Decision(status=self.status, actions=self.actions, wakeAt=wake, changed=changed)
+
+
+def _label(tr: TaskRun) -> str:
+    return tr.taskId if tr.value is None else f"{tr.taskId}[{tr.value}]"
