@@ -77,9 +77,10 @@ def tracer_for(service: str, env: testenv.EnvInfo) -> tuple[TracerProvider, trac
 
 
 class Downstream:
-    """A test HTTP service on 127.0.0.1 that records the traceparent it receives and its own SERVER span."""
+    """A test HTTP service that records the traceparent it receives and its own SERVER span; it listens where
+    the environment's pods reach it (`host`: the pods' bridge on the real node)."""
 
-    def __init__(self, tracer: trace_api.Tracer):
+    def __init__(self, tracer: trace_api.Tracer, host: str):
         self.received: list[dict[str, str]] = []
         outer = self
 
@@ -102,8 +103,8 @@ class Downstream:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.url = f"http://{host}:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -147,7 +148,7 @@ def test_upstream_webhook_flow_downstream_is_one_trace(api, apply_yaml, testenv_
                                                         namespace):  # fmt: skip
     up_provider, upstream = tracer_for("upstream", testenv_info)
     down_provider, downstream_tracer = tracer_for("downstream", testenv_info)
-    downstream = Downstream(downstream_tracer)
+    downstream = Downstream(downstream_tracer, testenv_info.pod_host)
     try:
         apply_yaml(flow_yaml("notify", """
             id: notify

@@ -1,5 +1,6 @@
 """The Helm chart on the real control plane: it lints, renders into objects the API server accepts, installs
-an operator that the node agent runs as `flowpods operator` under the chart's ServiceAccount (the agent mounts
+an operator that the environment's node runs as `flowpods operator` under the chart's ServiceAccount (on the
+real node: a pod of the locally built image, in-cluster config; the node agent runs the command and mounts
 the pod's token as a kubelet would), runs a flow to SUCCESS with its trace in Jaeger, passes `helm test`,
 grants no more than it should, and leaves nothing but the CRDs behind when uninstalled.
 """
@@ -170,15 +171,15 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
     assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"] == "0.0.0.0:4317"
 
 
-# -- the node agent gives pods their ServiceAccount, as a kubelet does (what the install relies on) -------
+# -- the node gives pods their ServiceAccount (what the install relies on) -----------------------------------
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 WHOAMI = f"""
 import json, os, pathlib
 from kubernetes import client
 folder = pathlib.Path("{SA_DIR}")
-# what a pod sees: the agent's KUBERNETES_SERVICE_HOST/PORT (127.0.0.1, this test's apiserver) and the
-# files it mounted; read explicitly, so nothing falls back to a default configuration
+# what a pod sees: KUBERNETES_SERVICE_HOST/PORT (the `kubernetes` Service, or the node agent's 127.0.0.1)
+# and the files mounted for it; read explicitly, so nothing falls back to a default configuration
 settings = client.Configuration()
 settings.host = f"https://{{os.environ['KUBERNETES_SERVICE_HOST']}}:{{os.environ['KUBERNETES_SERVICE_PORT']}}"
 settings.ssl_ca_cert = str(folder / "ca.crt")
@@ -191,26 +192,34 @@ try:
     secrets = 200
 except client.ApiException as error:
     secrets = error.status
-report = {{"files": sorted(p.name for p in folder.iterdir()), "namespace": folder.joinpath("namespace").read_text(),
-          "user": review.status.user_info.username, "secrets": secrets}}
-pathlib.Path(os.environ["FLOWPODS_TERMINATION_LOG"]).write_text(json.dumps(report))
+report = {{"files": sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")),
+          "namespace": folder.joinpath("namespace").read_text(), "user": review.status.user_info.username,
+          "secrets": secrets, "token": folder.joinpath("token").read_text()}}
+pathlib.Path(os.environ.get("FLOWPODS_TERMINATION_LOG", "/dev/termination-log")).write_text(json.dumps(report))
 """
 
 
-def bare_pod(name: str, command: list[str], **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": "python:3.11-slim", "command": command}
+def bare_pod(name: str, command: list[str], image: str, **spec: Any) -> dict[str, Any]:
+    container = {"name": "main", "image": image, "command": command}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": "Never", "containers": [container], **spec}}  # fmt: skip
 
 
-def test_node_agent_mounts_a_pod_bound_service_account_token_for_that_process_only(
+def worker_image(env: testenv.EnvInfo) -> str:
+    """The locally built flowpods image (python with the kubernetes client); the node agent ignores images."""
+    return env.worker_settings().get("FLOWPODS_WORKER_IMAGE", "python:3.11-slim")
+
+
+def test_the_node_mounts_a_pod_bound_service_account_token_for_that_pod_only(
     testenv_info, namespace, core_v1, api_client
 ):
     from kubernetes import client
 
+    image = worker_image(testenv_info)
     core_v1.create_namespaced_service_account(namespace, {"metadata": {"name": "probe"}})
-    core_v1.create_namespaced_pod(namespace, bare_pod("whoami", ["python", "-c", WHOAMI], serviceAccountName="probe"))
-    no_token = bare_pod("no-token", ["sh", "-c", f"test ! -e {SA_DIR}"], serviceAccountName="probe",
+    whoami_pod = bare_pod("whoami", ["python", "-c", WHOAMI], image, serviceAccountName="probe")
+    core_v1.create_namespaced_pod(namespace, whoami_pod)
+    no_token = bare_pod("no-token", ["sh", "-c", f"test ! -e {SA_DIR}"], image, serviceAccountName="probe",
                         automountServiceAccountToken=False)  # fmt: skip
     core_v1.create_namespaced_pod(namespace, no_token)
     for name in ("whoami", "no-token"):
@@ -219,11 +228,11 @@ def test_node_agent_mounts_a_pod_bound_service_account_token_for_that_process_on
 
     whoami = core_v1.read_namespaced_pod("whoami", namespace)
     report = json.loads(whoami.status.container_statuses[0].state.terminated.message)
+    token = report.pop("token")
     assert report == {"files": ["ca.crt", "namespace", "token"], "namespace": namespace,
                       "user": f"system:serviceaccount:{namespace}:probe", "secrets": 403}  # fmt: skip
 
     # The token came from the TokenRequest API, bound to the pod: valid while it exists, not after.
-    token = Path(testenv_info.pods_dir, namespace, "whoami", whoami.metadata.uid, "serviceaccount", "token").read_text()
     host_token = Path(SA_DIR, "token")
     assert not host_token.exists() or host_token.read_text() != token, "only the pod's process sees its token"
     auth = client.AuthenticationV1Api(api_client)
@@ -266,24 +275,24 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
     operator_sa, worker_sa = f"{release}-flowpods", f"{release}-flowpods-worker"
     helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
          "--set", f"watchNamespaces={{{namespace}}}",
-         "--set", f"otlp.endpoint={env.otlp_grpc_endpoint}",
-         "--set", "api.host=127.0.0.1", "--set", f"api.port={api_port}",
+         "--set", f"otlp.endpoint=http://{env.pod_host}:{env.otlp_grpc_port}",
+         "--set", f"api.port={api_port}",
          "--set", f"operator.healthPort={health_port}",
          "--set", f"api.jaegerUrl={env.jaeger_url}",
-         "--set", f"tests.kubectl={env.kubectl()}")  # fmt: skip
+         *node_values(env))  # fmt: skip
 
-    # The scheduler put the operator's pod on the test node, and the agent runs its command there.
+    # The scheduler put the operator's pod on the test node, and the node runs it there.
     selector = f"{INSTANCE}={release},app.kubernetes.io/component=operator"
     (pod,) = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
-    assert pod.spec.node_name == testenv.NODE_NAME and pod.status.phase == "Running"
+    assert pod.spec.node_name == env.node_name and pod.status.phase == "Running"
     assert pod.spec.containers[0].command == ["flowpods", "operator"]
     assert pod.spec.service_account_name == operator_sa
     assert "KUBECONFIG" not in {e.name for e in pod.spec.containers[0].env}, "in-cluster config only"
     operator_log = lambda: testenv.pod_log(env, namespace, pod.metadata.name, "operator")  # noqa: E731
-    testenv.wait_for(lambda: http_status(f"http://127.0.0.1:{health_port}/healthz") == 200, 90,
+    testenv.wait_for(lambda: http_status(f"http://{pod.status.pod_ip}:{health_port}/healthz") == 200, 90,
                      "kopf's liveness endpoint (the chart's livenessProbe)",
                      describe=lambda: operator_log()[-3000:])  # fmt: skip
-    testenv.wait_for(lambda: http_status(f"http://127.0.0.1:{api_port}/readyz") == 200, 60,
+    testenv.wait_for(lambda: http_status(f"http://{pod.status.pod_ip}:{api_port}/readyz") == 200, 60,
                      "the API's /readyz (the chart's readinessProbe)")  # fmt: skip
     assert "login_via_client' succeeded" in operator_log()
 
@@ -345,6 +354,17 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
         assert kubectl("get", "serviceaccount", sa, "-n", namespace, check=False).returncode != 0
     crds = json.loads(kubectl("get", "crd", "flows.flowpods.io", "executions.flowpods.io", "-o", "json").stdout)
     assert len(crds["items"]) == 2, "helm uninstall keeps the CRDs (and so every Flow and Execution)"
+
+
+def node_values(env: testenv.EnvInfo) -> list[str]:
+    """How the chart runs on this environment's node. The real node: the locally built images, never pulled,
+    the API on the pod's address. The node agent: it runs commands on the host (the built kubectl), where
+    the API binds 127.0.0.1."""
+    if env.real_node:
+        return ["--set", "image.repository=flowpods", "--set", "image.tag=dev", "--set", "image.pullPolicy=Never",
+                "--set", "tests.image.repository=flowpods.local/kubectl", "--set", "tests.image.tag=dev",
+                "--set", "tests.image.pullPolicy=Never", "--set", "tests.kubectl=kubectl"]  # fmt: skip
+    return ["--set", "api.host=127.0.0.1", "--set", f"tests.kubectl={env.kubectl()}"]
 
 
 def request_as(env: testenv.EnvInfo, token: str, path: str) -> int:

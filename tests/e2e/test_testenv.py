@@ -1,8 +1,10 @@
-"""The test environment itself works: real apiserver semantics, the node agent as kubelet,
-garbage collection, RBAC and Jaeger. If these fail, every other e2e test is suspect."""
+"""The test environment itself works: real apiserver semantics, its node (the real kubelet, or the node
+agent standing in for it) as a kubelet behaves, garbage collection, RBAC and Jaeger. If these fail, every
+other e2e test is suspect."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import select
@@ -55,8 +57,17 @@ def widget(name: str, size: int) -> dict:
     }
 
 
-def pod_manifest(name: str, command: list[str], **spec) -> dict:
-    container = {"name": "main", "image": "ignored.invalid/none:0", "command": command}
+# where a container writes its termination message: the node agent's file, else the kubelet's default
+TERMINATION_LOG = '"${FLOWPODS_TERMINATION_LOG:-/dev/termination-log}"'
+
+
+@pytest.fixture
+def image(testenv_info) -> str:
+    return testenv_info.test_image
+
+
+def pod_manifest(name: str, command: list[str], image: str, **spec) -> dict:
+    container = {"name": "main", "image": image, "command": command}
     container.update(spec.pop("container", {}))
     return {
         "apiVersion": "v1",
@@ -176,14 +187,15 @@ def test_apply_objects_through_python_client(apply_yaml, namespace, core_v1):
     assert core_v1.read_namespaced_config_map("cfg", namespace).data == {"a": "2"}
 
 
-def test_pod_succeeds_with_termination_message(testenv_info, namespace, core_v1):
+def test_pod_succeeds_with_termination_message(testenv_info, namespace, core_v1, image):
     pod = pod_manifest(
         "ok",
         ["sh", "-c"],
+        image,
         container={
             "args": [
                 'echo "hello from $(GREETING_TARGET)"; '
-                'printf "done %s %s %s" "$POD_NAME" "$POD_NS" "$TEAM" > "$FLOWPODS_TERMINATION_LOG"'
+                f'printf "done %s %s %s" "$POD_NAME" "$POD_NS" "$TEAM" > {TERMINATION_LOG}'
             ],
             "env": [
                 {"name": "GREETING_TARGET", "value": "agent"},
@@ -199,7 +211,7 @@ def test_pod_succeeds_with_termination_message(testenv_info, namespace, core_v1)
     st = got["status"]
     assert st["phase"] == "Succeeded", st
     assert got["spec"]["nodeName"] == testenv_info.node_name  # bound by the real scheduler
-    assert st["podIP"] == "127.0.0.1" and st["startTime"]
+    assert ipaddress.ip_address(st["podIP"]) in ipaddress.ip_network(testenv_info.pod_network) and st["startTime"]
     term = st["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 0 and term["reason"] == "Completed"
     assert term["message"] == f"done ok {namespace} blue"
@@ -207,12 +219,13 @@ def test_pod_succeeds_with_termination_message(testenv_info, namespace, core_v1)
     assert testenv.pod_log(testenv_info, namespace, "ok", "main").strip() == "hello from agent"
 
 
-def test_failing_command_ends_failed_with_exit_code(namespace, core_v1):
+def test_failing_command_ends_failed_with_exit_code(namespace, core_v1, image):
     core_v1.create_namespaced_pod(
         namespace,
         pod_manifest(
             "bad",
             ["sh", "-c", "echo boom >&2; exit 3"],
+            image,
             container={"terminationMessagePolicy": "FallbackToLogsOnError"},
         ),
     )
@@ -223,27 +236,39 @@ def test_failing_command_ends_failed_with_exit_code(namespace, core_v1):
     assert term["message"] == "boom"  # FallbackToLogsOnError, as kubelet does
 
 
-def test_active_deadline_ends_sleeping_pod(namespace, core_v1):
-    core_v1.create_namespaced_pod(namespace, pod_manifest("sleepy", ["sleep", "300"], activeDeadlineSeconds=2))
+def test_active_deadline_ends_sleeping_pod(namespace, core_v1, image):
+    core_v1.create_namespaced_pod(namespace, pod_manifest("sleepy", ["sleep", "300"], image, activeDeadlineSeconds=2))
     t0 = time.monotonic()
     st = testenv.wait_for_pod_phase(core_v1, namespace, "sleepy", ("Succeeded", "Failed"), timeout=30)["status"]
     assert time.monotonic() - t0 < 20
     assert st["phase"] == "Failed" and st["reason"] == "DeadlineExceeded"
     term = st["containerStatuses"][0]["state"]["terminated"]
-    assert term["exitCode"] == 143  # SIGTERM, as `sleep` does not trap it
+    # SIGTERM, as `sleep` does not trap it; in a container it is pid 1, which ignores SIGTERM: SIGKILL after
+    # the grace period
+    assert term["exitCode"] in (143, 137)
 
 
-def test_deleting_running_pod_kills_process(testenv_info, namespace, core_v1):
-    # `$$$$`: kubelet expansion turns `$$` into `$`, so the shell sees `$$` (its pid).
-    core_v1.create_namespaced_pod(namespace, pod_manifest("victim", ["sh", "-c", "echo pid=$$$$; exec sleep 300"]))
+def process_with_env(marker: str) -> int | None:
+    """The host pid of the process whose environment holds `marker` (a container's processes are host
+    processes too, in their own namespaces)."""
+    for proc in os.listdir("/proc"):
+        if proc.isdigit():
+            try:
+                with open(f"/proc/{proc}/environ", "rb") as f:
+                    if marker.encode() in f.read().split(b"\0"):
+                        return int(proc)
+            except OSError:
+                continue
+    return None
+
+
+def test_deleting_running_pod_kills_process(namespace, core_v1, image):
+    marker = f"FLOWPODS_TEST_MARKER={uuid.uuid4().hex}"
+    name, _, value = marker.partition("=")
+    pod = pod_manifest("victim", ["sleep", "300"], image, container={"env": [{"name": name, "value": value}]})
+    core_v1.create_namespaced_pod(namespace, pod)
     testenv.wait_for_pod_phase(core_v1, namespace, "victim", "Running")
-    pid = int(
-        testenv.wait_for(
-            lambda: testenv.pod_log(testenv_info, namespace, "victim", "main").partition("pid=")[2].strip(),
-            10,
-            "pid line in the container log",
-        )
-    )
+    pid = testenv.wait_for(lambda: process_with_env(marker), 10, "the container's process")
     os.kill(pid, 0)  # it really runs
     core_v1.delete_namespaced_pod("victim", namespace)
     testenv.wait_for(
@@ -253,11 +278,11 @@ def test_deleting_running_pod_kills_process(testenv_info, namespace, core_v1):
         os.kill(pid, 0)
 
 
-def test_garbage_collector_removes_owned_pods(namespace, core_v1, api_client):
+def test_garbage_collector_removes_owned_pods(namespace, core_v1, api_client, image):
     owner = core_v1.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"), data={"k": "v"})
     )
-    pod = pod_manifest("owned", ["sleep", "300"])
+    pod = pod_manifest("owned", ["sleep", "300"], image)
     pod["metadata"]["ownerReferences"] = [
         {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
     ]
@@ -286,7 +311,7 @@ def test_garbage_collector_removes_owned_pods(namespace, core_v1, api_client):
                     "metadata": {"labels": labels},
                     "spec": {
                         "terminationGracePeriodSeconds": 1,
-                        "containers": [{"name": "main", "image": "ignored", "command": ["sleep", "300"]}],
+                        "containers": [{"name": "main", "image": image, "command": ["sleep", "300"]}],
                     },
                 },
             },
@@ -416,7 +441,7 @@ def test_cli_up_instant_mode_and_down_leave_nothing_running(tmp_path, testenv_in
         info = testenv.EnvInfo.load(state)
         assert info.apiserver_port != testenv_info.apiserver_port
         pids = dict(info.pids)
-        assert set(pids) == set(testenv.cluster.COMPONENTS)
+        assert set(pids) == set(testenv.cluster.components("agent"))
         testenv.kubectl(info, "run", "quick", "--image=none", "--restart=Never", "--command", "--", "false")
         out = testenv.wait_for(
             lambda: (
@@ -455,9 +480,10 @@ def test_cli_up_instant_mode_and_down_leave_nothing_running(tmp_path, testenv_in
     assert not (state / "pids" / "kube-apiserver.pid").exists()
 
 
-def test_agent_env_sources_and_init_containers(testenv_info, namespace, core_v1):
+def test_node_env_sources_and_init_containers(testenv_info, namespace, core_v1, image):
     """What the flowpods worker pods rely on: configMap/secret env, envFrom, $(VAR) expansion,
-    init containers before the main one, a shared per-pod working dir."""
+    init containers before the main one, a shared per-pod working dir (an emptyDir; the node agent ignores
+    volumes and gives each pod one temp dir)."""
     core_v1.create_namespaced_config_map(
         namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cfg"), data={"color": "red", "n": "3"})
     )
@@ -467,8 +493,11 @@ def test_agent_env_sources_and_init_containers(testenv_info, namespace, core_v1)
     pod = pod_manifest(
         "envs",
         ["sh", "-c", 'printf "%s|%s|%s|%s|%s" "$COLOR" "$PW" "$CFG_n" "$(cat init.txt)" "$NODE" '
-                     '> "$FLOWPODS_TERMINATION_LOG"'],
+                     f'> {TERMINATION_LOG}'],
+        image,
         container={
+            "workingDir": "/pod-work",
+            "volumeMounts": [{"name": "work", "mountPath": "/pod-work"}],
             "env": [
                 {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}},
                 {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
@@ -477,9 +506,11 @@ def test_agent_env_sources_and_init_containers(testenv_info, namespace, core_v1)
             "envFrom": [{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
         },
         initContainers=[
-            {"name": "init", "image": "x", "command": ["sh", "-c", "echo from-init-$(POD) > init.txt"],
-             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}
+            {"name": "init", "image": image, "command": ["sh", "-c", "echo from-init-$(POD) > init.txt"],
+             "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+             "workingDir": "/pod-work", "volumeMounts": [{"name": "work", "mountPath": "/pod-work"}]}
         ],
+        volumes=[{"name": "work", "emptyDir": {}}],
     )  # fmt: skip
     core_v1.create_namespaced_pod(namespace, pod)
     st = testenv.wait_for_pod_phase(core_v1, namespace, "envs", ("Succeeded", "Failed"))["status"]

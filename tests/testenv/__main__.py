@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import images
-from .cluster import REPO, EnvInfo, TestEnvError, healthy, node_kind, start, status, stop
+from .cluster import REPO, EnvInfo, TestEnvError, bin_dir, healthy, node_kind, start, status, stop
 from .node import ensure_packages, node_bin_dir
 
 
@@ -35,7 +35,7 @@ def main() -> int:
             return 0
         t0 = time.monotonic()
         ensure_packages()
-        archives = images.build_all(node_bin_dir())
+        archives = images.build_all(node_bin_dir(), bin_dir())
         print(f"testenv images ready in {time.monotonic() - t0:.1f}s: " + " ".join(str(a) for a in archives))
         return 0
     if args.command == "shell":

@@ -38,6 +38,14 @@ BINARIES = (
     "kubectl",
     "jaeger",
 )
+
+
+def components(node: str) -> tuple[str, ...]:
+    """What an environment with that node runs."""
+    agent_only, real_only = {"nodeagent"}, {"sandbox", "containerd", "kubelet"}
+    return tuple(c for c in COMPONENTS if c not in (agent_only if node == "real" else real_only))
+
+
 # Start order; stop goes the other way round (the sandbox last: it takes the real node's namespaces along).
 COMPONENTS = (
     "sandbox",
@@ -132,6 +140,17 @@ class EnvInfo:
         """The address where pods reach this environment (its Jaeger, a test's HTTP server): the pods'
         bridge on the real node; 127.0.0.1 with the node agent, whose pods are host processes."""
         return node_mod.BRIDGE_IP if self.real_node else "127.0.0.1"
+
+    @property
+    def pod_network(self) -> str:
+        """Where pod IPs come from."""
+        return f"{node_mod.POD_NET}.0/24" if self.real_node else "127.0.0.1/32"
+
+    @property
+    def test_image(self) -> str:
+        """An image for test pods that run `sh`, `sleep` or `python3`: the Debian base on the real node; the
+        node agent ignores images (it runs the command on the host)."""
+        return images.BASE_IMAGE if self.real_node else "ignored.invalid/none:0"
 
     def worker_settings(self) -> dict[str, str]:
         """What a `flowpods operator` needs so that its worker pods run here and their spans reach Jaeger:
@@ -487,7 +506,7 @@ def _start_once(state_dir: Path | str, timeout: float, agent_args: list[str] | N
                 f"the real node needs {', '.join(gone)}: run `make testenv-bins images` "
                 "(or FLOWPODS_TESTENV_NODE=agent for the node agent)"
             )
-        archives = images.build_all(node_mod.node_bin_dir())
+        archives = images.build_all(node_mod.node_bin_dir(), bins)
     state = Path(state_dir).resolve()
     if (state / "state.json").exists():
         stop(state)

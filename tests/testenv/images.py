@@ -35,6 +35,8 @@ BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 PAUSE_IMAGE = "flowpods.local/pause:3"
 BASE_IMAGE = "flowpods.local/debian-python:bookworm"
 WORKER_IMAGE = "docker.io/library/flowpods:dev"
+KUBECTL_IMAGE = "flowpods.local/kubectl:dev"
+JAEGER_IMAGE = "flowpods.local/jaeger:dev"
 VENV = "/opt/flowpods"
 
 
@@ -116,34 +118,52 @@ def apt_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def write_archive(rootfs: Path, out: Path, tag: str, config: dict[str, object]) -> None:
-    """A one-layer docker-save archive of `rootfs` (numeric owners; no /dev, /proc, /sys contents)."""
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp_dir:
-        tmp = Path(tmp_dir)
-        layer = tmp / "layer.tar"
+def layer_tar(rootfs: Path, out: Path) -> Path:
+    """One layer: the tree under `rootfs` (numeric owners; no /dev, /proc, /sys contents)."""
+    if not out.exists():
+        partial = out.with_suffix(".partial")
         subprocess.run(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "--exclude=./dev/*", "--exclude=./proc/*",
-             "--exclude=./sys/*", "-cf", str(layer), "."],
+             "--exclude=./sys/*", "--exclude=./.complete", "-cf", str(partial), "."],
             check=True,
         )  # fmt: skip
-        diff_id = hashlib.sha256(layer.read_bytes()).hexdigest()
-        (tmp / diff_id).mkdir()
-        layer.rename(tmp / diff_id / "layer.tar")
+        partial.rename(out)
+    return out
+
+
+def write_archive(layers: list[Path], out: Path, tag: str, config: dict[str, object]) -> None:
+    """A docker-save archive of these layer tars, bottom first (`ctr images import` reads it)."""
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp_dir:
+        tmp = Path(tmp_dir)
+        diff_ids = []
+        for layer in layers:
+            diff_id = hashlib.sha256(layer.read_bytes()).hexdigest()
+            (tmp / diff_id).mkdir(exist_ok=True)
+            os.link(layer, tmp / diff_id / "layer.tar")
+            diff_ids.append(diff_id)
         image_config = {
             "architecture": "amd64",
             "os": "linux",
             "config": config,
-            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
-            "history": [{"created_by": "tests/testenv/images.py"}],
+            "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in diff_ids]},
+            "history": [{"created_by": "tests/testenv/images.py"} for _ in diff_ids],
         }
         raw = json.dumps(image_config, sort_keys=True).encode()
         config_name = hashlib.sha256(raw).hexdigest() + ".json"
         (tmp / config_name).write_bytes(raw)
-        manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{diff_id}/layer.tar"]}]
+        manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
         (tmp / "manifest.json").write_text(json.dumps(manifest))
         partial = out.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(tmp), "-cf", str(partial), "manifest.json", config_name, diff_id], check=True)
+        subprocess.run(
+            ["tar", "-C", str(tmp), "-chf", str(partial), "manifest.json", config_name, *dict.fromkeys(diff_ids)],
+            check=True,
+        )
         partial.rename(out)
+
+
+def _single(rootfs: Path, out: Path, tag: str, config: dict[str, object]) -> None:
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        write_archive([layer_tar(rootfs, Path(tmp) / "layer.tar")], out, tag, config)
 
 
 def _log(msg: str) -> None:
@@ -161,7 +181,7 @@ def build_pause(node_bin: Path) -> Path:
     if not out.exists():
         with tempfile.TemporaryDirectory() as rootfs:
             shutil.copy2(binary, Path(rootfs) / "pause")
-            write_archive(Path(rootfs), out, PAUSE_IMAGE, {"Entrypoint": ["/pause"]})
+            _single(Path(rootfs), out, PAUSE_IMAGE, {"Entrypoint": ["/pause"]})
         _log(f"pause image: {out}")
     return out
 
@@ -194,12 +214,38 @@ def base_rootfs() -> tuple[Path, str]:
     return rootfs, key
 
 
+BASE_ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+
+
 def build_base() -> Path:
     rootfs, key = base_rootfs()
     out = cache_dir() / f"base-{key}.tar"
     if not out.exists():
-        write_archive(rootfs, out, BASE_IMAGE, {"Cmd": ["python3"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]})
+        layer = layer_tar(rootfs, cache_dir() / f"base-{key}.layer.tar")
+        write_archive([layer], out, BASE_IMAGE, {"Cmd": ["python3"], "Env": BASE_ENV})
         _log(f"base image: {out}")
+    return out
+
+
+def build_with_binary(name: str, tag: str, binary: Path, target: str, base: bool, config: dict[str, object]) -> Path:
+    """An image of one static binary at `target`: on top of the base image's layer (a shell and coreutils
+    with it: the chart's `helm test` pod runs `sh -c` around kubectl) or alone (e.g. Jaeger)."""
+    base_root, base_key = base_rootfs()
+    key = _hash(binary.read_bytes(), tag.encode(), target.encode(), (base_key if base else "").encode())
+    out = cache_dir() / f"{name}-{key}.tar"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_dir:
+        tree = Path(tmp_dir) / "tree"
+        dest = tree / target.lstrip("/")
+        dest.parent.mkdir(parents=True)
+        shutil.copy2(binary, dest)
+        for empty in ("tmp", "etc"):
+            (tree / empty).mkdir(exist_ok=True, mode=0o1777 if empty == "tmp" else 0o755)
+        layers = [layer_tar(base_root, cache_dir() / f"base-{base_key}.layer.tar")] if base else []
+        layers.append(layer_tar(tree, Path(tmp_dir) / "layer.tar"))
+        write_archive(layers, out, tag, config)
+    _log(f"{name} image: {out}")
     return out
 
 
@@ -251,7 +297,7 @@ def build_worker() -> Path:
             "User": spec.user,
             "WorkingDir": spec.workdir,
         }
-        write_archive(rootfs, out, WORKER_IMAGE, config)
+        _single(rootfs, out, WORKER_IMAGE, config)
     for old in cache_dir().glob("worker-*.tar"):  # earlier versions of this package: no longer wanted
         if old != out:
             old.unlink()
@@ -259,7 +305,23 @@ def build_worker() -> Path:
     return out
 
 
-def build_all(node_bin: Path) -> list[Path]:
-    """Every archive the real node imports (built when missing)."""
+def build_all(node_bin: Path, bin_dir: Path) -> list[Path]:
+    """Every archive the real node imports (built when missing): pause, base, worker, and for the chart
+    its `helm test` image (base + kubectl) and its in-cluster Jaeger (the jaeger binary)."""
     cache_dir().mkdir(parents=True, exist_ok=True)
-    return [build_pause(node_bin), build_base(), build_worker()]
+    return [
+        build_pause(node_bin),
+        build_base(),
+        build_worker(),
+        build_with_binary(
+            "kubectl",
+            KUBECTL_IMAGE,
+            bin_dir / "kubectl",
+            "/usr/local/bin/kubectl",
+            True,
+            {"Entrypoint": ["kubectl"], "Env": BASE_ENV},
+        ),
+        build_with_binary(
+            "jaeger", JAEGER_IMAGE, bin_dir / "jaeger", "/jaeger", False, {"Entrypoint": ["/jaeger"], "Env": BASE_ENV}
+        ),
+    ]

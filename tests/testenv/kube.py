@@ -141,8 +141,15 @@ def wait_for_pod_phase(
 
 
 def pod_log_path(env: EnvInfo, namespace: str, pod: str, container: str, uid: str | None = None) -> Path:
-    """Where the node agent writes a container's stdout+stderr (the newest pod of that name
-    unless uid is given)."""
+    """Where the node writes a container's stdout+stderr (the newest pod of that name unless uid is
+    given): the node agent's plain file, or the real kubelet's CRI log of the container's last run."""
+    if env.real_node:
+        logs = env.dir / "node" / "pod-logs"
+        dirs = sorted(logs.glob(f"{namespace}_{pod}_{uid or '*'}"), key=lambda p: p.stat().st_mtime)
+        runs = sorted((dirs[-1] / container).glob("*.log"), key=lambda p: p.stat().st_mtime) if dirs else []
+        if not runs:
+            raise FileNotFoundError(f"no log of {namespace}/{pod}/{container} under {logs}")
+        return runs[-1]
     base = env.pods_dir / namespace / pod
     if uid is None:
         uids = sorted(base.glob("*/"), key=lambda p: p.stat().st_mtime) if base.exists() else []
@@ -153,4 +160,13 @@ def pod_log_path(env: EnvInfo, namespace: str, pod: str, container: str, uid: st
 
 
 def pod_log(env: EnvInfo, namespace: str, pod: str, container: str, uid: str | None = None) -> str:
-    return pod_log_path(env, namespace, pod, container, uid).read_text(errors="replace")
+    """The container's output as it wrote it (CRI log lines `<time> <stream> <P|F> <text>` unwrapped)."""
+    text = pod_log_path(env, namespace, pod, container, uid).read_text(errors="replace")
+    if not env.real_node:
+        return text
+    out = []
+    for line in text.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) == 4:
+            out.append(parts[3] + ("\n" if parts[2] == "F" else ""))
+    return "".join(out)
