@@ -163,8 +163,8 @@ echo "$child" > "$D/pid"
 code=0
 wait "$child" || code=$?
 while kill -0 "$child" 2>/dev/null; do code=0; wait "$child" || code=$?; done
+if [ -n "$killed" ]; then echo "$code killed" > "$D/status"; exit 143; fi
 echo "$code" > "$D/status"
-[ -n "$killed" ] && exit 143
 read -r _ < "$D/done"
 result=
 [ -f "$D/result" ] && read -r result < "$D/result"

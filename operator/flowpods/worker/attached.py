@@ -30,6 +30,7 @@ from flowpods.core.scripts import IMAGE_PYTHON, LAUNCHER, command_argv, env_scri
 from flowpods.worker import runner
 from flowpods.worker.runner import (
     EXIT_INVALID,
+    Cancelled,
     Context,
     InvalidWorkItem,
     ScriptOutput,
@@ -124,7 +125,10 @@ def _run_attached(directory: Path, task: ScriptTask, ctx: Context) -> dict[str, 
         time.sleep(POLL)
     for thread in relays:
         thread.join(timeout=5)
-    return output.result(int(code) if code.lstrip("-").isdigit() else 1, directory / OUTPUTS_FILE)
+    number, _, killed = code.partition(" ")
+    if killed:  # the task container got SIGTERM (the pod is being deleted): its launcher takes no result
+        raise Cancelled(f"the task container received SIGTERM; its command ended with exit code {number}")
+    return output.result(int(number) if number.lstrip("-").isdigit() else 1, directory / OUTPUTS_FILE)
 
 
 def _hand_over(directory: Path, text: str, code: int) -> None:
