@@ -6,6 +6,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import yaml
 
 from tests import testenv
 from tests.e2e.harness import (
@@ -105,7 +106,7 @@ def test_a_failing_command_a_timeout_and_an_image_without_sh_keep_their_reasons(
               type: io.kestra.plugin.scripts.shell.Commands
               containerImage: {SHELL_ONLY_IMAGE}
               commands:
-                - echo "connecting" && echo "ERROR: no such table: orders" >&2
+                - 'echo "connecting" && echo "ERROR: no such table: orders" >&2'
                 - exit 3
             - id: spins
               type: io.kestra.plugin.scripts.shell.Commands
@@ -126,7 +127,7 @@ def test_a_failing_command_a_timeout_and_an_image_without_sh_keep_their_reasons(
     spins = attempt_of(status, "spins")
     assert (
         spins["reason"]
-        == "timed out after 2s; the task's processes were killed; the last lines of stderr:\nabout to spin"
+        == "timeout: timed out after 2s; the task's processes were killed; the last lines of stderr:\nabout to spin"
     )
     nosh = attempt_of(status, "nosh")["reason"]  # an image with no /bin/sh: the runtime says so, whole
     assert nosh.startswith("container did not start (StartError, exit code 128)") and "/bin/sh" in nosh, nosh
@@ -174,14 +175,9 @@ provider.shutdown()
 def test_an_instrumented_python_program_nests_its_span_under_the_task_run(
     real, operator, apply_yaml, custom_objects, jaeger, namespace
 ) -> None:
-    script = textwrap.indent(INSTRUMENTED.strip(), "    ")
-    status = run_flow(apply_yaml, custom_objects, namespace, operator, "traced", f"""
-        - id: load
-          type: io.kestra.plugin.scripts.python.Script
-          containerImage: {PYTHON_OTEL_IMAGE}
-          script: |
-        {script}
-    """)  # fmt: skip
+    task = {"id": "load", "type": "io.kestra.plugin.scripts.python.Script", "containerImage": PYTHON_OTEL_IMAGE,
+            "script": INSTRUMENTED.strip() + "\n"}  # fmt: skip
+    status = run_flow(apply_yaml, custom_objects, namespace, operator, "traced", yaml.safe_dump([task]))
     assert status["state"] == "SUCCESS", status.get("message")
     assert status["taskRuns"][0]["outputs"] == {"exitCode": 0, "vars": {"orders": 3}}
     worker_name = "WORKER - io.kestra.plugin.scripts.python.Script"

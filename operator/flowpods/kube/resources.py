@@ -55,6 +55,8 @@ IMAGE_ERRORS = {
     "CreateContainerError",
 }
 DEADLINE_GRACE_SECONDS = 5
+# a script in its own image: the deadline also covers the init container and the sidecar's start
+ATTACHED_DEADLINE_GRACE_SECONDS = 30
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -262,7 +264,8 @@ def build_pod(
         spec["serviceAccountName"] = config.worker_service_account
     if action.timeoutSeconds:
         # the worker enforces the timeout itself and reports it; the deadline is the backstop
-        spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + DEADLINE_GRACE_SECONDS
+        grace = ATTACHED_DEADLINE_GRACE_SECONDS if action.containerImage else DEADLINE_GRACE_SECONDS
+        spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + grace
     return {
         "apiVersion": "v1",
         "kind": "Pod",

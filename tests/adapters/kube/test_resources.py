@@ -97,6 +97,7 @@ def test_a_script_task_in_its_own_image_runs_it_unchanged_beside_the_worker():
     assert "FLOWPODS_TASKRUN" not in task_env and task_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317"
     assert json.loads({e["name"]: e.get("value") for e in worker["env"]}["FLOWPODS_TASKRUN"])["taskId"] == "s"
     assert spec["shareProcessNamespace"] is True  # the worker kills the user's processes on a timeout
+    assert spec["activeDeadlineSeconds"] == 40  # the backstop leaves time for two containers before the task
     assert {"name": "flowpods", "emptyDir": {}} in spec["volumes"]
     assert spec["securityContext"]["runAsUser"] == 65532 and spec["restartPolicy"] == "Never"
     assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "worker"
