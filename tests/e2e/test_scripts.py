@@ -13,6 +13,7 @@ from tests.e2e.harness import (
     execution_yaml,
     list_pods,
     parent_id,
+    settle,
     spans_by_name,
     tags,
     wait_for_spans,
@@ -190,3 +191,31 @@ def test_an_instrumented_python_program_nests_its_span_under_the_task_run(
     # the WORKER span covers the user's process
     assert worker["startTime"] <= mine["startTime"]
     assert mine["startTime"] + mine["duration"] <= worker["startTime"] + worker["duration"]
+
+
+def test_operator_killed_while_a_script_runs_in_its_own_image_one_pod_and_each_span_once(
+    real, operator, apply_yaml, custom_objects, core_v1, jaeger, namespace
+) -> None:
+    apply_yaml(flow_yaml("restart", f"""
+        - id: slow
+          type: io.kestra.plugin.scripts.shell.Commands
+          containerImage: {PYTHON_OTEL_IMAGE}
+          commands: ['sleep 4', 'echo "::{{\\"outputs\\":{{\\"done\\":true}}}}::"']
+    """))  # fmt: skip
+    apply_yaml(execution_yaml("restart-1", "restart"))
+    wait_until(
+        lambda: [p for p in list_pods(core_v1, namespace, "restart-1") if p.status.phase == "Running"], 60,
+        "the script's pod to run",
+    )  # fmt: skip
+    operator.kill()
+    operator.start()
+    status = wait_for_state(custom_objects, namespace, "restart-1", timeout=90, operator=operator)["status"]
+    assert status["state"] == "SUCCESS", status.get("message")
+    assert status["taskRuns"][0]["outputs"]["vars"] == {"done": True}
+    assert len(list_pods(core_v1, namespace, "restart-1")) == 1
+    expected = 1 + 1 + 1 + len(status["changes"])  # RUN, TASKRUN, WORKER, one EXECUTOR per change
+    jaeger.wait_for_trace(status["traceId"], min_spans=expected, timeout=30)
+    settle(2.0)  # anything sent twice would have arrived by now
+    trace = jaeger.trace(status["traceId"])
+    ids = [s["spanID"] for s in trace["spans"]]
+    assert len(ids) == len(set(ids)) == expected, sorted(s["operationName"] for s in trace["spans"])
