@@ -94,10 +94,14 @@ def test_healthz_fails_once_the_api_server_is_unreachable_past_the_threshold(
     )
     operator.start()
     try:
-        testenv.wait_for(lambda: health(port) == 200, 60, "/healthz 200 while the API answers", operator.log_tail)
+        testenv.wait_for(
+            lambda: health(port) == 200, 60, "/healthz 200 while the API answers", describe=operator.log_tail
+        )
         relay.cut()
         # healthy for a while (a blip is not death), then unhealthy and it stays so
-        testenv.wait_for(lambda: health(port) == 500, 60, "/healthz 500 with the API unreachable", operator.log_tail)
+        testenv.wait_for(
+            lambda: health(port) == 500, 60, "/healthz 500 with the API unreachable", describe=operator.log_tail
+        )
         assert health(port) == 500
         assert operator.proc is not None and operator.proc.poll() is None  # reporting, not crashing
     finally:

@@ -75,7 +75,8 @@ spec:
       commands:
         - 'echo "::{\"outputs\": {\"uid\": $(id -u), \"hostname\": \"$(hostname)\"}}::"'
         - 'echo "::{\"outputs\": {\"cgroup\": \"$(head -n 1 /proc/1/cgroup)\"}}::"'
-        - 'if touch /probe 2>/dev/null; then r=writable; else r=read-only; fi; echo "::{\"outputs\": {\"rootfs\": \"$r\"}}::"'
+        - 'if touch /probe 2>/dev/null; then r=writable; else r=read-only; fi'
+        - 'echo "::{\"outputs\": {\"rootfs\": \"$r\"}}::"'
 """
 
 
@@ -110,8 +111,8 @@ spec:
   namespace: company.team
   tasks:
     - id: hello
-      type: io.kestra.plugin.core.log.Log
-      message: never said
+      type: io.kestra.plugin.scripts.shell.Commands
+      commands: ["echo never said"]
       containerImage: {real.test_image}
 """)
     apply_yaml(execution_yaml("wrong-1", "wrong-image"))

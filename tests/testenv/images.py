@@ -15,6 +15,7 @@ Archives are cached outside the repo by a hash of what goes into them, so a warm
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -83,7 +84,7 @@ def cache_dir() -> Path:
     root = os.environ.get("FLOWPODS_TESTENV_CACHE") or Path(
         os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "flowpods", "testenv"
     )
-    return Path(root) / "images"
+    return Path(root) / "node-images"
 
 
 def _hash(*parts: bytes) -> str:
@@ -91,6 +92,13 @@ def _hash(*parts: bytes) -> str:
     for part in parts:
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()[:12]
+
+
+def _identity(binary: Path) -> bytes:
+    """A built binary's cache identity: path, size and mtime (build.sh replaces, never edits, a binary;
+    hashing 100 MB on every start would cost seconds)."""
+    st = binary.stat()
+    return f"{binary}:{st.st_size}:{st.st_mtime_ns}".encode()
 
 
 def _tree_bytes(paths: list[Path]) -> bytes:
@@ -180,7 +188,7 @@ def _chroot(rootfs: Path, *argv: str) -> None:
 
 def build_pause(node_bin: Path) -> Path:
     binary = node_bin / "pause"
-    out = cache_dir() / f"pause-{_hash(binary.read_bytes())}.tar"
+    out = cache_dir() / f"pause-{_hash(_identity(binary))}.tar"
     if not out.exists():
         with tempfile.TemporaryDirectory() as rootfs:
             shutil.copy2(binary, Path(rootfs) / "pause")
@@ -234,7 +242,7 @@ def build_with_binary(name: str, tag: str, binary: Path, target: str, base: bool
     """An image of one static binary at `target`: on top of the base image's layer (a shell and coreutils
     with it: the chart's `helm test` pod runs `sh -c` around kubectl) or alone (e.g. Jaeger)."""
     base_root, base_key = base_rootfs()
-    key = _hash(binary.read_bytes(), tag.encode(), target.encode(), (base_key if base else "").encode())
+    key = _hash(_identity(binary), tag.encode(), target.encode(), (base_key if base else "").encode())
     out = cache_dir() / f"{name}-{key}.tar"
     if out.exists():
         return out
@@ -254,7 +262,8 @@ def build_with_binary(name: str, tag: str, binary: Path, target: str, base: bool
 
 def worker_key(base_key: str, spec: ImageSpec) -> str:
     sources = [REPO / s for s in spec.copy]
-    return _hash(base_key.encode(), DOCKERFILE.read_bytes(), _tree_bytes(sources), Path(__file__).read_bytes())
+    recipe = "".join(inspect.getsource(f) for f in (parse_dockerfile, build_worker, layer_tar, write_archive))
+    return _hash(base_key.encode(), DOCKERFILE.read_bytes(), _tree_bytes(sources), recipe.encode())
 
 
 def build_worker() -> Path:
@@ -301,9 +310,6 @@ def build_worker() -> Path:
             "WorkingDir": spec.workdir,
         }
         _single(rootfs, out, WORKER_IMAGE, config)
-    for old in cache_dir().glob("worker-*.tar"):  # earlier versions of this package: no longer wanted
-        if old != out:
-            old.unlink()
     _log(f"worker image in {time.monotonic() - t0:.0f}s: {out}")
     return out
 
@@ -367,7 +373,7 @@ def build_all(node_bin: Path, bin_dir: Path) -> list[Path]:
     """Every archive the real node imports (built when missing): pause, base, worker, and for the chart
     its `helm test` image (base + kubectl) and its in-cluster Jaeger (the jaeger binary)."""
     cache_dir().mkdir(parents=True, exist_ok=True)
-    return [
+    archives = [
         build_pause(node_bin),
         build_base(),
         build_worker(),
@@ -385,3 +391,8 @@ def build_all(node_bin: Path, bin_dir: Path) -> list[Path]:
         build_shell_only(),  # script tasks in images without flowpods (tests/e2e/test_scripts.py)
         build_python_otel(),
     ]
+    for kind in ("pause", "worker", "kubectl", "jaeger"):  # earlier versions: no longer wanted
+        for old in cache_dir().glob(f"{kind}-*.tar"):
+            if old not in archives:
+                old.unlink()
+    return archives

@@ -640,10 +640,8 @@ async def _operate(config: OperatorConfig) -> None:
 
 
 def run(config: OperatorConfig | None = None, api: StartService | None = None) -> int:
-    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop.
-
-    Exits 2 at once when the settings would lose the workers' spans (a loopback OTLP endpoint for worker pods).
-    """
+    """`flowpods operator`: run until stopped, serving `api` (if given) in the same event loop; 2 at once when
+    the settings would lose the workers' spans."""
     global START_API
     if config is None:
         problem = loopback_worker_endpoint(os.environ)

@@ -159,6 +159,7 @@ def test_failed_pods_keep_their_reason():
     assert oom.reason.startswith("OOMKilled")
     pull = reason_of("Pending", {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}})
     assert pull.reason == "image pull error: ImagePullBackOff: no such image"
+    assert pull.imageUnavailable and not deadline.imageUnavailable and not oom.imageUnavailable
     # what containerd says of an image without flowpods: longer than any cut, kept whole
     runtime = (
         "failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create "
@@ -166,7 +167,6 @@ def test_failed_pods_keep_their_reason():
     )
     start = reason_of("Failed", {"terminated": {"exitCode": 128, "reason": "StartError", "message": runtime}})
     assert start.reason == f"container did not start (StartError, exit code 128): {runtime}"
-    assert pull.imageUnavailable and not deadline.imageUnavailable and not oom.imageUnavailable
 
 
 def test_flow_status_names_the_problem():
