@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flowpods.core.executor.messages import RunTask
+from flowpods.core.records import WORKER_SERVICE
 from flowpods.core.status import RunInfo
 
-WORKER_SERVICE = "flowpods-worker"
 TRACE_VARIABLES = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
 
 

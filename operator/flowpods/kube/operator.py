@@ -24,20 +24,9 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from flowpods.core import admission, executor, notices, schedule, start
+from flowpods.core import admission, executor, notices, start
 from flowpods.core.clock import utcnow
-from flowpods.core.executor import (
-    Action,
-    Admit,
-    AttemptFinished,
-    Kill,
-    KillSubflow,
-    RunTask,
-    Start,
-    StartSubflow,
-    StopTask,
-)
-from flowpods.core.model import Flow, FlowError, flow_document
+from flowpods.core.model import Flow
 from flowpods.core.records import SpanRecord
 from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
@@ -48,6 +37,8 @@ from flowpods.kube import (
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
+from flowpods.kube.schedules import Scheduler
+from flowpods.kube.view import View
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
 
@@ -109,74 +100,34 @@ class Operator:
     ):
         self.config, self.exporter, self.fine = config, exporter, fine
         self.kube = fine.wrap(kube) if fine is not None else kube
-        self.executions: dict[Key, dict[str, Any]] = {}
-        self.pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.deleted_pods: dict[Key, set[str]] = defaultdict(set)
-        self.children: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.flows: dict[Key, dict[str, Any]] = {}
+        self.view = View()
+        self.scheduler = Scheduler(self.kube)
         self.pokes: dict[Key, asyncio.Event] = {}
         self.loops: dict[Key, asyncio.Task[None]] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
-        self.schedulers: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
 
-    # -- the view ---------------------------------------------------------------------------------------
+    # -- the view (kopf's watch events) ----------------------------------------------------------------------
 
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        parent = _owner(body)
-        if event_type == "DELETED":
-            self.executions.pop(key, None)
-            self.pods.pop(key, None)
-            self.deleted_pods.pop(key, None)
-            if parent:
-                self.children[(meta["namespace"], parent)].pop(meta["name"], None)
-            return
-        if _newer(body, self.executions.get(key)):
-            self.executions[key] = body
-        if parent:
-            self.children[(meta["namespace"], parent)][meta["name"]] = body
-            self.poke((meta["namespace"], parent))
-        self.poke(key)
+        for key in self.view.saw_execution(event_type, body):
+            self.poke(key)
 
     def saw_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        owner = _owner(body)
-        if owner is None:
-            return
-        key = (meta["namespace"], owner)
-        if event_type == "DELETED":
-            self.pods[key].pop(meta["name"], None)
-            self.deleted_pods[key].add(meta["name"])
-        elif _newer(body, self.pods[key].get(meta["name"])):
-            self.pods[key][meta["name"]] = body
-        self.poke(key)
+        for key in self.view.saw_pod(event_type, body):
+            self.poke(key)
 
     def saw_flow(self, event_type: str | None, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        if event_type == "DELETED":
-            self.flows.pop(key, None)
-        else:
-            self.flows[key] = body
-        self.sync_scheduler(key)
-
-    def flow_resource_for(self, namespace: str, flow_namespace: str, flow_id: str) -> str | None:
-        """The Flow resource (in this Kubernetes namespace) holding the Kestra flow namespace.id."""
-        for (ns, name), body in self.flows.items():
-            document = flow_document(body)
-            if ns == namespace and document.get("namespace") == flow_namespace and document.get("id") == flow_id:
-                return name
-        return None
+        key = self.view.saw_flow(event_type, body)
+        self.scheduler.sync(key, self.view.flows.get(key))
 
     # -- flow concurrency limits (the rules are core.admission's; the lock and the memory are here) ---------
 
     def _seats(self, flow_key: Key) -> list[admission.Seat]:
         seats = []
-        for (ns, name), body in list(self.executions.items()):
+        for (ns, name), body in list(self.view.executions.items()):
             if (ns, resources.flow_ref(body)) != flow_key:
                 continue
             state = (body.get("status") or {}).get("state")
@@ -224,7 +175,7 @@ class Operator:
         poke = self.pokes[key]
         while poke.is_set():
             poke.clear()
-            body = self.executions.get(key)
+            body = self.view.executions.get(key)
             if body is None:
                 break
             try:
@@ -232,9 +183,9 @@ class Operator:
             except Conflict:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
-                    self.executions.pop(key, None)
+                    self.view.executions.pop(key, None)
                     break
-                self.executions[key] = fresh
+                self.view.executions[key] = fresh
                 poke.set()
                 continue
             except Exception:
@@ -246,8 +197,7 @@ class Operator:
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         if outcome.body is not None:
-            if _newer(outcome.body, self.executions.get(key)):
-                self.executions[key] = outcome.body
+            self.view.remember(key, outcome.body)
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
@@ -274,9 +224,9 @@ class Operator:
             flow_doc=(execution.get("status") or {}).get("flow"),
             revision=revision,
             now=now,
-            pods=dict(self.pods.get(key, {})),
-            deleted=set(self.deleted_pods.get(key, set())),
-            children=dict(self.children.get(key, {})),
+            pods=dict(self.view.pods.get(key, {})),
+            deleted=set(self.view.deleted_pods.get(key, set())),
+            children=dict(self.view.children.get(key, {})),
         )
         status = resources.stored_status(execution) or ExecutionStatus()
         if status.state.terminal:
@@ -291,10 +241,10 @@ class Operator:
         events: list[Any] = []
         annotations = subject.execution["metadata"].get("annotations") or {}
         if str(annotations.get(ANNOTATION_KILL, "")).lower() == "true":
-            events.append(Kill(at=subject.now))
+            events.append(executor.Kill(at=subject.now))
         elif status.state == State.QUEUED and flow.concurrency and self._may_run(subject.execution,
                                                                                  flow.concurrency.limit):  # fmt: skip
-            events.append(Admit(at=subject.now))
+            events.append(executor.Admit(at=subject.now))
         for tr in status.taskRuns:
             if tr.state.terminal:
                 continue
@@ -331,13 +281,13 @@ class Operator:
             if status.state.terminal and decision.changed:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
-            if isinstance(event, AttemptFinished) and event.imageUnavailable and event.pod:
+            if isinstance(event, executor.AttemptFinished) and event.imageUnavailable and event.pod:
                 self.kube.delete_pod(subject.namespace, event.pod)
         for action in decision.actions:
-            if isinstance(action, StopTask):
+            if isinstance(action, executor.StopTask):
                 self.kube.delete_pod(subject.namespace, resources.pod_name(subject.name, action.taskRunId,
                                                                            action.attempt))  # fmt: skip
-            elif isinstance(action, KillSubflow):
+            elif isinstance(action, executor.KillSubflow):
                 self.kube.annotate("executions", subject.namespace, action.name, {ANNOTATION_KILL: "true"})
 
         def lost(tr: TaskRun) -> bool:
@@ -361,7 +311,7 @@ class Operator:
         revision = (resource or {}).get("metadata", {}).get("generation")
         loaded = resources.read_flow(resource)
         cannot = start.start_check(flow_name, loaded, namespace, resources.depth(execution))
-        actions: Sequence[Action] = []
+        actions: Sequence[executor.Action] = []
         if cannot is not None or not isinstance(loaded, Flow):
             placeholder = Flow.model_construct(id=flow_name or "unknown", namespace=namespace, tasks=[])
             subject = Subject(execution, resources.run_info(execution, placeholder, revision, now), None, flow_name,
@@ -378,7 +328,7 @@ class Operator:
                 status = executor.failed_start(subject.run, let_in.reason or "refused", now, let_in.refused)
             else:
                 inputs = (execution.get("spec") or {}).get("inputs") or {}
-                decision = executor.advance(flow, subject.run, None, [Start(at=now, inputs=inputs,
+                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs,
                                                                               queued=let_in.queued)], now)  # fmt: skip
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):
@@ -442,13 +392,15 @@ class Operator:
         outcome.body = self.kube.replace_status("executions", rollback)
         outcome.wake_at = utcnow() + timedelta(seconds=RETRY_EXPORT_AFTER)
 
-    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[Action]) -> None:
+    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]) -> None:
         """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
         for action in actions:
-            if isinstance(action, RunTask):
+            if isinstance(action, executor.RunTask):
                 self.kube.create_pod(resources.build_pod(self.config, body, subject.run, subject.flow_name, action))
-            elif isinstance(action, StartSubflow):
-                flow_name = self.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
+            elif isinstance(action, executor.StartSubflow):
+                flow_name = (
+                    self.view.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
+                )
                 self.kube.create("executions", resources.child_execution(body, action, flow_name))
 
     def _cleanup(self, subject: Subject, status: ExecutionStatus) -> None:
@@ -457,62 +409,6 @@ class Operator:
             return
         for pod_name in list(subject.pods):
             self.kube.delete_pod(subject.namespace, pod_name)
-
-    # -- schedules --------------------------------------------------------------------------------------
-
-    def sync_scheduler(self, key: Key) -> None:
-        """One asyncio task per Flow with Schedule triggers; restarted when the Flow's spec changes."""
-        body = self.flows.get(key)
-        generation = body["metadata"].get("generation") if body else None
-        current = self.schedulers.get(key)
-        if current is not None and current[0] == generation and body is not None:
-            return
-        if current is not None:
-            current[1].cancel()
-            self.schedulers.pop(key, None)
-        if body is None:
-            return
-        try:
-            flow = resources.load_flow(body)
-        except FlowError:
-            return
-        if not schedule.schedules(flow):
-            return
-        task = asyncio.create_task(self._schedule(key, flow), name=f"schedule {key[0]}/{key[1]}")
-        self.schedulers[key] = (generation, task)
-
-    async def _schedule(self, key: Key, flow: Flow) -> None:
-        """Create each trigger's execution when it is due (named from the due time: created once)."""
-        namespace, name = key
-        triggers = {trigger.id: trigger for trigger in schedule.schedules(flow)}
-        dues = {trigger_id: schedule.next_due(trigger, utcnow()) for trigger_id, trigger in triggers.items()}
-        while True:
-            trigger_id = schedule.soonest(dues)
-            trigger, due = triggers[trigger_id], dues[trigger_id]
-            await asyncio.sleep(max((due - utcnow()).total_seconds(), 0.0))
-            body = resources.scheduled_execution(namespace, name, trigger, due)
-            try:
-                created = await asyncio.to_thread(self.kube.create, "executions", body)
-                log.info("schedule %s of flow %s/%s: %s", trigger.id, namespace, name,
-                         "started an execution" if created else "already started")  # fmt: skip
-            except Exception:
-                log.exception("schedule %s of flow %s/%s could not start an execution", trigger.id, namespace, name)
-            dues[trigger_id] = schedule.next_due(trigger, due)
-
-
-def _owner(body: dict[str, Any]) -> str | None:
-    """The Execution that owns this pod or child execution."""
-    owners = body["metadata"].get("ownerReferences") or []
-    return next((o["name"] for o in owners if o.get("kind") == "Execution"), None)
-
-
-def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
-    if than is None:
-        return True
-    try:
-        return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
-    except (KeyError, ValueError):
-        return True
 
 
 # --- kopf wiring ---------------------------------------------------------------------------------------
@@ -524,8 +420,8 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-View = Callable[[str, str], "dict[str, Any] | None"]
-StartService = Callable[[OperatorConfig, Kube, View], Awaitable[Service]]
+Lookup = Callable[[str, str], "dict[str, Any] | None"]  # an execution in the view, by namespace and name
+StartService = Callable[[OperatorConfig, Kube, Lookup], Awaitable[Service]]
 
 OPERATOR: Operator | None = None
 START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
@@ -568,7 +464,7 @@ async def start_api(**_: Any) -> None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
     if OPERATOR.config.api_port == 0 or API is not None or START_API is None:
         return
-    view = OPERATOR.executions
+    view = OPERATOR.view.executions
     API = await START_API(OPERATOR.config, OPERATOR.kube, lambda ns, name: view.get((ns, name)))
 
 

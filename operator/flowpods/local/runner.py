@@ -22,18 +22,6 @@ from typing import Any
 
 from flowpods.core import executor, ids
 from flowpods.core.clock import utcnow
-from flowpods.core.executor import (
-    AttemptFinished,
-    ChildFinished,
-    Decision,
-    Kill,
-    KillSubflow,
-    RunTask,
-    Start,
-    StartSubflow,
-    StopTask,
-    Tick,
-)
 from flowpods.core.model import Flow
 from flowpods.core.records import (
     SPAN_FILE_ENV,
@@ -67,7 +55,7 @@ class LocalExecution:
 @dataclass
 class _Process:
     execution: str
-    action: RunTask
+    action: executor.RunTask
     popen: subprocess.Popen[bytes]
     started: datetime
     deadline: float | None
@@ -84,7 +72,7 @@ class LocalResult:
 
 
 ChangeListener = Callable[[LocalExecution, Change], None]
-LogListener = Callable[[LocalExecution, RunTask, str], None]
+LogListener = Callable[[LocalExecution, executor.RunTask, str], None]
 
 
 class LocalRunner:
@@ -135,7 +123,7 @@ class LocalRunner:
                 try:
                     self._step()
                 except KeyboardInterrupt:
-                    self._advance(root.run.id, [Kill(at=utcnow())])
+                    self._advance(root.run.id, [executor.Kill(at=utcnow())])
             while self.processes:  # let killed workers exit and leave their spans
                 self._reap(block=True)
         finally:
@@ -152,7 +140,7 @@ class LocalRunner:
         now = utcnow()
         for execution in self.executions.values():
             if execution.wake_at is not None and execution.wake_at <= now and not execution.status.state.terminal:
-                events[execution.run.id].append(Tick(at=now))
+                events[execution.run.id].append(executor.Tick(at=now))
         if not events:
             time.sleep(0.01)
             return
@@ -164,7 +152,7 @@ class LocalRunner:
     ) -> LocalExecution:
         execution = LocalExecution(flow=flow, run=run, status=ExecutionStatus(), depth=depth, parent=parent)
         self.executions[run.id] = execution
-        self._advance(run.id, [Start(at=run.createdAt, inputs=inputs)])
+        self._advance(run.id, [executor.Start(at=run.createdAt, inputs=inputs)])
         return execution
 
     def _advance(self, execution_id: str, events: list[Any]) -> None:
@@ -175,7 +163,7 @@ class LocalRunner:
             self._act(execution, action)
         self._report_to_parent(execution)
 
-    def _commit(self, execution: LocalExecution, decision: Decision) -> None:
+    def _commit(self, execution: LocalExecution, decision: executor.Decision) -> None:
         execution.status = decision.status
         execution.wake_at = decision.wakeAt
         if not decision.changed:
@@ -191,7 +179,7 @@ class LocalRunner:
             return
         execution.reported_to_parent = True
         parent_id, taskrun_id = execution.parent
-        event = ChildFinished(
+        event = executor.ChildFinished(
             at=utcnow(), taskRunId=taskrun_id, state=execution.status.state, outputs=execution.status.outputs
         )
         self._advance(parent_id, [event])
@@ -199,27 +187,27 @@ class LocalRunner:
     # -- actions --------------------------------------------------------------------------------------
 
     def _act(self, execution: LocalExecution, action: Any) -> None:
-        if isinstance(action, RunTask):
+        if isinstance(action, executor.RunTask):
             self._spawn(execution, action)
-        elif isinstance(action, StopTask):
+        elif isinstance(action, executor.StopTask):
             process = self.processes.get((execution.run.id, action.taskRunId, action.attempt))
             if process is not None and process.popen.poll() is None:
                 process.popen.terminate()
-        elif isinstance(action, StartSubflow):
+        elif isinstance(action, executor.StartSubflow):
             self._start_subflow(execution, action)
-        elif isinstance(action, KillSubflow):
+        elif isinstance(action, executor.KillSubflow):
             child = self.executions.get(action.name)
             if child is not None and not child.status.state.terminal:
-                self._advance(action.name, [Kill(at=utcnow())])
+                self._advance(action.name, [executor.Kill(at=utcnow())])
 
-    def _start_subflow(self, execution: LocalExecution, action: StartSubflow) -> None:
+    def _start_subflow(self, execution: LocalExecution, action: executor.StartSubflow) -> None:
         if action.name in self.executions:
             return
         flow = self.catalog.get(action.namespace, action.flowId)
         cannot = start_check(f"{action.namespace}.{action.flowId}", flow, depth=execution.depth + 1)
         if cannot is not None or flow is None:
             problem = cannot.message if cannot else "cannot start"
-            failed = ChildFinished(
+            failed = executor.ChildFinished(
                 at=utcnow(), taskRunId=action.taskRunId, state=State.FAILED, outputs={"error": problem}
             )
             self._advance(execution.run.id, [failed])
@@ -240,7 +228,7 @@ class LocalRunner:
         )  # fmt: skip
         self._create(flow, run, action.inputs, execution.depth + 1, (execution.run.id, action.taskRunId))
 
-    def _spawn(self, execution: LocalExecution, action: RunTask) -> None:
+    def _spawn(self, execution: LocalExecution, action: executor.RunTask) -> None:
         key = (execution.run.id, action.work.taskRunId, action.work.attempt)
         if key in self.processes:
             return
@@ -270,9 +258,9 @@ class LocalRunner:
         self.processes[key] = _Process(execution.run.id, action, popen, utcnow(), deadline, termination_file, log_file)
         self.logs[f"{execution.run.id}/{action.work.taskId}#{action.work.attempt}"] = log_file
 
-    def _reap(self, block: bool) -> list[tuple[str, AttemptFinished]]:
+    def _reap(self, block: bool) -> list[tuple[str, executor.AttemptFinished]]:
         """Collect the attempts whose process ended (or whose deadline passed) as events."""
-        done: list[tuple[str, AttemptFinished]] = []
+        done: list[tuple[str, executor.AttemptFinished]] = []
         while True:
             for key, process in list(self.processes.items()):
                 code = process.popen.poll()

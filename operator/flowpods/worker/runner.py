@@ -18,7 +18,6 @@ Conventions (the operator and the local runner rely on them):
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -45,6 +44,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
+from flowpods.core.clock import utcnow
 from flowpods.core.model import (
     TYPE_ALIASES,
     Fail,
@@ -64,6 +64,7 @@ from flowpods.core.records import (
     TASKRUN_ENV,
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
+    WORKER_SERVICE,
     TaskResult,
     WorkItem,
 )
@@ -77,7 +78,6 @@ EXIT_INVALID = 2
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 143
 
-WORKER_SERVICE = "flowpods-worker"
 RESULT_ATTRIBUTE = "cicd.pipeline.task.run.result"
 SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key"})
 SECRET_WORDS = ("token", "secret", "password", "passwd", "api-key", "apikey", "api_key", "signature", "sig")
@@ -219,7 +219,7 @@ class TaskLog:
         self._lock = threading.Lock()
 
     def __call__(self, level: str, message: str) -> None:
-        now = datetime.now(UTC)
+        now = utcnow()
         lines = [
             format_log_line(now, level, self.trace_id, self.span_id, self.task_id, line)
             for line in (message.splitlines() or [""])
@@ -550,7 +550,7 @@ def execute(
         except Exception as exc:  # a bug or an OS error: still a reported, traced failure
             span.record_exception(exc)
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
-        ended = datetime.now(UTC)
+        ended = utcnow()
         result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
         if error is None and result.error is not None:
             span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})
@@ -624,14 +624,3 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
     finally:
         provider.shutdown()
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowpods worker", description="Run one task-run attempt.")
-    parser.add_argument("--taskrun-file", help=f"the WorkItem JSON (else ${TASKRUN_FILE_ENV} or ${TASKRUN_ENV})")
-    args = parser.parse_args(argv)
-    return run(args.taskrun_file)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -554,7 +554,7 @@ def test_worker_as_a_subprocess(tmp_path: Path) -> None:
         "FLOWPODS_SPAN_FILE": str(spans),
         "TRACEPARENT": TRACEPARENT,
     }
-    proc = subprocess.run([sys.executable, "-m", "flowpods.worker.runner"], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "flowpods", "worker"], env=env, capture_output=True, text=True,
                           timeout=60, check=False)  # fmt: skip
     assert proc.returncode == EXIT_FAILURE, proc.stderr
     result = parse_termination_message(termination.read_text(), proc.returncode)

@@ -1,0 +1,95 @@
+"""The operator's in-memory view of the cluster, filled by kopf's watch events.
+
+Only a cache: after a restart the watches fill it again, and anything missing is read by name. Each
+update says which executions it concerns (a pod concerns its owner, a child execution its parent), so
+that the operator can reconcile them; the view itself does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from flowpods.core.model import flow_document
+
+Key = tuple[str, str]  # (Kubernetes namespace, name)
+Body = dict[str, Any]
+
+
+class View:
+    def __init__(self) -> None:
+        self.executions: dict[Key, Body] = {}
+        self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)  # by owner execution, then pod name
+        self.deleted_pods: dict[Key, set[str]] = defaultdict(set)
+        self.children: dict[Key, dict[str, Body]] = defaultdict(dict)  # by parent execution, then child name
+        self.flows: dict[Key, Body] = {}
+
+    def saw_execution(self, event_type: str | None, body: Body) -> list[Key]:
+        """Record an Execution; the executions it concerns: itself and its parent."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        parent = owner(body)
+        if event_type == "DELETED":
+            self.executions.pop(key, None)
+            self.pods.pop(key, None)
+            self.deleted_pods.pop(key, None)
+            if parent:
+                self.children[(meta["namespace"], parent)].pop(meta["name"], None)
+            return []
+        self.remember(key, body)
+        if parent is None:
+            return [key]
+        self.children[(meta["namespace"], parent)][meta["name"]] = body
+        return [(meta["namespace"], parent), key]
+
+    def saw_pod(self, event_type: str | None, body: Body) -> list[Key]:
+        """Record a worker pod (a deleted one is remembered as deleted); the execution that owns it."""
+        meta = body["metadata"]
+        execution = owner(body)
+        if execution is None:
+            return []
+        key = (meta["namespace"], execution)
+        if event_type == "DELETED":
+            self.pods[key].pop(meta["name"], None)
+            self.deleted_pods[key].add(meta["name"])
+        elif newer(body, self.pods[key].get(meta["name"])):
+            self.pods[key][meta["name"]] = body
+        return [key]
+
+    def saw_flow(self, event_type: str | None, body: Body) -> Key:
+        """Record a Flow; its key (its schedules may have changed)."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if event_type == "DELETED":
+            self.flows.pop(key, None)
+        else:
+            self.flows[key] = body
+        return key
+
+    def remember(self, key: Key, body: Body) -> None:
+        """Keep the newer of what the view holds and `body` (a watch event may arrive after a write's answer)."""
+        if newer(body, self.executions.get(key)):
+            self.executions[key] = body
+
+    def flow_resource_for(self, namespace: str, flow_namespace: str, flow_id: str) -> str | None:
+        """The Flow resource (in this Kubernetes namespace) holding the Kestra flow namespace.id."""
+        for (ns, name), body in self.flows.items():
+            document = flow_document(body)
+            if ns == namespace and document.get("namespace") == flow_namespace and document.get("id") == flow_id:
+                return name
+        return None
+
+
+def owner(body: Body) -> str | None:
+    """The Execution that owns this pod or child execution."""
+    owners = body["metadata"].get("ownerReferences") or []
+    return next((o["name"] for o in owners if o.get("kind") == "Execution"), None)
+
+
+def newer(body: Body, than: Body | None) -> bool:
+    if than is None:
+        return True
+    try:
+        return int(body["metadata"]["resourceVersion"]) >= int(than["metadata"]["resourceVersion"])
+    except (KeyError, ValueError):
+        return True
