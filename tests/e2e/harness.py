@@ -121,10 +121,13 @@ def free_port() -> int:
 def crds(testenv_info) -> None:
     """The flowpods CRDs, applied once per session with kubectl, and established."""
     testenv.kubectl(testenv_info, "apply", "-f", str(REPO / "crds"))
-    testenv.kubectl(
-        testenv_info, "wait", "--for", "condition=established", "--timeout=60s",
-        "crd/flows.flowpods.io", "crd/executions.flowpods.io",
-    )  # fmt: skip
+    # polled: `kubectl wait` fails at once on a CRD whose status has no conditions yet (a fresh API server)
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    for crd in ("crd/flows.flowpods.io", "crd/executions.flowpods.io"):
+        testenv.wait_for(
+            lambda crd=crd: testenv.kubectl(testenv_info, "get", crd, "-o", f"jsonpath={jsonpath}").stdout == "True",
+            60, f"{crd} to be established",
+        )  # fmt: skip
 
 
 @pytest.fixture
