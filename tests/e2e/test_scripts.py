@@ -76,6 +76,11 @@ def test_outputs_on_both_streams_the_outputs_file_and_before_commands_in_an_imag
           script: |
             a="{{{{ outputs.first.vars.fromStdout }}}}" b="{{{{ outputs.first.vars.fromFile }}}}"
             echo "::{{\"outputs\":{{\"seen\":\"$a-$b\"}}}}::"
+        - id: lib
+          type: io.kestra.plugin.scripts.python.Script
+          script: |
+            from kestra import Kestra
+            Kestra.outputs({{"from": "the kestra package in the worker image"}})
     """)  # fmt: skip
     assert status["state"] == "SUCCESS", status.get("message")
     first = next(t for t in status["taskRuns"] if t["taskId"] == "first")
@@ -85,6 +90,8 @@ def test_outputs_on_both_streams_the_outputs_file_and_before_commands_in_an_imag
     }  # fmt: skip  (and no `cat`: the image has nothing but dash)
     second = next(t for t in status["taskRuns"] if t["taskId"] == "second")
     assert second["outputs"]["vars"] == {"seen": "out-before it's me the input"}
+    lib = next(t for t in status["taskRuns"] if t["taskId"] == "lib")
+    assert lib["outputs"]["vars"] == {"from": "the kestra package in the worker image"}
     pod = next(
         p for p in list_pods(core_v1, namespace, "sh-only-1") if p.metadata.labels["flowpods.io/task-id"] == "first"
     )

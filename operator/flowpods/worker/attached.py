@@ -41,6 +41,7 @@ from flowpods.worker.runner import (
 )
 
 FIFOS = ("go", "out", "err", "done")
+OUTPUTS_FILE = "outputs.json"
 HANDOFF_SECONDS = 10.0  # how long the worker waits for the launcher to take its result
 POLL = 0.02
 
@@ -64,9 +65,6 @@ def prepare(directory: Path, environ: Mapping[str, str] = os.environ) -> int:
     work.mkdir(exist_ok=True)
     write_input_files(task, work)
     return 0
-
-
-OUTPUTS_FILE = "outputs.json"
 
 
 def _descendants(root: int) -> list[int]:

@@ -7,13 +7,15 @@ which is how Kubernetes hands at most 4 KiB back to the operator without any oth
 Conventions (the operator and the local runner rely on them):
 - exit codes: 0 success, 1 task failure, 2 invalid task run (unreadable, unknown or executor-side type),
   124 timeout (as coreutils `timeout`), 143 cancelled by SIGTERM (128 + 15).
-- `timeoutSeconds` (else the task's own `timeout`) bounds Sleep, Shell, Python and http.Request: a script's
+- `timeoutSeconds` (else the task's own `timeout`) bounds Sleep, script tasks and http.Request: a script's
   whole process group is killed, the result's error says "timed out after Ns", span result `timeout`.
+- script tasks (core.scripts): Kestra's `::{...}::` lines on stdout and stderr (outputs, metrics, logs);
+  a failure carries the last lines of stderr. In the task's own image they run beside it (worker.attached).
 - log lines on stdout: `<UTC time, ms>Z <LEVEL> [trace_id=<32 hex> span_id=<16 hex>] <taskId>: <message>`,
   ids of the WORKER span; one line per line of a multi-line message.
 - outputs: Log none; Return {"value"}; OutputValues {"values"}; Sleep and Fail none;
   http.Request {"code", "headers" (name -> list of values, names lowercase, as Kestra), "body", "uri"};
-  Shell and Python {"exitCode", "vars"}. A failed attempt reports no outputs.
+  script tasks {"exitCode", "vars"}. A failed attempt reports no outputs.
 """
 
 from __future__ import annotations
