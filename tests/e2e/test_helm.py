@@ -25,6 +25,7 @@ from tests import testenv
 from tests.e2e.harness import (
     GROUP,
     VERSION,
+    assert_parent_example_trace,
     example,
     execution_yaml,
     spans_by_name,
@@ -376,3 +377,40 @@ def request_as(env: testenv.EnvInfo, token: str, path: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_the_charts_jaeger_runs_as_a_pod_and_gets_the_spans_through_its_service(
+    helm, release, testenv_info, namespace, core_v1, custom_objects, apply_yaml
+):
+    """`jaeger.enabled=true` with the locally built Jaeger image: the operator's and the workers' spans go to
+    the Jaeger Service's ClusterIP, and examples/parent.yaml's one trace is read back from that Jaeger's own
+    query API. No kube-proxy runs here: the testenv's relay (tests/testenv/relay.py) stands in for it."""
+    env = testenv_info
+    if not env.real_node:
+        pytest.fail("this test is about the real node; the environment runs the node agent", pytrace=False)
+    jaeger_values = ["--set", "jaeger.enabled=true", "--set", "jaeger.image.repository=flowpods.local/jaeger",
+                     "--set", "jaeger.image.tag=dev", "--set", "jaeger.image.pullPolicy=Never"]  # fmt: skip
+    common = ["-n", namespace, "--set", f"watchNamespaces={{{namespace}}}", *node_values(env), *jaeger_values]
+    helm("install", release, str(CHART), *common, "--wait", "--timeout", "120s")
+    service = f"{release}-flowpods-jaeger"
+    selector = f"{INSTANCE}={release},app.kubernetes.io/component=jaeger"
+    (jaeger_pod,) = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
+    assert jaeger_pod.status.phase == "Running" and jaeger_pod.spec.node_name == env.node_name
+    relay = testenv.relay.serve_service(core_v1, namespace, service, env.log_dir)
+    try:
+        # the chart's default endpoint is the Service's DNS name; without CoreDNS, its ClusterIP
+        endpoint = f"http://{relay.cluster_ip}:4317"
+        helm("upgrade", release, str(CHART), *common, "--set", f"otlp.endpoint={endpoint}", "--wait",
+             "--timeout", "120s")  # fmt: skip
+        apply_yaml(example("hello-world.yaml"))
+        apply_yaml(example("parent.yaml"))
+        apply_yaml(execution_yaml("parent-chart", "parent"))
+        status = wait_for_state(custom_objects, namespace, "parent-chart", timeout=180)["status"]
+        assert status["state"] == "SUCCESS", status.get("message")
+        in_cluster = testenv.Jaeger(f"http://{relay.cluster_ip}:16686")
+        spans = assert_parent_example_trace(in_cluster, status["traceId"])
+        worker = spans["WORKER - io.kestra.plugin.core.log.Log"][0]
+        trace = in_cluster.trace(status["traceId"])
+        assert trace["processes"][worker["processID"]]["serviceName"] == "flowpods-worker"
+    finally:
+        relay.stop()

@@ -627,7 +627,7 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
             "--cert-dir",
             str(pki),
             "--service-cluster-ip-range",
-            "10.0.0.0/24",
+            node_mod.SERVICE_RANGE,
             "--service-account-issuer",
             f"https://127.0.0.1:{info.apiserver_port}",
             "--service-account-key-file",

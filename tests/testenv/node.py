@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 BRIDGE = "fpbr0"
 POD_NET = "10.244.77"
 BRIDGE_IP = f"{POD_NET}.1"
+SERVICE_RANGE = "10.0.0.0/24"  # --service-cluster-ip-range
 SERVICE_API_IP = "10.0.0.1"  # the `kubernetes` Service (first IP of --service-cluster-ip-range; in the cert)
 NODE_NAME = "127.0.0.1"  # --hostname-override: InternalIP 127.0.0.1, so logs/exec need no DNS
 APT_PACKAGES = ("containerd", "runc", "debootstrap")
@@ -259,7 +260,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
                     "ranges": [
                         [{"subnet": f"{POD_NET}.0/24", "rangeStart": f"{POD_NET}.10", "rangeEnd": f"{POD_NET}.250"}]
                     ],
-                    "routes": [{"dst": f"{SERVICE_API_IP}/32", "gw": BRIDGE_IP}],
+                    # the Service range: the API server's 10.0.0.1 and relays (tests/testenv/relay.py)
+                    "routes": [{"dst": SERVICE_RANGE, "gw": BRIDGE_IP}],
                 },
             }
         ],
