@@ -40,3 +40,26 @@ def test_the_sandbox_refuses_unsafe_attribute_access():
 )  # fmt: skip
 def test_kestra_truthiness(value, expected):
     assert is_truthy(value) is expected
+
+
+def test_a_rendering_over_its_time_budget_fails_naming_the_limit(monkeypatch):
+    from flowpods.core.expressions import limits
+
+    monkeypatch.setattr(limits, "MAX_SECONDS", -1.0)  # the deadline has passed before the first loop item
+    with pytest.raises(RenderError) as caught:
+        render_string("{% for i in range(1, 3) %}{{ i }}{% endfor %}", {})
+    assert "limit MAX_SECONDS" in str(caught.value)
+
+
+def test_huge_numbers_are_a_render_error_or_printed_as_java_does_never_an_overflow():
+    assert render_string("{{ (1e308 * 10) | numberFormat('#') }}", {}) == "∞"
+    assert render_string("{{ 1e308 * 10 }}", {}) == "Infinity"
+    with pytest.raises(RenderError):
+        render_string("{{ 100000000000000000000 | date('yyyy') }}", {})
+
+
+def test_dates_in_the_context_print_in_kestras_iso_form():
+    from datetime import UTC, datetime
+
+    start = datetime(2026, 11, 25, 18, 40, 13, 310331, tzinfo=UTC)
+    assert render_string("{{ execution.startDate }}", {"execution": {"startDate": start}}) == "2026-11-25T18:40:13.310Z"

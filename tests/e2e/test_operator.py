@@ -443,3 +443,38 @@ def test_fine_traces_add_the_operator_steps_under_each_change(testenv_info, crds
         assert parent_id(create) in {s["spanID"] for s in reconciles}
     finally:
         fine.stop()
+
+
+def test_a_secret_reaches_the_pod_by_reference_and_is_masked_everywhere(
+    operator, apply_yaml, custom_objects, core_v1, namespace, kubectl
+):
+    kubectl("create", "secret", "generic", "flowpods-secrets", "--from-literal=API_TOKEN=tok-3x4mpl3", "-n", namespace)
+    apply_yaml(flow_yaml("secretive", """
+        id: secretive
+        namespace: company.team
+        tasks:
+          - id: use
+            type: Shell
+            commands:
+              - echo "calling with $TOKEN"
+              - echo '::{"outputs":{"seen":"'"$TOKEN"'"}}::'
+            env:
+              TOKEN: "{{ secret('API_TOKEN') }}"
+          - id: missing
+            type: Log
+            message: "{{ secret('NOT_THERE') }}"
+    """))  # fmt: skip
+    apply_yaml(execution_yaml("secretive-1", "secretive"))
+    execution = wait_for_state(custom_objects, namespace, "secretive-1", operator=operator)
+    status = execution["status"]
+    assert status["state"] == "FAILED"
+    assert "secret 'NOT_THERE' is not available" in status["message"]
+    use = next(tr for tr in status["taskRuns"] if tr["taskId"] == "use")
+    assert use["state"] == "SUCCESS" and use["outputs"]["vars"] == {"seen": "******"}
+    assert "tok-3x4mpl3" not in json.dumps(execution)
+    pod = next(
+        p for p in list_pods(core_v1, namespace, "secretive-1") if p.metadata.labels["flowpods.io/task-id"] == "use"
+    )
+    ref = next(e for e in pod.spec.containers[0].env if e.name == "FLOWPODS_SECRET_API_TOKEN").value_from.secret_key_ref
+    assert (ref.name, ref.key) == ("flowpods-secrets", "API_TOKEN")
+    assert "tok-3x4mpl3" not in json.dumps(core_v1.api_client.sanitize_for_serialization(pod))

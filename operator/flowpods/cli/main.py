@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--flows", metavar="DIR", help="folder of flow files for subflows (default: FLOW's folder)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress lines or task logs, only the result")
     run.add_argument("--json", action="store_true", help="print only the execution's final status, as JSON")
+    run.add_argument(
+        "--secrets",
+        metavar="FILE",
+        help="values for secret('NAME'): a YAML map NAME: value, or NAME=value lines (also read: "
+        "FLOWPODS_SECRET_<NAME>, and Kestra's SECRET_<NAME> base64-encoded, from the environment)",
+    )
 
     worker = commands.add_parser(
         "worker",
@@ -167,6 +173,26 @@ def parse_assignments(pairs: list[str], option: str = "--input") -> dict[str, st
     return values
 
 
+def read_secrets(path: str) -> dict[str, str]:
+    """The worker environment for `--secrets FILE`: a YAML map NAME: value, or NAME=value lines."""
+    import yaml
+
+    from flowpods.core import secrets
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the secrets file {path}: {exc}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        loaded = None
+    if not isinstance(loaded, dict):
+        lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        loaded = parse_assignments(lines, option=f"the secrets file {path}")
+    return {secrets.env_name(str(name)): "" if value is None else str(value) for name, value in loaded.items()}
+
+
 def _validate(files: list[str]) -> int:
     from rich.console import Console
     from rich.markup import escape
@@ -207,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
         flow = load_flow_file(args.flow)
         given = parse_assignments(args.input)
         resolve_inputs(flow, given)
+        secret_env = read_secrets(args.secrets) if args.secrets else {}
     except (FlowError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, FlowError) else [str(exc)]
         err.print(f"[red bold]flowpods: cannot run {escape(args.flow)}[/]: " + escape("; ".join(problems)) + ".")
@@ -242,7 +269,9 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.quiet:
         out.print(f"[bold]flowpods[/] running {escape(flow.namespace)}.{escape(flow.id)} locally")
-    runner = LocalRunner(catalog, exporter=exporter, on_change=on_change, on_log=on_log)
+    runner = LocalRunner(
+        catalog, exporter=exporter, on_change=on_change, on_log=on_log, environ={**os.environ, **secret_env}
+    )
     try:
         result = runner.run(flow, given)
     finally:

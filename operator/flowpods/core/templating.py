@@ -1,21 +1,24 @@
-"""Kestra-style `{{ ... }}` expressions, rendered with jinja2's sandbox.
+"""Kestra's `{{ ... }}` expressions: render a value of a flow with Kestra's language and printing rules.
 
 An undefined variable is an error that names the expression: a flow that silently renders an empty
-string where an output was expected is the bug users hate most.
+string where an output was expected is the bug users hate most. Every rendering is bounded (loop items,
+output size, time) and a limit exceeded is a RenderError naming it.
 """
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, TemplateError
 
+from flowpods.core.expressions import limits
+from flowpods.core.expressions.environment import KestraEnvironment, environment, render_template
+from flowpods.core.expressions.functions import NOW_KEY, SECRET_MARKER, secret_marker
+from flowpods.core.expressions.operators import KestraError
 from flowpods.core.truth import is_truthy
 
-__all__ = ["RenderError", "is_truthy", "render", "render_string"]
+__all__ = ["NOW_KEY", "SECRET_MARKER", "RenderError", "is_truthy", "render", "render_string", "secret_marker"]
 
 
 class RenderError(ValueError):
@@ -27,44 +30,32 @@ class RenderError(ValueError):
         super().__init__(f"cannot render '{expression}': {reason}")
 
 
-def _to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
-def _from_json(value: str) -> Any:
-    return json.loads(value)
-
-
-class _KestraEnvironment(ImmutableSandboxedEnvironment):
-    """Mapping keys win over methods, as in Kestra: `outputs.task.values` is the output named values."""
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, dict) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-
-@lru_cache(maxsize=1)
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _KestraEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
-    env.filters.update(json=_to_json, toJson=_to_json, fromJson=_from_json, jsonDecode=_from_json)
-    return env
+def _environment() -> KestraEnvironment:
+    """The environment (also used by Kestra's conformance measure to compile templates)."""
+    return environment()
 
 
 @lru_cache(maxsize=2048)
 def _compile(source: str) -> Template:
-    return _environment().from_string(source)
+    return environment().from_string(source)
 
 
 def render_string(source: str, context: dict[str, Any]) -> str:
     """Render one string; strings without `{{` or `{%` are returned as they are."""
-    if "{{" not in source and "{%" not in source:
+    if "{{" not in source and "{%" not in source and "{#" not in source:
         return source
     try:
-        return str(_compile(source).render(context))
+        with limits.budget():
+            return render_template(_compile(source), context)
     except TemplateError as exc:
         raise RenderError(source, _reason(exc)) from None
-    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError) as exc:
+    except limits.LimitExceeded as exc:
+        raise RenderError(source, f"limit exceeded: {exc}") from None
+    except KestraError as exc:
+        raise RenderError(source, str(exc)) from None
+    except RecursionError:
+        raise RenderError(source, "nested too deeply") from None
+    except (TypeError, ValueError, KeyError, AttributeError, ZeroDivisionError, OverflowError, IndexError) as exc:
         raise RenderError(source, f"{type(exc).__name__}: {exc}") from None
 
 

@@ -11,7 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from flowpods.core import ids, schedule
+from flowpods.core import ids, schedule, secrets
 from flowpods.core.clock import format_duration
 from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
 from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
@@ -195,6 +195,19 @@ def status_body(
 # --- pods ----------------------------------------------------------------------------------------------
 
 
+def secret_env(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """One variable per secret the rendered task refers to, filled by the kubelet from the Secret: the
+    operator never reads it. Optional, so that a missing key is the worker's clear error, not a pod stuck
+    in CreateContainerConfigError."""
+    return [
+        {
+            "name": secrets.env_name(name),
+            "valueFrom": {"secretKeyRef": {"name": secrets.SECRET_OBJECT, "key": name, "optional": True}},
+        }
+        for name in secrets.names(task)
+    ]
+
+
 def build_pod(
     config: OperatorConfig, execution: dict[str, Any], run: RunInfo, flow_resource: str, action: RunTask
 ) -> dict[str, Any]:
@@ -211,6 +224,7 @@ def build_pod(
         *({"name": k, "value": v} for k, v in worker_environment(action, run, traced, pod_attributes).items()),
         {"name": "FLOWPODS_TRACES", "value": config.traces.value},
     ]
+    env += secret_env(work.task)
     if config.worker_otlp_endpoint and config.traces != TraceLevel.DISABLED:
         env += [
             {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": config.worker_otlp_endpoint},

@@ -20,6 +20,8 @@ Conventions (the operator and the local runner rely on them):
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import shlex
@@ -46,6 +48,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import ValidationError
 
+from flowpods.core import secrets
 from flowpods.core.clock import utcnow
 from flowpods.core.model import (
     TYPE_ALIASES,
@@ -218,10 +221,12 @@ class TaskLog:
 
     def __init__(self, stream: IO[str], task_id: str, trace_id: str, span_id: str):
         self.stream, self.task_id, self.trace_id, self.span_id = stream, task_id, trace_id, span_id
+        self.secrets: list[str] = []  # values masked in every line, as Kestra masks secrets in logs
         self._lock = threading.Lock()
 
     def __call__(self, level: str, message: str) -> None:
         now = utcnow()
+        message = secrets.mask(message, self.secrets)
         lines = [
             format_log_line(now, level, self.trace_id, self.span_id, self.task_id, line)
             for line in (message.splitlines() or [""])
@@ -257,6 +262,34 @@ def load_work_item(taskrun_file: str | None, environ: Mapping[str, str]) -> Work
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}" for e in exc.errors())
         raise InvalidWorkItem(f"invalid task run in {source}: {problems}") from None
+
+
+def secret_lookup(environ: Mapping[str, str]) -> Callable[[str], str | None]:
+    """FLOWPODS_SECRET_<NAME> (from the pod's secretKeyRef, or `flowpods run --secrets`), else Kestra's own
+    convention for open-source installs: SECRET_<NAME>, base64-encoded."""
+
+    def lookup(name: str) -> str | None:
+        if secrets.env_name(name) in environ:
+            return environ[secrets.env_name(name)]
+        encoded = environ.get("SECRET_" + name)
+        if encoded is None:
+            return None
+        try:
+            return base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise InvalidWorkItem(f"SECRET_{name} is not base64 (Kestra's convention for secrets)") from None
+
+    return lookup
+
+
+def resolve_secrets(item: WorkItem, environ: Mapping[str, str], log: TaskLog) -> WorkItem:
+    """The work item with its secret references replaced; the values are then masked in every log line."""
+    try:
+        task, used = secrets.resolve(item.task, secret_lookup(environ))
+    except secrets.MissingSecret as exc:
+        raise InvalidWorkItem(str(exc)) from None
+    log.secrets = used
+    return item.model_copy(update={"task": task}) if used else item
 
 
 def validate_task(item: WorkItem) -> TaskBase:
@@ -306,7 +339,7 @@ def run_http(task: HttpRequest, ctx: Context) -> dict[str, Any]:
     import httpx  # imported here: every other task type starts faster without it
 
     url = httpx.URL(task.uri)
-    shown = redact_url(task.uri)
+    shown = secrets.mask(redact_url(task.uri), ctx.log.secrets)
     headers = dict(task.headers)
     if task.contentType and not any(k.lower() == "content-type" for k in headers):
         headers["Content-Type"] = task.contentType
@@ -536,6 +569,7 @@ def execute(
         error: str | None = None
         outcome, code = "success", EXIT_SUCCESS
         try:
+            item = resolve_secrets(item, environ, log)
             task = validate_task(item)
             ctx = Context(item, log, environ, tracer, effective_timeout(item, task))
             log("INFO", f"attempt {item.attempt} of task run {item.taskRunId} ({item.taskType})")
@@ -553,6 +587,7 @@ def execute(
             span.record_exception(exc)
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
         ended = utcnow()
+        outputs, error = secrets.mask(outputs, log.secrets), secrets.mask(error, log.secrets)
         result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
         if error is None and result.error is not None:
             span.add_event("exception", {"exception.type": "OutputsTooLarge", "exception.message": result.error})

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from flowpods.cli.main import read_secrets
+
 REPO = Path(__file__).resolve().parents[3]
 FLOWPODS = str(Path(sys.executable).parent / "flowpods")
 
@@ -61,6 +65,17 @@ def test_help_explains_the_local_runtime():
     result = flowpods("run", "--help")
     assert result.returncode == 0
     assert "without a container" in result.stdout and "OTEL_EXPORTER_OTLP_ENDPOINT" in result.stdout
+
+
+def test_the_local_secrets_file_takes_yaml_or_assignments(tmp_path):
+    yaml_file = tmp_path / "s.yaml"
+    yaml_file.write_text("API_KEY: k1\nOTHER: 2\n")
+    assert read_secrets(str(yaml_file)) == {"FLOWPODS_SECRET_API_KEY": "k1", "FLOWPODS_SECRET_OTHER": "2"}
+    env_file = tmp_path / "s.env"
+    env_file.write_text("# comment\nAPI_KEY=a=b\n")
+    assert read_secrets(str(env_file)) == {"FLOWPODS_SECRET_API_KEY": "a=b"}
+    with pytest.raises(ValueError, match="cannot read the secrets file"):
+        read_secrets(str(tmp_path / "missing"))
 
 
 SCRIPTS_FLOW = """

@@ -232,3 +232,11 @@ def test_baggage_goes_from_the_execution_to_its_pods_and_children():
     start = StartSubflow(taskRunId="t1", name="c", namespace="n", flowId="c", inputs={}, labels={},
                          traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01")  # fmt: skip
     assert child_execution(annotated, start, "c")["metadata"]["annotations"]["flowpods.io/baggage"] == "t=1"
+
+
+def test_the_pod_receives_secrets_by_reference_never_their_value():
+    action = first_action(message="token {{ secret('API_TOKEN') }}")
+    env = {e["name"]: e for e in pod_for(action)["spec"]["containers"][0]["env"]}
+    ref = env["FLOWPODS_SECRET_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "flowpods-secrets", "key": "API_TOKEN", "optional": True}
+    assert "[[flowpods-secret:API_TOKEN]]" in env["FLOWPODS_TASKRUN"]["value"]

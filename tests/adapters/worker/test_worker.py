@@ -594,3 +594,25 @@ def test_sigterm_cancels_reports_and_flushes(tmp_path: Path) -> None:
     assert result.error == "cancelled: received signal SIGTERM"
     (worker,) = read_span_file(spans)
     assert worker.attributes["cicd.pipeline.task.run.result"] == "cancellation" and worker.status == "ERROR"
+
+
+def test_secrets_are_resolved_in_the_worker_and_masked_in_logs_and_outputs(attempt: Any) -> None:
+    task = {
+        "commands": ['echo "using $TOKEN"', """echo '::{"outputs": {"echoed": "'"$TOKEN"'"}}::'"""],
+        "env": {"TOKEN": "[[flowpods-secret:API_TOKEN]]"},
+    }
+    a = attempt(work_item("Shell", task), env={"FLOWPODS_SECRET_API_TOKEN": "s3cr3t"})
+    assert a.code == EXIT_SUCCESS, a.stdout
+    assert "using ******" in a.messages()
+    assert a.result.outputs["vars"] == {"echoed": "******"}
+    assert "s3cr3t" not in a.stdout + a.raw
+
+
+def test_kestras_base64_secret_variables_are_read_too(attempt: Any) -> None:
+    a = attempt(work_item("Return", {"format": "[[flowpods-secret:K]]"}), env={"SECRET_K": "dmFsdWU="})
+    assert a.code == EXIT_SUCCESS and a.result.outputs == {"value": "******"}
+
+
+def test_a_missing_secret_fails_the_attempt_with_its_name(attempt: Any) -> None:
+    a = attempt(work_item("Log", {"message": "[[flowpods-secret:NOPE]]"}))
+    assert a.code == EXIT_INVALID and "secret 'NOPE' is not available" in (a.result.error or "")

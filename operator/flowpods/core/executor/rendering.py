@@ -17,8 +17,10 @@ from flowpods.core.inputs import coerce
 from flowpods.core.model import Flow, ForEach, If, Input, ScriptTask, Subflow, Switch, TaskBase
 from flowpods.core.records import WorkItem
 from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
-from flowpods.core.templating import RenderError, is_truthy, render, render_string
+from flowpods.core.templating import NOW_KEY, RenderError, is_truthy, render, render_string
 
+CORRELATION_LABEL = "system.correlationId"
+MAX_PARENTS = 100  # parents of a task run, nearest first (a cycle in a hand-edited status must end)
 WORKER_FIELDS_EXCLUDED = {"id", "type", "retry", "timeout", "allowFailure", "disabled", "description"}
 
 
@@ -50,13 +52,16 @@ def render_context(
         "vars": flow.variables,
         "execution": {
             "id": run.id,
-            "startDate": (status.startDate or run.createdAt).isoformat(),
+            "startDate": status.startDate or run.createdAt,
             "state": status.state.value,
+            "originalId": run.id,
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,
-        "labels": {**flow.labels, **run.labels},
-        "now": lambda: now.isoformat(),
+        "labels": {**flow.labels, **run.labels, "system": {"correlationId": run.labels.get(CORRELATION_LABEL, run.id)}},
+        "envs": {},
+        "globals": {},
+        NOW_KEY: now,
     }
     if task is not None:
         context["task"] = {"id": task.id, "type": task.kind}
@@ -66,11 +71,15 @@ def render_context(
             "value": taskrun.value,
             "attemptsCount": (attempt - 1) if attempt is not None else len(taskrun.attempts),
             "parentId": taskrun.parentId,
-            "startDate": taskrun.startDate.isoformat() if taskrun.startDate else None,
+            "startDate": taskrun.startDate,
         }
+        parents: list[dict[str, Any]] = []
         parent = status.taskrun(taskrun.parentId) if taskrun.parentId else None
-        if parent is not None:
-            context["parent"] = {"taskrun": {"id": parent.id, "value": parent.value}, "outputs": parent.outputs}
+        while parent is not None and len(parents) < MAX_PARENTS:
+            parents.append({"taskrun": {"id": parent.id, "value": parent.value}, "outputs": parent.outputs})
+            parent = status.taskrun(parent.parentId) if parent.parentId else None
+        if parents:
+            context["parent"], context["parents"] = parents[0], parents
     return context
 
 
