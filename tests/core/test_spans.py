@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flowpods.core import engine
+from flowpods.core import engine, export
 from flowpods.core.engine import AttemptFinished, AttemptStarted, StartSubflow
-from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.spans import derive_spans
 from flowpods.core.status import RunInfo, State
 from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
@@ -58,9 +58,10 @@ def test_the_watermark_exports_each_span_exactly_once():
     exported: list[str] = []
 
     def commit() -> None:
-        fresh, watermark = spans_to_export(RUN, sim.flow, sim.status)
-        exported.extend(r.span_id for r in fresh)
-        sim.status.exported = watermark
+        plan = export.plan(RUN, sim.flow, sim.status)
+        if plan is not None:
+            exported.extend(r.span_id for r in plan.spans)
+            sim.status.exported = export.advance(plan, confirmed=True)
 
     commit()
     commit()  # nothing new: nothing again

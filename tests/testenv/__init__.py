@@ -16,8 +16,10 @@ from .cluster import (
     missing_binaries,
     require_binaries,
     start,
+    start_component,
     status,
     stop,
+    stop_component,
 )
 from .jaeger import Jaeger, SpanNode, TraceNotReady, assert_tree, root, span_names, tree
 from .kube import (
@@ -56,8 +58,10 @@ __all__ = [
     "root",
     "span_names",
     "start",
+    "start_component",
     "status",
     "stop",
+    "stop_component",
     "tree",
     "wait_for",
     "wait_for_pod_phase",

@@ -332,6 +332,8 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -
 def _spawn(info: EnvInfo, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     if info.real_node and name != "sandbox":
         argv = node_mod.inside(info) + argv
+    # the command line, so `restart_component` can start the same component again on the same ports
+    (info.dir / "pids" / f"{name}.argv").write_text(json.dumps(argv))
     log = open(info.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
         argv,
@@ -811,6 +813,58 @@ def _start_agent(info: EnvInfo, kc: str, base_env: dict[str, str], agent_args: l
         ],
         env=agent_env,
     )
+
+
+# ---------------------------------------------------------------- faults: one component down and up again
+
+RESTARTABLE = ("kube-apiserver", "jaeger")
+
+
+def stop_component(info: EnvInfo, name: str, grace: float = 10.0) -> None:
+    """Stop one component (SIGTERM, SIGKILL after `grace`), e.g. to test what happens while it is away."""
+    if name not in RESTARTABLE:
+        raise TestEnvError(f"only {', '.join(RESTARTABLE)} can be stopped and started again, not {name}")
+    state = info.dir
+    pid = int((state / "pids" / f"{name}.pid").read_text())
+    if not (_alive(pid) and _ours(pid, state)):
+        raise TestEnvError(f"{name} (pid {pid}) is not running")
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if _alive(pid):
+        _signal_group(pid, signal.SIGKILL)
+    while _alive(pid):
+        _reap(pid)
+        time.sleep(0.05)
+
+
+def start_component(info: EnvInfo, name: str, timeout: float = 90.0) -> None:
+    """Start a stopped component again with its first command line (same ports, same data), and wait until
+    it serves: the API server's /readyz, Jaeger's OTLP receivers and query API."""
+    if name not in RESTARTABLE:
+        raise TestEnvError(f"only {', '.join(RESTARTABLE)} can be stopped and started again, not {name}")
+    argv = json.loads((info.dir / "pids" / f"{name}.argv").read_text())
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBECONFIG", "OTEL_"))}
+    _spawn(info, name, argv, env=base_env)
+    info.save()
+    if name == "kube-apiserver":
+
+        def apiserver_ready() -> bool:
+            return _https_get(f"{info.api_url}/readyz", info.admin_token, info.ca_file)[0] == 200
+
+        _wait("kube-apiserver /readyz", apiserver_ready, timeout, info, name, interval=0.3)
+    else:
+        _wait("jaeger query API", lambda: _http_ok(f"{info.jaeger_url}/api/services"), timeout, info, name)
+
+        def otlp_listening() -> bool:
+            for port in (info.otlp_grpc_port, info.otlp_http_port):
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    pass
+            return True
+
+        _wait("jaeger OTLP receivers", otlp_listening, timeout, info, name)
 
 
 def status(state_dir: Path | str) -> dict[str, bool]:

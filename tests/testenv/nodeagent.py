@@ -47,6 +47,7 @@ FALLBACK_LINES = 80
 STOP = threading.Event()
 NOT_READY_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 def now() -> str:
@@ -106,6 +107,27 @@ class Kube:
         except urllib.error.HTTPError as e:
             raise ApiError(e.code, e.read().decode(errors="replace")) from None
         return json.loads(raw) if raw else None
+
+    def call(self, *args, **kwargs):
+        """`request`, retried while the API server is unreachable or answers 429/5xx, as a kubelet keeps its
+        pods running through an API server restart and reports their status once it is back."""
+        delay, warned = 0.25, False
+        while True:
+            try:
+                return self.request(*args, **kwargs)
+            except ApiError as e:
+                if e.code not in TRANSIENT_CODES or STOP.is_set():
+                    raise
+                problem = str(e)
+            except OSError as e:  # refused, reset, timed out (urllib's URLError is an OSError)
+                if STOP.is_set():
+                    raise
+                problem = repr(e)
+            if not warned:
+                log.warning("%s %s: the API server is away (%s); retrying until it is back", args[0], args[1], problem)
+                warned = True
+            STOP.wait(delay)
+            delay = min(delay * 2, 2.0)
 
     def watch(self, path: str, query: dict, timeout: int = 60):
         q = dict(query, watch="1", timeoutSeconds=str(timeout), allowWatchBookmarks="true")
@@ -449,7 +471,7 @@ class PodWorker(threading.Thread):
             status["initContainerStatuses"] = [self.container_status(c, True) for c in self.init_containers]
         body = {"metadata": {"uid": self.uid}, "status": status}
         try:
-            self.kube.request("PATCH", f"{self.path}/status", body, content_type="application/merge-patch+json")
+            self.kube.call("PATCH", f"{self.path}/status", body, content_type="application/merge-patch+json")
         except ApiError as e:
             if e.code not in (404, 409):
                 raise
@@ -499,7 +521,7 @@ class PodWorker(threading.Thread):
         import base64
 
         try:
-            obj = self.kube.request("GET", f"/api/v1/namespaces/{self.ns}/{kind}/{name}")
+            obj = self.kube.call("GET", f"/api/v1/namespaces/{self.ns}/{kind}/{name}")
         except ApiError as e:
             if e.code == 404 and optional:
                 return {}
@@ -557,7 +579,7 @@ class PodWorker(threading.Thread):
                 sa = self.pod["spec"].get("serviceAccountName") or "default"
                 body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
                 path = f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token"
-                token = self.kube.request("POST", path, body)["status"]["token"]
+                token = self.kube.call("POST", path, body)["status"]["token"]
                 self.write_file(src.get("path", "token"), token)
                 self.token_refresh_at = time.monotonic() + 0.8 * expiry  # kubelet renews at 80 %
             elif "configMap" in source:
@@ -688,7 +710,7 @@ class PodWorker(threading.Thread):
 
     def remove(self) -> None:
         try:
-            self.kube.request(
+            self.kube.call(
                 "DELETE",
                 self.path,
                 {

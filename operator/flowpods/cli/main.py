@@ -223,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
     from flowpods.core.model import FlowError
     from flowpods.core.status import Change
     from flowpods.local.loader import FlowCatalog, load_flow_file
-    from flowpods.local.runner import LocalRunner
+    from flowpods.local.runner import EXPORT_TIMEOUT, LocalRunner
     from flowpods.telemetry.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
@@ -241,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     catalog = FlowCatalog(args.flows or Path(args.flow).resolve().parent, flows=[flow])
-    exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods")
+    exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods", timeout=EXPORT_TIMEOUT)
 
     def on_change(execution: LocalExecution, change: Change) -> None:
         if args.quiet:

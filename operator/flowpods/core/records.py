@@ -48,6 +48,10 @@ class TaskResult(BaseModel):
     endedAt: datetime | None = Field(
         default=None, description="When the task ended, precisely: pod timestamps only have whole seconds"
     )
+    spans: list[SpanRecord] = Field(
+        default_factory=list,
+        description="The worker's own finished spans (WORKER, HTTP CLIENT) that fit: the operator exports them",
+    )
 
 
 class SpanEvent(BaseModel):
@@ -71,4 +75,10 @@ class SpanRecord(BaseModel):
     status: Literal["UNSET", "OK", "ERROR"] = "UNSET"
     status_message: str | None = None
     service: str | None = Field(default=None, description="service.name of the process that recorded it")
+    resource: dict[str, Any] = Field(
+        default_factory=dict, description="Resource attributes beyond the service name (a pod's k8s.pod.name ...)"
+    )
     sampled: bool = True
+
+
+TaskResult.model_rebuild()

@@ -66,4 +66,5 @@ def attempt_finished(
         pod=pod,
         node=node,
         scheduledAt=scheduled_at,
+        spans=result.spans,
     )

@@ -1,8 +1,8 @@
 """Span derivation: the RUN, EXECUTOR and TASKRUN spans of an execution, computed from its stored status.
 
 Pure functions of stored facts with deterministic ids, so any process (the operator after a restart, the
-local runner, a test) derives the same spans; `spans_to_export` uses the status's watermark (`exported`,
-a change number) so each span leaves exactly once: a span is complete in the change that closed it.
+local runner, a test) derives the same spans, each with the change that completed it; `export` decides from
+the status's watermark (`exported`, a change number) which of them to send.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 from flowpods.core import ids
 from flowpods.core.model import Flow, TaskBase
-from flowpods.core.records import SpanEvent, SpanRecord
+from flowpods.core.records import WORKER_SERVICE, SpanEvent, SpanRecord
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
 
 RESULTS = {
@@ -99,14 +99,23 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         for attempt in tr.attempts:
             if attempt.closedIn is not None and attempt.endedAt is not None:
                 span(attempt.closedIn, **_attempt_span(run, task, tr, attempt, parent_id))
+                spans.extend((attempt.closedIn, _worker_span(run, task, tr, attempt, r)) for r in attempt.spans)
     return spans
 
 
-def spans_to_export(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> tuple[list[SpanRecord], int]:
-    """The spans completed after the watermark, and the watermark to store once they are exported."""
-    last = status.changes[-1].n if status.changes else 0
-    fresh = [record for closed_in, record in derive_spans(run, flow, status) if status.exported < closed_in <= last]
-    return fresh, last
+def _worker_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, record: SpanRecord) -> SpanRecord:
+    """A span the worker handed back with its result, under the resource its pod had (as if sent from there)."""
+    resource: dict[str, Any] = {
+        "cicd.pipeline.name": run.flowId,
+        "cicd.pipeline.run.id": run.id,
+        "cicd.pipeline.task.name": task.id,
+        "cicd.pipeline.task.run.id": tr.id,
+    }
+    if attempt.pod:
+        resource["k8s.pod.name"] = attempt.pod
+    if run.k8sNamespace:
+        resource["k8s.namespace.name"] = run.k8sNamespace
+    return record.model_copy(update={"service": record.service or WORKER_SERVICE, "resource": resource})
 
 
 def _parent_span(run: RunInfo, by_id: dict[str, TaskRun], tr: TaskRun) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flowpods.core.records import SpanRecord
+
 
 class State(StrEnum):
     """Kestra's states."""
@@ -82,6 +84,9 @@ class Attempt(Stored):
     pod: str | None = None
     node: str | None = None
     closedIn: int | None = Field(default=None, description="The change that recorded its end")
+    spans: list[SpanRecord] = Field(
+        default_factory=list, description="The worker's spans it handed back with its result; exported with closedIn"
+    )
 
 
 class TaskRun(WithHistory):

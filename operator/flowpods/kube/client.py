@@ -6,6 +6,7 @@ The reconciler runs these in a thread; kopf's own watches run in the event loop.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -61,6 +62,18 @@ class Kube:
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(meta["name"]) from None
+            raise
+
+    def patch_status(self, plural: str, namespace: str, name: str, patch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Apply a JSON patch to the status; its `test` ops make it all-or-nothing (Conflict when one fails)."""
+        try:
+            patched = self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, plural, name, list(patch), _content_type="application/json-patch+json"
+            )
+            return cast(dict[str, Any], patched)
+        except ApiException as exc:
+            if exc.status in (409, 422):
+                raise Conflict(name) from None
             raise
 
     def create(self, plural: str, body: dict[str, Any]) -> bool:

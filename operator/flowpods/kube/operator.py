@@ -25,10 +25,9 @@ from typing import Any, Protocol, cast
 import kopf
 
 from flowpods.core import admission, executor, notices, start
+from flowpods.core import export as span_export
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
-from flowpods.core.records import SpanRecord
-from flowpods.core.spans import spans_to_export
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
@@ -46,15 +45,16 @@ log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
 RETRY_EXPORT_AFTER = 10.0
+EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
 
 
 @dataclass(frozen=True)
 class Export:
-    """Spans a commit completed, to send once the change's pods exist; `previous` is the watermark to restore."""
+    """Spans above the watermark, to send once the change's pods exist (core/export.py has the protocol)."""
 
+    uid: str
     execution: str
-    spans: list[SpanRecord]
-    previous: int
+    plan: span_export.ExportPlan
 
 
 @dataclass
@@ -108,6 +108,8 @@ class Operator:
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
+        # per Execution uid: a span watermark the exporter confirmed that is not stored yet (the write failed)
+        self.confirmed: dict[str, int] = {}
 
     # -- the view (kopf's watch events) ----------------------------------------------------------------------
 
@@ -359,38 +361,58 @@ class Operator:
         return self.exporter is not None and self.config.traces != TraceLevel.DISABLED
 
     def _export_pending(self, status: ExecutionStatus) -> bool:
-        """Spans of committed changes not yet exported (an export failed, or its rollback was stored)."""
-        return self._exporting() and bool(status.changes) and status.exported < status.changes[-1].n
+        """Spans of committed changes not confirmed yet (an export failed, or the operator died before)."""
+        return self._exporting() and span_export.pending(status)
 
     def _commit(self, subject: Subject, status: ExecutionStatus) -> tuple[dict[str, Any], Export | None]:
-        """Store the status with the span watermark moved past the spans it completes; the stored body, and the
-        spans to export once this change's pods exist (so tracing adds nothing between one task and the next)."""
-        fresh, watermark = spans_to_export(subject.run, subject.flow, status)
+        """Store the status with the span watermark where it was (it moves only once an export is confirmed);
+        the stored body, and the spans to export once this change's pods exist (so tracing adds nothing
+        between one task and the next)."""
+        if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
+            status = status.model_copy(update={"exported": span_export.last_change(status)})
         body = dict(subject.execution)
-        body["status"] = resources.status_body(subject.run, status.model_copy(update={"exported": watermark}),
-                                               subject.flow_doc, subject.revision, self.config.traces)  # fmt: skip
+        body["status"] = resources.status_body(subject.run, status, subject.flow_doc, subject.revision,
+                                               self.config.traces)  # fmt: skip
         stored = self.kube.replace_status("executions", body)
-        export = Export(subject.run.id, fresh, status.exported) if fresh and self._exporting() else None
-        return stored, export
+        if not self._exporting():
+            return stored, None
+        plan = span_export.plan(subject.run, subject.flow, status, self.confirmed.get(subject.run.uid, 0))
+        name = f"{subject.namespace}/{subject.name}"
+        return stored, Export(subject.run.uid, name, plan) if plan is not None else None
 
     def _export(self, outcome: Outcome) -> None:
-        """Export the spans the last commit completed; on failure store the watermark back at once.
-
-        The watermark was stored first, so a restart never exports a span twice; a failed export is
-        stored back and retried, so a collector outage loses nothing. Only a crash between the commit
-        and the export can lose spans.
-        """
+        """Send the spans above the watermark; only once the exporter confirmed them, store the watermark past
+        them, with a patch that moves it only from where the plan started. A failed export leaves it where it
+        was and is tried again later, by this process or the next one, with the same span ids."""
         export, outcome.export = outcome.export, None
-        if export is None or outcome.body is None or self.exporter is None:
+        if export is None or outcome.body is None:
             return
-        if self.exporter.export(export.spans):
+        plan = export.plan
+        if plan.spans and (self.exporter is None or not self.exporter.export(plan.spans)):
+            log.warning("exporting %d spans of %s failed; retrying in %ss", len(plan.spans), export.execution,
+                        RETRY_EXPORT_AFTER)  # fmt: skip
+            self._wake(outcome, RETRY_EXPORT_AFTER)
             return
-        log.warning("exporting %d spans of %s failed; retrying in %ss", len(export.spans), export.execution,
-                    RETRY_EXPORT_AFTER)  # fmt: skip
-        rollback = dict(outcome.body)
-        rollback["status"] = {**outcome.body["status"], "exported": export.previous}
-        outcome.body = self.kube.replace_status("executions", rollback)
-        outcome.wake_at = utcnow() + timedelta(seconds=RETRY_EXPORT_AFTER)
+        self.confirmed[export.uid] = plan.upto  # sent: never again from this process, even if storing it fails
+        meta = outcome.body["metadata"]
+        try:
+            outcome.body = self.kube.patch_status(
+                "executions", meta["namespace"], meta["name"], span_export.watermark_patch(plan)
+            )
+        except Conflict:  # the stored watermark is not the plan's any more: the next reconcile sees the truth
+            log.warning("the span watermark of %s moved from %d meanwhile", export.execution, plan.stored)
+            return
+        except Exception:
+            log.exception("storing the span watermark %d of %s failed; retrying in %ss", plan.upto,
+                          export.execution, RETRY_AFTER_ERROR)  # fmt: skip
+            self._wake(outcome, RETRY_AFTER_ERROR)
+            return
+        self.confirmed.pop(export.uid, None)
+
+    @staticmethod
+    def _wake(outcome: Outcome, seconds: float) -> None:
+        when = utcnow() + timedelta(seconds=seconds)
+        outcome.wake_at = min(outcome.wake_at, when) if outcome.wake_at is not None else when
 
     def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]) -> None:
         """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
@@ -438,7 +460,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global OPERATOR
     config = OperatorConfig.from_env()
     load_client_config()
-    exporter = SpanRecordExporter.from_env(default_service="flowpods")
+    exporter = SpanRecordExporter.from_env(default_service="flowpods", timeout=EXPORT_TIMEOUT)
     fine = None
     if config.traces == TraceLevel.FINE:
         fine = FineTracer(tracer_provider_from_env("flowpods"))

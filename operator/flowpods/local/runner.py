@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flowpods.core import executor, ids
+from flowpods.core import export as span_export
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
 from flowpods.core.records import (
@@ -31,7 +32,7 @@ from flowpods.core.records import (
     SpanRecord,
 )
 from flowpods.core.results import attempt_finished, parse_termination_message
-from flowpods.core.spans import derive_spans, spans_to_export
+from flowpods.core.spans import derive_spans
 from flowpods.core.start import start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
@@ -39,6 +40,8 @@ from flowpods.local.loader import FlowCatalog
 from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
 
 TIMEOUT_GRACE_SECONDS = 10.0
+EXPORT_TIMEOUT = 1.0  # seconds one export may take: a missing collector slows a local run by at most this
+EXPORT_BACKOFF = 10.0  # seconds without export attempts after a failed one (spans wait above the watermark)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class LocalRunner:
         self.executions: dict[str, LocalExecution] = {}
         self.processes: dict[tuple[str, str, int], _Process] = {}
         self.logs: dict[str, Path] = {}
+        self._export_again_at = 0.0
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -129,8 +133,12 @@ class LocalRunner:
         finally:
             for process in self.processes.values():
                 process.popen.kill()
+        self._export_again_at = 0.0
+        for execution in self.executions.values():  # a last try for the spans whose export failed or waited
+            self._export(execution)
         spans = [record for ex in self.executions.values() for _, record in derive_spans(ex.run, ex.flow, ex.status)]
-        spans += read_span_file(self.span_file) if self.span_file.exists() else []
+        handed_back = {record.span_id for record in spans}  # the span file has every worker span, these too
+        spans += [r for r in read_span_file(self.span_file) if r.span_id not in handed_back]
         return LocalResult(root=root, executions=self.executions, spans=spans, logs=self.logs)
 
     def _step(self) -> None:
@@ -169,10 +177,17 @@ class LocalRunner:
         if not decision.changed:
             return
         self.on_change(execution, decision.status.changes[-1])
-        if self.exporter is not None:
-            fresh, watermark = spans_to_export(execution.run, execution.flow, execution.status)
-            if not fresh or self.exporter.export(fresh):
-                execution.status.exported = watermark
+        self._export(execution)
+
+    def _export(self, execution: LocalExecution) -> None:
+        """The operator's protocol (core/export.py): the watermark moves only once the exporter confirmed."""
+        plan = span_export.plan(execution.run, execution.flow, execution.status)
+        if plan is None or self.exporter is None or time.monotonic() < self._export_again_at:
+            return
+        confirmed = self.exporter.export(plan.spans)
+        execution.status.exported = span_export.advance(plan, confirmed)
+        if not confirmed:
+            self._export_again_at = time.monotonic() + EXPORT_BACKOFF
 
     def _report_to_parent(self, execution: LocalExecution) -> None:
         if execution.parent is None or execution.reported_to_parent or not execution.status.state.terminal:

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlparse
 from opentelemetry import context as otel_context
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SimpleSpanProcessor,
@@ -108,7 +108,8 @@ def service_resource(service: str, environ: Mapping[str, str] = os.environ) -> R
 
 def exporter_from_env(environ: Mapping[str, str] = os.environ, timeout: float | None = None) -> SpanExporter | None:
     """An OTLP span exporter as the standard variables configure it, or None when no endpoint is set.
-    `timeout`: seconds one export may take, retries included (None: the SDK's, 10 s)."""
+
+    `timeout` (seconds) bounds one export, retries included (else OTEL_EXPORTER_OTLP_TIMEOUT, 10 s)."""
     protocol = otlp_protocol(environ)
     endpoint = otlp_traces_endpoint(environ, protocol)
     if endpoint is None:
@@ -246,23 +247,29 @@ class SpanRecordExporter:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] = os.environ, default_service: str = DEFAULT_SERVICE
+        cls,
+        environ: Mapping[str, str] = os.environ,
+        default_service: str = DEFAULT_SERVICE,
+        timeout: float | None = None,
     ) -> SpanRecordExporter | None:
         """None when no OTLP endpoint is configured (nothing to do, nothing to fail)."""
-        exporter = exporter_from_env(environ)
+        exporter = exporter_from_env(environ, timeout)
         if exporter is None:
             return None
         return cls(exporter, environ.get("OTEL_SERVICE_NAME") or default_service, environ)
 
-    def resource(self, service: str | None) -> Resource:
+    def resource(self, service: str | None, attributes: Mapping[str, Any] | None = None) -> Resource:
+        """The Resource of `service` (default: this process's), with a record's own resource attributes."""
         name = service or self.default_service
-        if name not in self._resources:
-            self._resources[name] = service_resource(name, self._environ)
-        return self._resources[name]
+        key = json.dumps([name, sorted((attributes or {}).items())], default=str)
+        if key not in self._resources:
+            base = service_resource(name, self._environ)
+            self._resources[key] = base.merge(Resource(otel_attributes(attributes))) if attributes else base
+        return self._resources[key]
 
     def export(self, records: Sequence[SpanRecord]) -> bool:
         """Export the sampled records; True when the exporter accepted them (or there were none)."""
-        spans = [to_readable_span(r, self.resource(r.service)) for r in records if r.sampled]
+        spans = [to_readable_span(r, self.resource(r.service, r.resource)) for r in records if r.sampled]
         if not spans:
             return True
         try:
@@ -303,6 +310,23 @@ class JsonLinesSpanExporter(SpanExporter):
         return True
 
 
+class CollectingProcessor(SpanProcessor):
+    """Keeps every finished span as a SpanRecord in memory: how a worker hands its spans back with its result."""
+
+    def __init__(self) -> None:
+        self.records: list[SpanRecord] = []
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        record = from_readable_span(span)
+        with self._lock:
+            self.records.append(record)
+
+    def finished(self) -> list[SpanRecord]:
+        with self._lock:
+            return list(self.records)
+
+
 def read_span_file(path: str | os.PathLike[str]) -> list[SpanRecord]:
     """The spans in a JSON-lines file; a missing file is empty and a torn last line is skipped."""
     try:
@@ -333,6 +357,16 @@ def tracer_provider_from_env(
     exporter = exporter_from_env(environ, export_timeout)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    span_file = environ.get(SPAN_FILE_ENV)
+    if span_file:
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(span_file)))
+    return provider
+
+
+def span_file_provider(default_service: str, environ: Mapping[str, str] = os.environ) -> TracerProvider:
+    """A provider for a worker: no OTLP exporter (its spans go back with its result), the span file when set."""
+    service = environ.get("OTEL_SERVICE_NAME") or default_service
+    provider = TracerProvider(resource=service_resource(service, environ))
     span_file = environ.get(SPAN_FILE_ENV)
     if span_file:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(span_file)))

@@ -169,13 +169,12 @@ def relay(
         return EXIT_INVALID
     task_runner: Any = lambda task, ctx: _run_attached(directory, task, ctx)  # noqa: E731
     runners: dict[type[TaskBase], Any] = {cls: task_runner for cls in runner.script_classes()}
-    provider = runner.worker_tracer_provider(environ)
-    try:
-        with runner.sigterm_cancels():
-            text, code = runner.execute(item, provider, environ, stream, runners)
-    finally:
-        provider.shutdown()
-    if code == runner.EXIT_CANCELLED:  # the pod is going away, the launcher with it
+    text, code, left = runner.attempt(item, environ, stream, runners)
+    if code == runner.EXIT_CANCELLED:  # the pod is going away, the launcher with it: the spans go from here
+        if left:
+            runner.export_live(left, environ)
         return code
     _hand_over(directory, text, code)
+    if left:  # those that did not fit in the result
+        runner.export_live(left, environ)
     return _until_terminated(code) if stay else code

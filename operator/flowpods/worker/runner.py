@@ -70,12 +70,21 @@ from flowpods.core.records import (
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
     WORKER_SERVICE,
+    SpanRecord,
     TaskResult,
     WorkItem,
 )
 from flowpods.core.scripts import StderrTail, command_argv, failure_message, parse_convention_line, script_file
 from flowpods.core.truth import is_truthy
-from flowpods.telemetry.otel import TraceLevel, attached, span_ids, trace_level, tracer_provider_from_env
+from flowpods.telemetry.otel import (
+    CollectingProcessor,
+    SpanRecordExporter,
+    TraceLevel,
+    attached,
+    span_file_provider,
+    span_ids,
+    trace_level,
+)
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1
@@ -620,32 +629,19 @@ def sigterm_cancels() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-EXPORT_TIMEOUT_ENV = "FLOWPODS_WORKER_EXPORT_TIMEOUT"
-DEFAULT_EXPORT_TIMEOUT = 1.0
-
-
-def export_timeout(environ: Mapping[str, str]) -> float:
-    """Seconds the worker's span export may take (FLOWPODS_WORKER_EXPORT_TIMEOUT, default 1): the final flush
-    happens between the task's end and the pod's exit, so a missing collector must not hold it there."""
-    try:
-        value = float(environ.get(EXPORT_TIMEOUT_ENV) or DEFAULT_EXPORT_TIMEOUT)
-    except ValueError:
-        return DEFAULT_EXPORT_TIMEOUT
-    return value if value > 0 else DEFAULT_EXPORT_TIMEOUT
-
-
-def worker_tracer_provider(environ: Mapping[str, str]) -> TracerProvider:
-    if trace_level(environ) == TraceLevel.DISABLED:
-        return TracerProvider()  # ids for the log lines, nothing recorded anywhere
-    return tracer_provider_from_env(WORKER_SERVICE, environ, export_timeout=export_timeout(environ))
-
-
 def script_classes() -> list[type[ScriptTask]]:
     return [cls for cls in TYPE_ALIASES.values() if issubclass(cls, ScriptTask)]
 
 
 def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
-    """Run one task-run attempt; returns the exit code (see the module docstring)."""
+    """Run one task-run attempt; returns the exit code (see the module docstring).
+
+    The worker's finished spans go back with its result (as many as fit in the termination message), for the
+    operator to export with the task run's own span: a collector that is away while the pod runs loses none.
+    Spans that do not fit, and those of an attempt cancelled by SIGTERM (its pod deleted: a kill may have
+    closed the attempt already), are sent from here, bounded by LIVE_EXPORT_TIMEOUT so a missing collector
+    never holds the task's exit longer.
+    """
     termination_log = environ.get(TERMINATION_LOG_ENV) or DEFAULT_TERMINATION_LOG
     try:
         item = load_work_item(taskrun_file, environ)
@@ -653,11 +649,89 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
         print(f"flowpods worker: {exc}", file=sys.stderr)
         write_termination_message(termination_log, encode_result(TaskResult(error=str(exc)))[1])
         return EXIT_INVALID
-    provider = worker_tracer_provider(environ)
+    text, code, left = attempt(item, environ, sys.stdout)
+    write_termination_message(termination_log, text)
+    if left:
+        export_live(left, environ)
+    return code
+
+
+def attempt(
+    item: WorkItem,
+    environ: Mapping[str, str],
+    stream: IO[str],
+    runners: Mapping[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] | None = None,
+) -> tuple[str, int, list[SpanRecord]]:
+    """Run the attempt with its spans collected: the result's JSON (with the spans that fit), the exit code,
+    and the spans to send from here (those that did not fit; all of a cancelled attempt's)."""
+    collected = CollectingProcessor()
+    if trace_level(environ) == TraceLevel.DISABLED:
+        provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
+    else:
+        provider = span_file_provider(WORKER_SERVICE, environ)
+        provider.add_span_processor(collected)
     try:
         with sigterm_cancels():
-            text, code = execute(item, provider, environ, sys.stdout)
-        write_termination_message(termination_log, text)
+            text, code = execute(item, provider, environ, stream, runners)
     finally:
         provider.shutdown()
-    return code
+    if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
+        return text, code, collected.finished()
+    text, left = attach_spans(text, collected.finished())
+    return text, code, left
+
+
+def attach_spans(
+    text: str, spans: list[SpanRecord], limit: int = MAX_TERMINATION_MESSAGE
+) -> tuple[str, list[SpanRecord]]:
+    """The result's JSON with the spans that fit in `limit` bytes added, and the spans that did not fit.
+
+    The WORKER span goes first; a span too big is tried once more without its exceptions' stack traces.
+    Spans are written compactly (defaults left out; the service and resource are the operator's to add).
+    """
+    ordered = sorted(spans, key=lambda span: not span.name.startswith("WORKER - "))
+    head = text.rstrip()
+    if not head.endswith("}") or not spans:
+        return text, list(spans)
+    kept: list[str] = []
+    left: list[SpanRecord] = []
+    size = len(head.encode()) + len(b',"spans":[]')
+    for span in ordered:
+        compact = span.model_copy(update={"service": None, "resource": {}})
+        for candidate in (compact, without_stack_traces(compact)):
+            encoded = candidate.model_dump_json(exclude_defaults=True)
+            extra = len(encoded.encode()) + (1 if kept else 0)
+            if size + extra <= limit:
+                kept.append(encoded)
+                size += extra
+                break
+        else:
+            left.append(span)
+    if not kept:
+        return text, left
+    return head[:-1] + ',"spans":[' + ",".join(kept) + "]}", left
+
+
+def without_stack_traces(span: SpanRecord) -> SpanRecord:
+    events = [
+        event.model_copy(
+            update={"attributes": {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"}}
+        )
+        for event in span.events
+    ]
+    return span.model_copy(update={"events": events})
+
+
+LIVE_EXPORT_TIMEOUT = 1.0  # seconds: the most a missing collector may hold a task's exit
+
+
+def export_live(spans: list[SpanRecord], environ: Mapping[str, str]) -> None:
+    """Send the spans that did not fit in the result straight to the collector, giving up after a second."""
+    exporter = SpanRecordExporter.from_env(environ, WORKER_SERVICE, timeout=LIVE_EXPORT_TIMEOUT)
+    if exporter is None:
+        return
+    try:
+        if not exporter.export(spans):
+            print(f"flowpods worker: {len(spans)} spans that did not fit in the result were lost", file=sys.stderr)
+    finally:
+        exporter.shutdown()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanRecord, TaskResult
+from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanEvent, SpanRecord, TaskResult
 from flowpods.core.results import parse_termination_message
 from flowpods.telemetry.otel import read_span_file
 from flowpods.worker.runner import (
@@ -28,6 +28,7 @@ from flowpods.worker.runner import (
     EXIT_INVALID,
     EXIT_SUCCESS,
     EXIT_TIMEOUT,
+    attach_spans,
     encode_result,
     format_log_line,
     is_falsy,
@@ -35,6 +36,7 @@ from flowpods.worker.runner import (
     redact_headers,
     redact_url,
     run,
+    without_stack_traces,
 )
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -109,7 +111,13 @@ def attempt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]
         raw = termination.read_text() if termination.exists() else ""
         out, err = capsys.readouterr()
         result = parse_termination_message(raw, code)
-        return Attempt(code, result.model_copy(update={"endedAt": None}), raw, read_span_file(spans), out, err)
+        recorded = read_span_file(spans)
+        # every span the worker recorded went back with its result (they fit), compact: no service, no resource,
+        # and stack traces dropped where the span would not fit with them
+        compact = [without_stack_traces(span.model_copy(update={"service": None})) for span in recorded]
+        handed = [without_stack_traces(span) for span in result.spans]
+        assert sorted(handed, key=lambda s: s.span_id) == sorted(compact, key=lambda s: s.span_id)
+        return Attempt(code, result.model_copy(update={"endedAt": None, "spans": []}), raw, recorded, out, err)
 
     yield go
 
@@ -163,7 +171,7 @@ def test_outputs_file_must_be_a_json_object() -> None:
 
 def test_encode_result_fails_oversized_outputs_with_a_message_that_fits() -> None:
     small = TaskResult(outputs={"value": "x"})
-    assert encode_result(small) == (small, '{"outputs":{"value":"x"},"error":null,"endedAt":null}')
+    assert encode_result(small) == (small, '{"outputs":{"value":"x"},"error":null,"endedAt":null,"spans":[]}')
     big = TaskResult(outputs={"value": "x" * 5000})
     size = len(big.model_dump_json().encode())
     result, text = encode_result(big)
@@ -559,8 +567,11 @@ def test_worker_as_a_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_FAILURE, proc.stderr
     result = parse_termination_message(termination.read_text(), proc.returncode)
     assert result.endedAt is not None, "the worker reports when it ended, to the microsecond"
-    assert result.model_copy(update={"endedAt": None}) == TaskResult(error="Command failed with exit code 5")
+    assert result.model_copy(update={"endedAt": None, "spans": []}) == TaskResult(
+        error="Command failed with exit code 5"
+    )
     (worker,) = read_span_file(spans)
+    assert [span.span_id for span in result.spans] == [worker.span_id], "the span went back with the result"
     assert worker.parent_span_id == PARENT_ID and worker.status == "ERROR"
     line = next(line for line in proc.stdout.splitlines() if line.endswith("t1: from-pod"))
     assert f"[trace_id={TRACE_ID} span_id={worker.span_id}]" in line
@@ -592,6 +603,7 @@ def test_sigterm_cancels_reports_and_flushes(tmp_path: Path) -> None:
     assert code == EXIT_CANCELLED, proc.stderr.read() if proc.stderr else ""
     result = parse_termination_message(termination.read_text(), code)
     assert result.error == "cancelled: received signal SIGTERM"
+    assert result.spans == [], "a cancelled attempt sends its spans itself: its attempt may be closed already"
     (worker,) = read_span_file(spans)
     assert worker.attributes["cicd.pipeline.task.run.result"] == "cancellation" and worker.status == "ERROR"
 
@@ -616,3 +628,66 @@ def test_kestras_base64_secret_variables_are_read_too(attempt: Any) -> None:
 def test_a_missing_secret_fails_the_attempt_with_its_name(attempt: Any) -> None:
     a = attempt(work_item("Log", {"message": "[[flowpods-secret:NOPE]]"}))
     assert a.code == EXIT_INVALID and "secret 'NOPE' is not available" in (a.result.error or "")
+
+
+# --- spans handed back with the result ------------------------------------------------------------------
+
+
+def _span(name: str, n: int, attributes: dict[str, Any] | None = None) -> SpanRecord:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    return SpanRecord(name=name, trace_id=TRACE_ID, span_id=f"{n:016x}", parent_span_id=PARENT_ID, start=when,
+                      end=when, attributes=attributes or {}, service="flowpods-worker")  # fmt: skip
+
+
+def test_spans_go_back_with_the_result_as_far_as_4_kib_allow_worker_span_first() -> None:
+    _, text = encode_result(TaskResult(outputs={"value": "x" * 1000}))
+    clients = [_span("GET", n, {"url.full": "http://example/" + "p" * 600}) for n in range(1, 8)]
+    worker = _span("WORKER - io.kestra.plugin.core.http.Request", 99)
+    kept_text, left = attach_spans(text, [*clients, worker])
+    assert len(kept_text.encode()) <= MAX_TERMINATION_MESSAGE
+    result = TaskResult.model_validate_json(kept_text)
+    assert result.outputs == {"value": "x" * 1000}
+    assert result.spans[0].span_id == worker.span_id and result.spans[0].service is None
+    assert left, "seven 600-byte spans and 1 KiB of outputs cannot all fit"
+    handed = {s.span_id for s in result.spans}
+    assert handed.isdisjoint(s.span_id for s in left)
+    assert handed | {s.span_id for s in left} == {s.span_id for s in [*clients, worker]}, "every span, once"
+
+
+def test_a_span_too_big_with_its_stack_trace_goes_back_without_it() -> None:
+    _, text = encode_result(TaskResult(error="boom"))
+    worker = _span("WORKER - Shell", 1)
+    worker.events.append(
+        SpanEvent(name="exception", time=worker.start,
+                  attributes={"exception.type": "TaskFailure", "exception.stacktrace": "frame\n" * 1000})
+    )  # fmt: skip
+    kept_text, left = attach_spans(text, [worker])
+    (handed,) = TaskResult.model_validate_json(kept_text).spans
+    assert left == [] and handed.events[0].attributes == {"exception.type": "TaskFailure"}
+
+
+def test_spans_that_do_not_fit_are_sent_live_and_a_missing_collector_does_not_keep_the_worker(tmp_path: Path) -> None:
+    """An endpoint where nothing listens: the live export of the leftovers fails, the attempt still succeeds
+    with its result written (the time it took is printed, not asserted)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    termination = tmp_path / "termination"
+    outputs = {"values": {"big": "y" * 3900}}  # leaves no room for the WORKER span
+    env = {
+        "PATH": os.environ["PATH"],
+        "FLOWPODS_TASKRUN": json.dumps(work_item("OutputValues", outputs)),
+        "FLOWPODS_TERMINATION_LOG": str(termination),
+        "TRACEPARENT": TRACEPARENT,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "flowpods", "worker"], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)  # fmt: skip
+    print(f"worker with an unreachable collector: {time.monotonic() - started:.2f}s")
+    assert proc.returncode == EXIT_SUCCESS, proc.stderr
+    result = parse_termination_message(termination.read_text(), proc.returncode)
+    assert result.outputs == outputs and result.spans == []
+    assert "1 spans that did not fit in the result were lost" in proc.stderr

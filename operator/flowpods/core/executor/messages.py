@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from flowpods.core.records import WorkItem
+from flowpods.core.records import SpanRecord, WorkItem
 from flowpods.core.status import ExecutionStatus, State
 
 # --- events: what the adapters observed ----------------------------------------------------------------
@@ -58,6 +58,7 @@ class AttemptFinished(AttemptEvent):
     exitCode: int | None = None
     startedAt: datetime | None = None
     timedOut: bool = False
+    spans: list[SpanRecord] = Field(default_factory=list, description="The worker's spans, from its result")
     imageUnavailable: bool = Field(
         default=False, description="The image could not be pulled: the pod would wait forever, so it is deleted"
     )

@@ -74,6 +74,7 @@ def attempt_finished(step: Step, event: AttemptFinished) -> None:
     attempt.endedAt = event.at
     attempt.exitCode = event.exitCode
     attempt.closedIn = step.n
+    attempt.spans = list(event.spans)
     step.finished.append(f"{tr.taskId}#{attempt.number}")
     if tr.state != State.RUNNING:
         tr.set_state(State.RUNNING, attempt.startedAt)
