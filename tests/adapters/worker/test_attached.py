@@ -113,9 +113,10 @@ def test_a_failing_command_with_its_reason(tmp_path: Path) -> None:
     task = {"commands": ["echo 'cannot open the thing' >&2", "exit 3", "echo never"]}
     run = run_beside(tmp_path, item("Shell", task))
     assert run.launcher_code == EXIT_FAILURE
-    assert run.result == TaskResult(
-        error="Command failed with exit code 3; the last lines of stderr:\ncannot open the thing"
-    )
+    assert run.result.error == "Command failed with exit code 3; the last lines of stderr:\ncannot open the thing"
+    assert run.result.outputs == {}
+    # the WORKER span goes back through the launcher's termination message, for the operator to export
+    assert run.span is not None and [span.span_id for span in run.result.spans] == [run.span.span_id]
     assert "never" not in run.messages()
     assert run.span is not None and run.span.status == "ERROR" and run.span.attributes["process.exit.code"] == 3
 
