@@ -19,6 +19,7 @@ import pytest
 
 from tests import testenv
 from tests.e2e.harness import execution_yaml, list_pods, wait_for_state
+from tests.testenv.images import JAEGER_IMAGE
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_a_worker_pod_runs_in_a_container_of_the_worker_image(real, operator, ap
     assert container.container_id.startswith("containerd://") and container.image_id
 
 
-def test_an_image_without_flowpods_fails_the_task_with_the_runtimes_whole_reason(
+def test_an_image_without_a_shell_fails_the_task_with_the_runtimes_whole_reason(
     real, operator, apply_yaml, custom_objects, namespace
 ) -> None:
     apply_yaml(f"""
@@ -113,11 +114,12 @@ spec:
     - id: hello
       type: io.kestra.plugin.scripts.shell.Commands
       commands: ["echo never said"]
-      containerImage: {real.test_image}
-""")
+      containerImage: {JAEGER_IMAGE}
+""")  # an image without flowpods runs a script task (tests/e2e/test_scripts.py); one without /bin/sh cannot
     apply_yaml(execution_yaml("wrong-1", "wrong-image"))
     status = wait_for_state(custom_objects, namespace, "wrong-1", operator=operator)["status"]
     assert status["state"] == "FAILED"
     text = json.dumps(status)
-    # containerd's message ends "...executable file not found in $PATH: unknown"; nothing of it is cut
-    assert "did not start (StartError, exit code 128)" in text and "$PATH: unknown" in text, text
+    # containerd's message ends '...exec: "/bin/sh": stat /bin/sh: no such file or directory: unknown'; nothing
+    # of it is cut
+    assert "did not start (StartError, exit code 128)" in text and "no such file or directory: unknown" in text, text

@@ -38,6 +38,9 @@ BASE_IMAGE = "flowpods.local/debian-python:bookworm"
 WORKER_IMAGE = "docker.io/library/flowpods:dev"
 KUBECTL_IMAGE = "flowpods.local/kubectl:dev"
 JAEGER_IMAGE = "flowpods.local/jaeger:dev"
+SHELL_ONLY_IMAGE = "flowpods.local/shell-only:bookworm"
+PYTHON_OTEL_IMAGE = "flowpods.local/python-otel:bookworm"
+PYTHON_OTEL_PACKAGES = ("opentelemetry-sdk==1.45.2", "opentelemetry-exporter-otlp==1.45.2")
 VENV = "/opt/flowpods"
 
 
@@ -311,6 +314,61 @@ def build_worker() -> Path:
     return out
 
 
+def build_shell_only() -> Path:
+    """Script tasks' smallest image: Debian's dash as /bin/sh with the C library it links, and nothing else
+    (no coreutils, no Python, no flowpods)."""
+    base_root, base_key = base_rootfs()
+    key = _hash(base_key.encode(), SHELL_ONLY_IMAGE.encode(), b"dash+libc")
+    out = cache_dir() / f"shell-only-{key}.tar"
+    if out.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_dir:
+        tree = Path(tmp_dir) / "tree"
+        for name in ("usr/bin", "usr/lib/x86_64-linux-gnu", "usr/lib64", "etc"):
+            (tree / name).mkdir(parents=True)
+        (tree / "tmp").mkdir(mode=0o1777)
+        (tree / "tmp").chmod(0o1777)
+        for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
+            (tree / link).symlink_to(target)
+        for path in ("usr/bin/dash", "usr/lib/x86_64-linux-gnu/libc.so.6", "usr/lib64/ld-linux-x86-64.so.2"):
+            shutil.copy2(base_root / path, tree / path)  # through symlinks: the files themselves
+        (tree / "usr/bin/sh").symlink_to("dash")
+        (tree / "etc/passwd").write_text("root:x:0:0::/:/bin/sh\n")
+        write_archive([layer_tar(tree, Path(tmp_dir) / "layer.tar")], out, SHELL_ONLY_IMAGE,
+                      {"Cmd": ["/bin/sh"], "Env": BASE_ENV})  # fmt: skip
+    _log(f"shell-only image: {out}")
+    return out
+
+
+def build_python_otel() -> Path:
+    """An image with Python and the OpenTelemetry SDK but no flowpods: the base image's layer and a layer of
+    the SDK's wheels installed where Debian's python3 looks (/usr/local/lib/python3.11/dist-packages)."""
+    base_root, base_key = base_rootfs()
+    key = _hash(base_key.encode(), PYTHON_OTEL_IMAGE.encode(), " ".join(PYTHON_OTEL_PACKAGES).encode())
+    out = cache_dir() / f"python-otel-{key}.tar"
+    if out.exists():
+        return out
+    (stdlib,) = (base_root / "usr/lib").glob("python3.[0-9]*/os.py")  # the base image's one Python
+    version = stdlib.parent.name.removeprefix("python")
+    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp_dir:
+        tree = Path(tmp_dir) / "tree"
+        target = tree / f"usr/local/lib/python{version}/dist-packages"
+        pip_env = {k: v for k, v in os.environ.items() if k != "PIP_FIND_LINKS"}
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--only-binary=:all:",
+             "--python-version", version, "--platform", "manylinux2014_x86_64", "--platform", "linux_x86_64",
+             "--implementation", "cp", "--target", str(target), *PYTHON_OTEL_PACKAGES],
+            check=True, env=pip_env,
+        )  # fmt: skip
+        layers = [
+            layer_tar(base_root, cache_dir() / f"base-{base_key}.layer.tar"),
+            layer_tar(tree, Path(tmp_dir) / "l"),
+        ]
+        write_archive(layers, out, PYTHON_OTEL_IMAGE, {"Cmd": ["python3"], "Env": BASE_ENV})
+    _log(f"python-otel image: {out}")
+    return out
+
+
 def build_all(node_bin: Path, bin_dir: Path) -> list[Path]:
     """Every archive the real node imports (built when missing): pause, base, worker, and for the chart
     its `helm test` image (base + kubectl) and its in-cluster Jaeger (the jaeger binary)."""
@@ -330,6 +388,8 @@ def build_all(node_bin: Path, bin_dir: Path) -> list[Path]:
         build_with_binary(
             "jaeger", JAEGER_IMAGE, bin_dir / "jaeger", "/jaeger", False, {"Entrypoint": ["/jaeger"], "Env": BASE_ENV}
         ),
+        build_shell_only(),  # script tasks in images without flowpods (tests/e2e/test_scripts.py)
+        build_python_otel(),
     ]
     for kind in ("pause", "worker", "kubectl", "jaeger"):  # earlier versions: no longer wanted
         for old in cache_dir().glob(f"{kind}-*.tar"):

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     worker.add_argument("--taskrun-file", metavar="PATH", help="the task run as a JSON file")
+    beside = worker.add_mutually_exclusive_group()
+    beside.add_argument("--prepare", metavar="DIR", help="a script task in its own image: set up DIR (init container)")
+    beside.add_argument("--relay", metavar="DIR", help="a script task in its own image: run beside it (sidecar)")
 
     commands.add_parser(
         "operator",
@@ -143,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from flowpods.worker import runner as worker
 
+        if args.prepare or args.relay:
+            from pathlib import Path
+
+            from flowpods.worker import attached
+
+            return attached.prepare(Path(args.prepare)) if args.prepare else attached.relay(Path(args.relay))
         return worker.run(args.taskrun_file)
     if args.command == "operator":
         from flowpods.api.app import serve

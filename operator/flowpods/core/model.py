@@ -374,10 +374,42 @@ class HttpRequest(TaskBase):
     contentType: str | None = None
 
 
-class _Script(TaskBase):
-    containerImage: str | None = None
+# Kestra's script task runners: Process runs the commands in the worker itself; the container runners
+# (Docker, Kubernetes) mean "in the task's containerImage", which in flowpods is this task's own pod.
+PROCESS_RUNNER = "io.kestra.plugin.core.runner.Process"
+CONTAINER_RUNNERS = frozenset({
+    "io.kestra.plugin.scripts.runner.docker.Docker",
+    "io.kestra.plugin.ee.kubernetes.runner.Kubernetes",
+    "io.kestra.plugin.kubernetes.runner.Kubernetes",
+})  # fmt: skip
+
+
+class TaskRunner(BaseModel):
+    """Kestra's `taskRunner`: its type decides where the commands run; its other settings are Kestra's."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value != PROCESS_RUNNER and value not in CONTAINER_RUNNERS:
+            known = ", ".join(sorted({PROCESS_RUNNER, *CONTAINER_RUNNERS}))
+            raise ValueError(f"unknown task runner {value!r}; flowpods knows {known}")
+        return value
+
+
+class ScriptTask(TaskBase):
+    """Kestra's script tasks (shell and python, Script and Commands): the fields they share."""
+
+    containerImage: str | None = Field(default=None, description="run in this image (needs only /bin/sh)")
     env: dict[str, Text] = Field(default_factory=dict)
+    beforeCommands: list[str] = Field(default_factory=list, description="run first, in the same shell")
+    interpreter: list[str] = Field(default_factory=lambda: ["/bin/sh", "-c"], min_length=1)
+    inputFiles: dict[str, str] = Field(default_factory=dict, description="file name -> inline content")
+    warningOnStdErr: bool = True
     outputFiles: list[str] | None = None
+    taskRunner: TaskRunner | None = None
 
     def not_runnable(self) -> list[str]:
         problems = super().not_runnable()
@@ -385,15 +417,41 @@ class _Script(TaskBase):
             problems.append(f"field 'outputFiles': {FILE_STORAGE}")
         return problems
 
+    @field_validator("inputFiles")
+    @classmethod
+    def _relative_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            parts = name.split("/")
+            if not name or name.startswith("/") or ".." in parts:
+                raise ValueError(f"inputFiles name {name!r} must be a relative path inside the working directory")
+        return value
 
-class Shell(_Script):
+    @property
+    def image(self) -> str | None:
+        """The image the commands run in; None: the worker's own (no image, or the Process runner)."""
+        if self.taskRunner is not None and self.taskRunner.type == PROCESS_RUNNER:
+            return None
+        return self.containerImage
+
+
+class Shell(ScriptTask):
     type: Literal["Shell", "io.kestra.plugin.scripts.shell.Commands"]
     commands: list[Text]
 
 
-class Python(_Script):
+class ShellScript(ScriptTask):
+    type: Literal["ShellScript", "io.kestra.plugin.scripts.shell.Script"]
+    script: str
+
+
+class Python(ScriptTask):
     type: Literal["Python", "io.kestra.plugin.scripts.python.Script"]
     script: str
+
+
+class PythonCommands(ScriptTask):
+    type: Literal["PythonCommands", "io.kestra.plugin.scripts.python.Commands"]
+    commands: list[Text]
 
 
 class Subflow(TaskBase):
@@ -733,7 +791,7 @@ class StateDelete(_FileStorageTask):
 
 
 TASK_CLASSES: tuple[type[TaskBase], ...] = (
-    Log, Echo, Return, OutputValues, Sleep, Fail, HttpRequest, Shell, Python,
+    Log, Echo, Return, OutputValues, Sleep, Fail, HttpRequest, Shell, ShellScript, Python, PythonCommands,
     Subflow, Sequential, AllowFailure, Parallel, If, Switch, ForEach, EachSequential, EachParallel, Dag,
     Pause, WaitFor, WorkingDirectory, Template, Labels, Resume,
     ForEachItem, LocalFiles, FetchLogs, StateSet, StateGet, StateDelete,
@@ -766,7 +824,9 @@ AnyTask = Annotated[
     | Annotated[Fail, Tag("Fail")]
     | Annotated[HttpRequest, Tag("http.Request")]
     | Annotated[Shell, Tag("Shell")]
+    | Annotated[ShellScript, Tag("ShellScript")]
     | Annotated[Python, Tag("Python")]
+    | Annotated[PythonCommands, Tag("PythonCommands")]
     | Annotated[Subflow, Tag("Subflow")]
     | Annotated[Sequential, Tag("Sequential")]
     | Annotated[AllowFailure, Tag("AllowFailure")]

@@ -22,6 +22,7 @@ from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinishe
 from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
 from flowpods.core.records import TASKRUN_ENV
 from flowpods.core.results import attempt_finished, parse_termination_message
+from flowpods.core.scripts import ATTACHED_DIR
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
 from flowpods.core.workerenv import worker_environment
 from flowpods.kube.config import OperatorConfig
@@ -50,6 +51,7 @@ ANNOTATION_DEPTH = f"{GROUP}/subflow-depth"
 
 WORKER_UID = 65532
 TASK_CONTAINER = "task"
+WORKER_CONTAINER = "worker"
 IMAGE_ERRORS = {
     "ErrImagePull",
     "ImagePullBackOff",
@@ -59,6 +61,8 @@ IMAGE_ERRORS = {
     "CreateContainerError",
 }
 DEADLINE_GRACE_SECONDS = 5
+# a script in its own image: the deadline also covers the init container and the sidecar's start
+ATTACHED_DEADLINE_GRACE_SECONDS = 30
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -271,7 +275,7 @@ def build_pod(
         annotations = {ANNOTATION_TRACE_ID: parent.trace_id, ANNOTATION_SPAN_ID: parent.span_id}
     container: dict[str, Any] = {
         "name": TASK_CONTAINER,
-        "image": action.containerImage or config.worker_image,
+        "image": config.worker_image,
         "command": list(config.worker_command),
         "env": env,
         "terminationMessagePolicy": "File",
@@ -299,11 +303,15 @@ def build_pod(
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
+    if action.containerImage:
+        attach_to_own_image(spec, config, action.containerImage)
+        annotations["kubectl.kubernetes.io/default-container"] = WORKER_CONTAINER
     if config.worker_service_account:
         spec["serviceAccountName"] = config.worker_service_account
     if action.timeoutSeconds:
         # the worker enforces the timeout itself and reports it; the deadline is the backstop
-        spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + DEADLINE_GRACE_SECONDS
+        grace = ATTACHED_DEADLINE_GRACE_SECONDS if action.containerImage else DEADLINE_GRACE_SECONDS
+        spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + grace
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -316,6 +324,27 @@ def build_pod(
         },
         "spec": spec,
     }
+
+
+def attach_to_own_image(spec: dict[str, Any], config: OperatorConfig, image: str) -> None:
+    """A script task in its own image (see worker.attached): the image runs the user's commands unchanged
+    through a launcher that needs only /bin/sh; flowpods' part comes from the worker image, as an init
+    container (`prepare`) and a native sidecar (`worker`), all three sharing an emptyDir at ATTACHED_DIR."""
+    (worker,) = spec["containers"]
+    mount = {"name": "flowpods", "mountPath": ATTACHED_DIR}
+    worker["volumeMounts"] = [*worker["volumeMounts"], mount]
+    prepare = {**worker, "name": "prepare", "command": [*config.worker_command, "--prepare", ATTACHED_DIR]}
+    sidecar = {**worker, "name": WORKER_CONTAINER, "restartPolicy": "Always",
+               "command": [*config.worker_command, "--relay", ATTACHED_DIR]}  # fmt: skip
+    task = {
+        **worker,
+        "image": image,
+        "command": ["/bin/sh", f"{ATTACHED_DIR}/launch.sh"],
+        "env": [e for e in worker["env"] if e["name"] != TASKRUN_ENV],
+        "workingDir": f"{ATTACHED_DIR}/work",
+    }
+    spec.update(initContainers=[prepare, sidecar], containers=[task], shareProcessNamespace=True)
+    spec["volumes"] = [*spec["volumes"], {"name": "flowpods", "emptyDir": {}}]
 
 
 def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:

@@ -7,13 +7,15 @@ which is how Kubernetes hands at most 4 KiB back to the operator without any oth
 Conventions (the operator and the local runner rely on them):
 - exit codes: 0 success, 1 task failure, 2 invalid task run (unreadable, unknown or executor-side type),
   124 timeout (as coreutils `timeout`), 143 cancelled by SIGTERM (128 + 15).
-- `timeoutSeconds` (else the task's own `timeout`) bounds Sleep, Shell, Python and http.Request: a script's
+- `timeoutSeconds` (else the task's own `timeout`) bounds Sleep, script tasks and http.Request: a script's
   whole process group is killed, the result's error says "timed out after Ns", span result `timeout`.
+- script tasks (core.scripts): Kestra's `::{...}::` lines on stdout and stderr (outputs, metrics, logs);
+  a failure carries the last lines of stderr. In the task's own image they run beside it (worker.attached).
 - log lines on stdout: `<UTC time, ms>Z <LEVEL> [trace_id=<32 hex> span_id=<16 hex>] <taskId>: <message>`,
   ids of the WORKER span; one line per line of a multi-line message.
 - outputs: Log none; Return {"value"}; OutputValues {"values"}; Sleep and Fail none;
   http.Request {"code", "headers" (name -> list of values, names lowercase, as Kestra), "body", "uri"};
-  Shell and Python {"exitCode", "vars"}. A failed attempt reports no outputs.
+  script tasks {"exitCode", "vars"}. A failed attempt reports no outputs.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import base64
 import binascii
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -53,9 +56,8 @@ from flowpods.core.model import (
     HttpRequest,
     Log,
     OutputValues,
-    Python,
     Return,
-    Shell,
+    ScriptTask,
     Sleep,
     TaskBase,
     describe_errors,
@@ -73,6 +75,7 @@ from flowpods.core.records import (
     WorkItem,
 )
 from flowpods.core.redaction import redact_headers, redact_url
+from flowpods.core.scripts import StderrTail, command_argv, failure_message, parse_convention_line, script_file
 from flowpods.core.truth import is_truthy
 from flowpods.telemetry.otel import (
     CollectingProcessor,
@@ -125,20 +128,6 @@ def format_log_line(when: datetime, level: str, trace_id: str, span_id: str, tas
 def is_falsy(condition: str) -> bool:
     """A Fail task's condition that is false does not fail (the same truthiness as If)."""
     return not is_truthy(condition)
-
-
-def parse_output_line(line: str) -> dict[str, Any] | None:
-    """Kestra's `::{"outputs": {...}}::` stdout convention; None when the line is ordinary output."""
-    text = line.strip()
-    if len(text) < 5 or not (text.startswith("::{") and text.endswith("}::")):
-        return None
-    try:
-        data = json.loads(text[2:-2])
-    except json.JSONDecodeError:
-        return None
-    if isinstance(data, dict) and isinstance(data.get("outputs"), dict):
-        return data["outputs"]
-    return None
 
 
 def parse_outputs_file(text: str) -> dict[str, Any]:
@@ -380,14 +369,66 @@ def run_http(task: HttpRequest, ctx: Context) -> dict[str, Any]:
     return {"code": response.status_code, "headers": response_headers, "body": response.text, "uri": task.uri}
 
 
-def _relay(stream: IO[bytes], level: str, ctx: Context, outputs: dict[str, Any] | None) -> None:
-    for raw in iter(stream.readline, b""):
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if outputs is not None and (found := parse_output_line(line)) is not None:
-            outputs.update(found)
-            continue
-        ctx.log(level, line)
-    stream.close()
+class ScriptOutput:
+    """What a script's two streams said: Kestra's `::{...}::` messages on either, and stderr's last lines."""
+
+    def __init__(self, ctx: Context, stderr_level: str):
+        self.ctx, self.stderr_level = ctx, stderr_level
+        self.outputs: dict[str, Any] = {}
+        self.tail = StderrTail()
+        self._lock = threading.Lock()
+
+    def line(self, line: str, stderr: bool) -> None:
+        found = parse_convention_line(line)
+        if found is None:
+            if stderr:
+                with self._lock:
+                    self.tail.add(line)
+            self.ctx.log(self.stderr_level if stderr else "INFO", line)
+            return
+        with self._lock:
+            self.outputs.update(found.outputs)
+        for level, message in found.logs:
+            self.ctx.log(level, message)
+        span = trace_api.get_current_span()
+        for metric in found.metrics:
+            attributes: dict[str, str | float] = {
+                "flowpods.metric.name": metric.name,
+                "flowpods.metric.type": metric.type,
+                "flowpods.metric.value": metric.value,
+            }
+            attributes.update({f"flowpods.metric.tag.{k}": v for k, v in metric.tags.items()})
+            span.add_event("metric", attributes)
+            span.set_attribute(f"flowpods.metric.{metric.name}", metric.value)
+
+    def relay(self, stream: IO[bytes], stderr: bool, span: trace_api.Span) -> None:
+        with trace_api.use_span(span, end_on_exit=False):
+            for raw in iter(stream.readline, b""):
+                self.line(raw.decode("utf-8", errors="replace").rstrip("\r\n"), stderr)
+        stream.close()
+
+    def start(self, streams: list[tuple[Callable[[], IO[bytes]], bool]]) -> list[threading.Thread]:
+        """One relay thread per stream (opened in the thread: a FIFO's open waits for its writer)."""
+        span = trace_api.get_current_span()
+        threads = [
+            threading.Thread(target=lambda o=opener, e=err: self.relay(o(), e, span), daemon=True)
+            for opener, err in streams
+        ]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def timed_out(self, what: str) -> TaskTimeout:
+        tail = self.tail.text()
+        return TaskTimeout(f"{what}; the last lines of stderr:\n{tail}" if tail else what)
+
+    def result(self, code: int, outputs_file: Path) -> dict[str, Any]:
+        trace_api.get_current_span().set_attribute("process.exit.code", code)
+        if code != 0:
+            raise TaskFailure(failure_message(code, self.tail.text()))
+        variables = parse_outputs_file(outputs_file.read_text(encoding="utf-8", errors="replace"))
+        variables.update(self.outputs)
+        return {"exitCode": code, "vars": variables}
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -397,58 +438,67 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def run_process(argv: list[str], task_env: Mapping[str, str], ctx: Context, tmp: Path) -> dict[str, Any]:
+def write_input_files(task: ScriptTask, workdir: Path) -> None:
+    """inputFiles (inline content) and a Script task's script, in the working directory."""
+    files = dict(task.inputFiles)
+    if (script := script_file(task)) is not None:
+        files[script[0]] = script[1]
+    for name, content in files.items():
+        target = workdir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content, encoding="utf-8")
+
+
+def stderr_level(task: ScriptTask) -> str:
+    """warningOnStdErr (Kestra's default true): stderr lines are warnings; false: plain INFO lines."""
+    return "WARN" if task.warningOnStdErr else "INFO"
+
+
+def run_process(argv: list[str], task: ScriptTask, ctx: Context, tmp: Path) -> dict[str, Any]:
     """Run a script in its own process group: stdout/stderr relayed, outputs from file and `::{}::` lines."""
     outputs_file = tmp / "outputs.json"
     outputs_file.touch()
     workdir = tmp / "work"
     workdir.mkdir(exist_ok=True)
+    write_input_files(task, workdir)
     env = {k: v for k, v in ctx.environ.items() if k not in _TRACE_ENV}
-    env.update(task_env)
+    env.update(task.env)
     env[OUTPUTS_ENV] = str(outputs_file)
     env.update(trace_env())  # the WORKER span is current here
     proc = subprocess.Popen(
         argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )  # fmt: skip
-    line_outputs: dict[str, Any] = {}
     assert proc.stdout is not None and proc.stderr is not None
-    relays = [
-        threading.Thread(target=_relay, args=(proc.stdout, "INFO", ctx, line_outputs), daemon=True),
-        threading.Thread(target=_relay, args=(proc.stderr, "WARN", ctx, None), daemon=True),
-    ]
-    for thread in relays:
-        thread.start()
+    out, err = proc.stdout, proc.stderr
+    output = ScriptOutput(ctx, stderr_level(task))
+    relays = output.start([(lambda: out, False), (lambda: err, True)])
     try:
         code = proc.wait(timeout=ctx.timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise TaskTimeout(f"timed out after {ctx.timeout:g}s; the process group was killed") from None
+        for thread in relays:
+            thread.join(timeout=5)
+        raise output.timed_out(f"timed out after {ctx.timeout:g}s; the process group was killed") from None
     finally:
         if proc.poll() is None:  # cancelled (SIGTERM) while waiting
             _kill_group(proc)
         for thread in relays:
             thread.join(timeout=5)
-    if code != 0:
-        raise TaskFailure(f"Command failed with exit code {code}")
-    variables = parse_outputs_file(outputs_file.read_text(encoding="utf-8", errors="replace"))
-    variables.update(line_outputs)
-    return {"exitCode": code, "vars": variables}
+    return output.result(code, outputs_file)
 
 
-def run_shell(task: Shell, ctx: Context) -> dict[str, Any]:
-    script = "set -e\n" + "\n".join(task.commands)
+def local_python(task: ScriptTask, environ: Mapping[str, str]) -> str:
+    """The worker's own Python (it has the `kestra` package), unless the task's env sets PATH."""
+    if "PATH" in task.env:
+        return shutil.which("python3", path=task.env["PATH"]) or sys.executable
+    return sys.executable
+
+
+def run_script(task: ScriptTask, ctx: Context) -> dict[str, Any]:
+    argv = command_argv(task, shlex.quote(local_python(task, ctx.environ)))
     with tempfile.TemporaryDirectory(prefix="flowpods-") as tmp:
-        return run_process(["/bin/sh", "-c", script], task.env, ctx, Path(tmp))
-
-
-def run_python(task: Python, ctx: Context) -> dict[str, Any]:
-    search_path = task.env.get("PATH", ctx.environ.get("PATH"))
-    python = shutil.which("python3", path=search_path) or sys.executable
-    with tempfile.TemporaryDirectory(prefix="flowpods-") as tmp:
-        script = Path(tmp) / "script.py"
-        script.write_text(task.script, encoding="utf-8")
-        return run_process([python, str(script)], task.env, ctx, Path(tmp))
+        return run_process(argv, task, ctx, Path(tmp))
 
 
 RUNNERS: dict[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] = {
@@ -459,9 +509,11 @@ RUNNERS: dict[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] = {
     Sleep: run_sleep,
     Fail: run_fail,
     HttpRequest: run_http,
-    Shell: run_shell,
-    Python: run_python,
 }
+
+
+def runner_for(task: TaskBase) -> Callable[[Any, Context], dict[str, Any]]:
+    return run_script if isinstance(task, ScriptTask) else RUNNERS[type(task)]
 
 
 def effective_timeout(item: WorkItem, task: TaskBase) -> float | None:
@@ -471,8 +523,15 @@ def effective_timeout(item: WorkItem, task: TaskBase) -> float | None:
     return task.timeout.total_seconds() if task.timeout is not None else None
 
 
-def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str], stream: IO[str]) -> tuple[str, int]:
-    """Run the attempt under its WORKER span; the result's JSON and the exit code."""
+def execute(
+    item: WorkItem,
+    provider: TracerProvider,
+    environ: Mapping[str, str],
+    stream: IO[str],
+    runners: Mapping[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] | None = None,
+) -> tuple[str, int]:
+    """Run the attempt under its WORKER span; the result's JSON and the exit code (`runners` replace the
+    usual way to run some task types, e.g. a script in the task's own container)."""
     tracer = provider.get_tracer("flowpods.worker.runner")
     parent, warning = parent_context(environ)
     attributes: dict[str, str | int] = {
@@ -501,7 +560,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
             task = validate_task(item)
             ctx = Context(item, log, environ, tracer, effective_timeout(item, task))
             log("INFO", f"attempt {item.attempt} of task run {item.taskRunId} ({item.taskType})")
-            outputs = RUNNERS[type(task)](task, ctx)
+            outputs = (runners or {}).get(type(task), runner_for(task))(task, ctx)
         except InvalidWorkItem as exc:
             span.record_exception(exc)
             error, outcome, code = str(exc), "error", EXIT_INVALID
@@ -532,7 +591,7 @@ def execute(item: WorkItem, provider: TracerProvider, environ: Mapping[str, str]
 
 
 @contextmanager
-def _sigterm_cancels() -> Iterator[None]:
+def sigterm_cancels() -> Iterator[None]:
     """Turn SIGTERM into Cancelled so the span ends, the result is written and spans are flushed."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -546,6 +605,10 @@ def _sigterm_cancels() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def script_classes() -> list[type[ScriptTask]]:
+    return [cls for cls in TYPE_ALIASES.values() if issubclass(cls, ScriptTask)]
 
 
 def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ) -> int:
@@ -564,6 +627,21 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
         print(f"flowpods worker: {exc}", file=sys.stderr)
         write_termination_message(termination_log, encode_result(TaskResult(error=str(exc)))[1])
         return EXIT_INVALID
+    text, code, left = attempt(item, environ, sys.stdout)
+    write_termination_message(termination_log, text)
+    if left:
+        export_live(left, environ)
+    return code
+
+
+def attempt(
+    item: WorkItem,
+    environ: Mapping[str, str],
+    stream: IO[str],
+    runners: Mapping[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] | None = None,
+) -> tuple[str, int, list[SpanRecord]]:
+    """Run the attempt with its spans collected: the result's JSON (with the spans that fit), the exit code,
+    and the spans to send from here (those that did not fit; all of a cancelled attempt's)."""
     collected = CollectingProcessor()
     if trace_level(environ) == TraceLevel.DISABLED:
         provider = TracerProvider()  # ids for the log lines, nothing recorded anywhere
@@ -571,18 +649,14 @@ def run(taskrun_file: str | None = None, environ: Mapping[str, str] = os.environ
         provider = span_file_provider(WORKER_SERVICE, environ)
         provider.add_span_processor(collected)
     try:
-        with _sigterm_cancels():
-            text, code = execute(item, provider, environ, sys.stdout)
-        if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
-            left = collected.finished()
-        else:
-            text, left = attach_spans(text, collected.finished())
-        write_termination_message(termination_log, text)
-        if left:
-            export_live(left, environ)
+        with sigterm_cancels():
+            text, code = execute(item, provider, environ, stream, runners)
     finally:
         provider.shutdown()
-    return code
+    if code == EXIT_CANCELLED:  # a kill may have closed the attempt already: nobody would read them back
+        return text, code, collected.finished()
+    text, left = attach_spans(text, collected.finished())
+    return text, code, left
 
 
 def attach_spans(

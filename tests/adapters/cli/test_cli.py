@@ -164,3 +164,40 @@ def test_the_local_secrets_file_takes_yaml_or_assignments(tmp_path):
     assert read_secrets(str(env_file)) == {"FLOWPODS_SECRET_API_KEY": "a=b"}
     with pytest.raises(ValueError, match="cannot read the secrets file"):
         read_secrets(str(tmp_path / "missing"))
+
+
+SCRIPTS_FLOW = """
+id: scripts
+namespace: company.team
+tasks:
+  - id: py
+    type: io.kestra.plugin.scripts.python.Script
+    containerImage: python:3.11-slim
+    beforeCommands: ["export STAGE=before"]
+    script: |
+      import os, sys
+      from kestra import Kestra
+      Kestra.outputs({"stage": os.environ["STAGE"]})
+      print('::{"outputs": {"fromStderr": true}}::', file=sys.stderr)
+  - id: sh
+    type: io.kestra.plugin.scripts.shell.Commands
+    inputFiles:
+      in.txt: "{{ outputs.py.vars.stage }}"
+    commands:
+      - echo "::{\\"outputs\\":{\\"read\\":\\"$(cat in.txt)\\"}}::"
+      - echo "bad news" >&2
+      - exit 7
+"""
+
+
+def test_script_tasks_run_here_with_kestras_conventions(tmp_path):
+    """`flowpods run` runs script tasks on this machine (containerImage ignored), with the same conventions."""
+    flow = tmp_path / "scripts.yaml"
+    flow.write_text(SCRIPTS_FLOW)
+    result = flowpods("run", str(flow), "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    runs = {tr["taskId"]: tr for tr in json.loads(result.stdout)["taskRuns"]}
+    assert runs["py"]["outputs"] == {"exitCode": 0, "vars": {"stage": "before", "fromStderr": True}}
+    assert (
+        runs["sh"]["attempts"][-1]["reason"] == "Command failed with exit code 7; the last lines of stderr:\nbad news"
+    )

@@ -72,6 +72,44 @@ def test_disabled_tracing_sends_no_context_to_the_pod():
     assert "TRACEPARENT" not in names and "OTEL_EXPORTER_OTLP_ENDPOINT" not in names
 
 
+def test_a_script_task_in_its_own_image_runs_it_unchanged_beside_the_worker():
+    flow = make_flow([{"id": "s", "type": "io.kestra.plugin.scripts.shell.Commands", "commands": ["echo"],
+                       "containerImage": "debian:bookworm-slim", "timeout": "PT10S"}])  # fmt: skip
+    action = next(iter(Simulation(flow).outstanding.values()))
+    pod = pod_for(action)
+    spec = pod["spec"]
+    prepare, worker = spec["initContainers"]
+    (task,) = spec["containers"]
+    # flowpods' part comes from the flowpods image: an init container and a native sidecar
+    assert prepare["image"] == worker["image"] == "flowpods:test"
+    assert prepare["command"] == ["flowpods", "worker", "--prepare", "/flowpods"] and "restartPolicy" not in prepare
+    assert worker["command"] == ["flowpods", "worker", "--relay", "/flowpods"] and worker["restartPolicy"] == "Always"
+    # the user's image, unchanged, runs the launcher with its own /bin/sh
+    assert task["name"] == "task" and task["image"] == "debian:bookworm-slim"
+    assert task["command"] == ["/bin/sh", "/flowpods/launch.sh"] and task["workingDir"] == "/flowpods/work"
+    for container in (prepare, worker, task):
+        assert {"name": "flowpods", "mountPath": "/flowpods"} in container["volumeMounts"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        }  # fmt: skip
+    task_env = {e["name"]: e.get("value") for e in task["env"]}
+    assert "FLOWPODS_TASKRUN" not in task_env and task_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4317"
+    assert json.loads({e["name"]: e.get("value") for e in worker["env"]}["FLOWPODS_TASKRUN"])["taskId"] == "s"
+    assert spec["shareProcessNamespace"] is True  # the worker kills the user's processes on a timeout
+    assert spec["activeDeadlineSeconds"] == 40  # the backstop leaves time for two containers before the task
+    assert {"name": "flowpods", "emptyDir": {}} in spec["volumes"]
+    assert spec["securityContext"]["runAsUser"] == 65532 and spec["restartPolicy"] == "Never"
+    assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "worker"
+
+
+def test_the_process_runner_keeps_a_script_in_the_worker_container():
+    flow = make_flow([{"id": "s", "type": "Shell", "commands": ["echo"], "containerImage": "ubuntu",
+                       "taskRunner": {"type": "io.kestra.plugin.core.runner.Process"}}])  # fmt: skip
+    pod = pod_for(next(iter(Simulation(flow).outstanding.values())))
+    assert "initContainers" not in pod["spec"] and pod["spec"]["containers"][0]["image"] == "flowpods:test"
+
+
 def pod_status(phase, state, reason=None, labels=None):
     return {
         "metadata": {

@@ -32,7 +32,6 @@ from flowpods.worker.runner import (
     encode_result,
     format_log_line,
     is_falsy,
-    parse_output_line,
     parse_outputs_file,
     redact_headers,
     redact_url,
@@ -161,14 +160,6 @@ def test_redaction_of_urls_and_headers() -> None:
         "Authorization": "REDACTED", "Cookie": "REDACTED", "X-API-Key": "REDACTED", "X-Auth-Token": "REDACTED",
         "Accept": "*/*",
     }  # fmt: skip
-
-
-def test_kestra_output_lines() -> None:
-    assert parse_output_line('::{"outputs": {"a": 1, "b": "x"}}::') == {"a": 1, "b": "x"}
-    assert parse_output_line('  ::{"outputs":{}}::  ') == {}
-    assert parse_output_line("::not json::") is None
-    assert parse_output_line('::{"metrics": []}::') is None
-    assert parse_output_line("hello") is None
 
 
 def test_outputs_file_must_be_a_json_object() -> None:
@@ -389,6 +380,70 @@ def test_python_script_outputs(attempt: Any) -> None:
         "exitCode": 0, "vars": {"answer": 42, "traceparent": f"00-{TRACE_ID}-{a.worker_span.span_id}-01"},
     }  # fmt: skip
     assert "running me" in a.messages()
+
+
+def test_kestra_conventions_on_both_streams_from_the_kestra_library(attempt: Any) -> None:
+    """`from kestra import Kestra` works in the worker; its lines become outputs, log levels and metrics."""
+    script = "\n".join([
+        "import sys",
+        "from kestra import Kestra",
+        "Kestra.outputs({'fromStdout': 1})",
+        """print('::{"outputs": {"fromStderr": 2}}::', file=sys.stderr)""",
+        "Kestra.counter('rows', 7, {'table': 'orders'})",
+        "Kestra.logger().error('it broke')",
+        "Kestra.logger().info('all fine')",
+    ])  # fmt: skip
+    a = attempt(work_item("io.kestra.plugin.scripts.python.Script", {"script": script}))
+    assert a.code == EXIT_SUCCESS, a.stdout
+    assert a.result.outputs == {"exitCode": 0, "vars": {"fromStdout": 1, "fromStderr": 2}}
+    levels = {message.partition(" - ")[2]: level for level, _, _, message in a.lines() if " - " in message}
+    assert levels == {"it broke": "ERROR", "all fine": "INFO"}
+    worker = a.worker_span
+    assert worker.attributes["flowpods.metric.rows"] == 7.0 and worker.attributes["process.exit.code"] == 0
+    (metric,) = [e for e in worker.events if e.name == "metric"]
+    assert metric.attributes == {
+        "flowpods.metric.name": "rows", "flowpods.metric.type": "counter", "flowpods.metric.value": 7.0,
+        "flowpods.metric.tag.table": "orders",
+    }  # fmt: skip
+    assert not any("::" in m for m in a.messages())
+
+
+def test_before_commands_input_files_and_interpreter(attempt: Any) -> None:
+    task = {
+        "beforeCommands": ["export FROM_BEFORE=yes", "test -f data/in.csv"],
+        "commands": ['echo "$FROM_BEFORE $(cat data/in.csv)"', 'echo "$0"'],
+        "inputFiles": {"data/in.csv": "1,2"},
+        "interpreter": ["/bin/sh", "-c"],
+    }
+    a = attempt(work_item("io.kestra.plugin.scripts.shell.Commands", task))
+    assert a.code == EXIT_SUCCESS, a.stdout
+    assert "yes 1,2" in a.messages() and "/bin/sh" in a.messages()
+
+
+def test_shell_script_and_python_commands(attempt: Any) -> None:
+    a = attempt(
+        work_item("io.kestra.plugin.scripts.shell.Script", {"script": 'x=4\necho "::{\\"outputs\\": {\\"x\\": $x}}::"'})
+    )
+    assert a.code == EXIT_SUCCESS and a.result.outputs == {"exitCode": 0, "vars": {"x": 4}}, a.stdout
+    task = {
+        "commands": ["python main.py"],
+        "inputFiles": {"main.py": "from kestra import Kestra\nKestra.outputs({'y': 5})"},
+    }
+    b = attempt(
+        work_item("io.kestra.plugin.scripts.python.Commands", task),
+        env={"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+    )
+    assert b.code == EXIT_SUCCESS and b.result.outputs == {"exitCode": 0, "vars": {"y": 5}}, b.stdout
+
+
+def test_a_failure_keeps_the_last_lines_of_stderr(attempt: Any) -> None:
+    commands = ['for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo "problem $i" >&2; done', "exit 4"]
+    a = attempt(work_item("Shell", {"commands": commands, "warningOnStdErr": False}))
+    assert a.code == EXIT_FAILURE
+    expected = "\n".join(f"problem {i}" for i in range(3, 13))
+    assert a.result.error == f"Command failed with exit code 4; the last lines of stderr:\n{expected}"
+    assert ("INFO", "problem 1") in [(level, m) for level, _, _, m in a.lines()]  # warningOnStdErr: false
+    assert a.worker_span.attributes["process.exit.code"] == 4
 
 
 def test_python_bad_outputs_file_fails(attempt: Any) -> None:

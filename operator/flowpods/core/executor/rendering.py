@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from flowpods.core import ids
 from flowpods.core.executor.messages import RunTask, StartSubflow
 from flowpods.core.inputs import coerce, nested
-from flowpods.core.model import SLA, Each, Flow, If, Input, Pause, Python, Shell, Subflow, Switch, TaskBase
+from flowpods.core.model import SLA, Each, Flow, If, Input, Pause, ScriptTask, Subflow, Switch, TaskBase
 from flowpods.core.records import WorkItem
 from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
 from flowpods.core.templating import NOW_KEY, RenderError, is_truthy, render, render_string
@@ -125,7 +125,7 @@ class Renderer:
             value=tr.value,
             timeoutSeconds=timeout,
         )
-        image = task.containerImage if isinstance(task, Shell | Python) else None
+        image = task.image if isinstance(task, ScriptTask) else None
         return RunTask(
             work=work,
             traceparent=ids.traceparent_of(self.run, ids.attempt_span_id(self.run, tr.id, number)),
