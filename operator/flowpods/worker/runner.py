@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -562,17 +563,17 @@ def execute(
             log("INFO", f"attempt {item.attempt} of task run {item.taskRunId} ({item.taskType})")
             outputs = (runners or {}).get(type(task), runner_for(task))(task, ctx)
         except InvalidWorkItem as exc:
-            span.record_exception(exc)
             error, outcome, code = str(exc), "error", EXIT_INVALID
+            record_failure(span, exc, error, log.secrets)
         except TaskFailure as exc:
-            span.record_exception(exc)
             error, outcome, code = str(exc), exc.result, exc.exit_code
+            record_failure(span, exc, error, log.secrets)
         except Cancelled as exc:
-            span.record_exception(exc)
             error, outcome, code = f"cancelled: {exc}", "cancellation", EXIT_CANCELLED
-        except Exception as exc:  # a bug or an OS error: still a reported, traced failure
-            span.record_exception(exc)
+            record_failure(span, exc, str(exc), log.secrets)
+        except Exception as exc:  # a bug or an OS error: still a reported, traced failure, with its stack
             error, outcome, code = f"{type(exc).__name__}: {exc}", "failure", EXIT_FAILURE
+            record_failure(span, exc, str(exc), log.secrets, stack=True)
         ended = utcnow()
         outputs, error = secrets.mask(outputs, log.secrets), secrets.mask(error, log.secrets)
         result, text = encode_result(TaskResult(outputs=outputs if error is None else {}, error=error, endedAt=ended))
@@ -588,6 +589,18 @@ def execute(
             log("ERROR", f"{outcome} after {elapsed:.3f}s: {result.error}")
         span.set_attribute(RESULT_ATTRIBUTE, outcome)
     return text, code
+
+
+def record_failure(span: Any, exc: BaseException, message: str, masked: list[str], stack: bool = False) -> None:
+    """The span's `exception` event, its message masked like the log. A task's own failure (a command's exit
+    code, a Fail task, a timeout) carries no stack: the worker's frames say nothing about the task; a bug does."""
+    attributes = {
+        "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "exception.message": secrets.mask(message, masked),
+    }
+    if stack:
+        attributes["exception.stacktrace"] = secrets.mask("".join(traceback.format_exception(exc)), masked)
+    span.add_event("exception", attributes)
 
 
 @contextmanager

@@ -630,6 +630,16 @@ def test_a_missing_secret_fails_the_attempt_with_its_name(attempt: Any) -> None:
     assert a.code == EXIT_INVALID and "secret 'NOPE' is not available" in (a.result.error or "")
 
 
+def test_a_failure_that_quotes_a_secret_is_masked_in_the_span_and_carries_no_worker_stack(attempt: Any) -> None:
+    task = {"errorMessage": "token [[flowpods-secret:API_TOKEN]] refused"}
+    a = attempt(work_item("io.kestra.plugin.core.execution.Fail", task), env={"FLOWPODS_SECRET_API_TOKEN": "s3cr3t"})
+    assert a.code == EXIT_FAILURE and a.result.error == "token ****** refused"
+    (event,) = a.worker_span.events
+    assert event.attributes["exception.message"] == "token ****** refused"
+    assert "exception.stacktrace" not in event.attributes  # a task's own failure, not a bug in the worker
+    assert "s3cr3t" not in a.raw + a.stdout
+
+
 # --- spans handed back with the result ------------------------------------------------------------------
 
 
