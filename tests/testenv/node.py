@@ -11,7 +11,7 @@ API server listens on 443, so in-cluster clients reach it without kube-proxy; Ja
 listen on every address of the sandbox, so pods reach them at BRIDGE_IP. Tests join the sandbox's
 network namespace (`join_network`) and serve what pods must reach on BRIDGE_IP.
 
-See docs/testenv.md ("The real node") and ../shared notes it came from for the blockers each setting fixes.
+See docs/testenv.md ("The real node") for the blockers each setting fixes.
 """
 
 from __future__ import annotations
