@@ -8,6 +8,7 @@ millisecond form, `%z` no colon form).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -82,6 +83,20 @@ def _offset(value: datetime, colon: bool, z_for_zero: bool) -> str:
     return f"{sign}{hours:02d}{':' if colon else ''}{mins:02d}"
 
 
+_NUMBERS: dict[str, Callable[[datetime], int]] = {
+    "d": lambda v: v.day,
+    "D": lambda v: v.timetuple().tm_yday,
+    "H": lambda v: v.hour,
+    "h": lambda v: (v.hour % 12) or 12,
+    "k": lambda v: v.hour or 24,
+    "K": lambda v: v.hour % 12,
+    "m": lambda v: v.minute,
+    "s": lambda v: v.second,
+    "w": lambda v: v.isocalendar()[1],
+}
+"""Java pattern letters that print one number, zero-padded to the letter's count."""
+
+
 def _field(letter: str, count: int, value: datetime) -> str:
     if letter in "yu":
         return f"{value.year % 100:02d}" if count == 2 else f"{value.year:0{count}d}"
@@ -94,22 +109,8 @@ def _field(letter: str, count: int, value: datetime) -> str:
         if count == 3:
             return MONTHS[value.month - 1][:3]
         return f"{value.month:0{count}d}"
-    if letter == "d":
-        return f"{value.day:0{count}d}"
-    if letter == "D":
-        return f"{value.timetuple().tm_yday:0{count}d}"
-    if letter == "H":
-        return f"{value.hour:0{count}d}"
-    if letter == "h":
-        return f"{(value.hour % 12) or 12:0{count}d}"
-    if letter == "k":
-        return f"{value.hour or 24:0{count}d}"
-    if letter == "K":
-        return f"{value.hour % 12:0{count}d}"
-    if letter == "m":
-        return f"{value.minute:0{count}d}"
-    if letter == "s":
-        return f"{value.second:0{count}d}"
+    if letter in _NUMBERS:
+        return f"{_NUMBERS[letter](value):0{count}d}"
     if letter == "S":
         return f"{value.microsecond:06d}000"[:count].ljust(count, "0")
     if letter == "n":
@@ -119,8 +120,6 @@ def _field(letter: str, count: int, value: datetime) -> str:
         return name if count >= 4 else name[:3]
     if letter in "ec":
         return str((value.weekday() + 1) % 7 + 1) if count <= 2 else _field("E", count, value)
-    if letter == "w":
-        return f"{value.isocalendar()[1]:0{count}d}"
     if letter == "a":
         return "AM" if value.hour < 12 else "PM"
     if letter == "X":
