@@ -159,6 +159,7 @@ killed=
 trap 'killed=1; [ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM INT
 "$@" < /dev/null > "$D/out" 2> "$D/err" &
 child=$!
+[ -n "$killed" ] && kill -TERM "$child" 2>/dev/null  # SIGTERM came before $child was set: pass it on now
 echo "$child" > "$D/pid"
 code=0
 wait "$child" || code=$?

@@ -4,6 +4,7 @@ pod do (kube.resources.attach_to_own_image)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,18 @@ class Run:
         return [line.partition("] t1: ")[2] for line in self.log.splitlines()]
 
 
+LAUNCHED: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A failed test may leave the user's busy loop running: it would hold a CPU, and the relay's FIFO, for good."""
+    yield
+    while LAUNCHED:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(LAUNCHED.pop(), signal.SIGKILL)
+
+
 def item(task_type: str, task: dict[str, Any], **fields: Any) -> str:
     return json.dumps({
         "executionId": "exec-1", "namespace": "company.team", "flowId": "f", "taskRunId": "tr-1", "taskId": "t1",
@@ -61,19 +75,23 @@ def run_beside(tmp_path: Path, work: str, *, on_start: Any = None, path: str = "
     assert attached.prepare(directory, environ) == 0
     log = io.StringIO()
     codes: list[int] = []
-    sidecar = threading.Thread(target=lambda: codes.append(attached.relay(directory, environ, log, stay=False)))
+    # a daemon: a relay still blocked on a FIFO (a test that failed) must not hold pytest's exit
+    sidecar = threading.Thread(
+        target=lambda: codes.append(attached.relay(directory, environ, log, stay=False)), daemon=True
+    )
     sidecar.start()
     termination = tmp_path / "termination-log"
     launcher = subprocess.Popen(
         [SHELL, str(directory / "launch.sh")],
         env={"FLOWPODS_DIR": str(directory), "FLOWPODS_TERMINATION_LOG": str(termination), "PATH": path},
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
         if on_start is not None:
             on_start(launcher, directory)
         code = launcher.wait(timeout=120)
     finally:
+        LAUNCHED.append(launcher.pid)  # its process group is killed after the test's own checks
         if launcher.poll() is None:
             launcher.kill()
     sidecar.join(timeout=30)
