@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
+from flowpods.api.runview import RunView
 from flowpods.core import ids
 from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
@@ -315,6 +316,7 @@ class Api:
         app.router.add_get(ROUTE_EXECUTION, self.get)
         app.router.add_get(ROUTE_FOLLOW, self.follow)
         app.router.add_delete(ROUTE_KILL, self.kill)
+        RunView(self).add_routes(app)
         return app
 
     # -- middlewares ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from flowpods.core.model import Flow, Webhook
 from flowpods.kube.resources import GROUP
 
-Verb = Literal["create", "get"]
+Verb = Literal["create", "get", "list", "update"]
 
 
 class User(BaseModel):
@@ -120,6 +120,14 @@ class KubeAuth:
         return user_from_review(json.loads(response.data))
 
     def authorize(self, user: User, namespace: str, verb: Verb, name: str | None = None) -> None:
+        check_access(self._review(user, namespace, verb, name), user, namespace, verb)
+
+    def allowed(self, user: User, namespace: str, verb: Verb) -> bool:
+        """Whether RBAC allows the verb (the run view shows only the buttons a user may use)."""
+        status = self._review(user, namespace, verb, None).get("status") or {}
+        return bool(status.get("allowed")) and not status.get("denied")
+
+    def _review(self, user: User, namespace: str, verb: Verb, name: str | None) -> dict[str, Any]:
         body = access_review_body(user, namespace, verb, name)
         response: Any = self.authz.create_subject_access_review(cast(Any, body), _preload_content=False)
-        check_access(json.loads(response.data), user, namespace, verb)
+        return cast(dict[str, Any], json.loads(response.data))

@@ -27,6 +27,11 @@ _CREATED = {
     "description": "the Execution was created (with ?wait=true: as it is when it ended or the wait timed out)",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}},
 }
+_ATTEMPT = [
+    {"name": "taskRunId", "in": "query", "required": True, "schema": {"type": "string"}},
+    {"name": "attempt", "in": "query", "description": "the attempt number (default: the latest)",
+     "schema": {"type": "integer"}},
+]  # fmt: skip
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _DOCUMENT: dict[str, Any] = {
@@ -146,6 +151,91 @@ _DOCUMENT: dict[str, Any] = {
                 "requestBody": {"required": False, "content": {"*/*": {}}},
                 "responses": {"201": _CREATED, "400": _ERROR, "404": _ERROR, "413": _ERROR},
             },
+        },
+        "/api/v1/executions/{namespace}": {
+            "get": {
+                "summary": "List the executions of a namespace (the run view's list)",
+                "operationId": "listExecutions",
+                "security": _SECURED,
+                "parameters": [_NS],
+                "responses": {"200": {"description": "the executions, newest first"}, "401": _ERROR, "403": _ERROR},
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/timeline": {
+            "get": {
+                "summary": "The execution with its task runs' timeline, critical path and each task's recent median",
+                "operationId": "executionTimeline",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME],
+                "responses": {"200": {"description": "the timeline"}, "401": _ERROR, "403": _ERROR, "404": _ERROR},
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/logs": {
+            "get": {
+                "summary": "The log of a task run's attempt, from its pod while the pod exists",
+                "operationId": "executionLogs",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME, *_ATTEMPT],
+                "responses": {
+                    "200": {"description": "the log, or why there is none"},
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/pending": {
+            "get": {
+                "summary": "Why an attempt's pod waits: its conditions, containers and Events",
+                "operationId": "executionPending",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME, *_ATTEMPT],
+                "responses": {"200": {"description": "the pod's report"}, "401": _ERROR, "403": _ERROR, "404": _ERROR},
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/compare/{other}": {
+            "get": {
+                "summary": "Two executions compared task by task (durations and states)",
+                "operationId": "compareExecutions",
+                "security": _SECURED,
+                "parameters": [
+                    _NS,
+                    _NAME,
+                    {"name": "other", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {"200": {"description": "the tasks of both"}, "401": _ERROR, "403": _ERROR, "404": _ERROR},
+            }
+        },
+        "/api/v1/access/{namespace}": {
+            "get": {
+                "summary": "Who the token is and which verbs RBAC allows them on executions in the namespace",
+                "operationId": "access",
+                "security": _SECURED,
+                "parameters": [_NS],
+                "responses": {"200": {"description": "user, may: {get, list, create, update}"}, "401": _ERROR},
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "Redirects to the run view",
+                "operationId": "root",
+                "responses": {"302": {"description": "to /ui/"}},
+            }
+        },
+        "/ui/": {
+            "get": {
+                "summary": "The run view (web page)",
+                "operationId": "runView",
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
+        "/ui/{file}": {
+            "get": {
+                "summary": "The run view's script and style sheet",
+                "operationId": "runViewFile",
+                "parameters": [{"name": "file", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "the file"}, "404": _ERROR},
+            }
         },
         "/api/v1/openapi.json": {
             "get": {"summary": "This document", "operationId": "openapi", "responses": {"200": {"description": "OK"}}}

@@ -55,6 +55,13 @@ class Kube:
                 return None
             raise
 
+    def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """Every object of the kind in the namespace (the run view's list; one call, no paging)."""
+        found: Any = self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
+        )
+        return cast(list[JSON], found.get("items") or [])
+
     def replace_status(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         """Replace the whole status; the body's resourceVersion makes it fail (Conflict) if the object moved."""
         meta = body["metadata"]
@@ -126,6 +133,29 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = self._json(self.core.list_namespaced_pod(namespace, label_selector=label_selector,
+                                                         _preload_content=False))  # fmt: skip
+        return cast(list[JSON], found.get("items") or [])
+
+    def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str | None:
+        """The container's log (its last lines), or None when the pod is gone."""
+        try:
+            response: Any = self.core.read_namespaced_pod_log(
+                name, namespace, container=container, tail_lines=tail_lines, _preload_content=False
+            )
+            return cast(bytes, response.data).decode("utf-8", errors="replace")
+        except ApiException as exc:
+            if exc.status in (400, 404):  # 400: the container has not started yet
+                return None
+            raise
+
+    def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The Events about one pod (scheduling, image pulls, ...), oldest first as the API server lists them."""
+        selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
+        found = self._json(self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False))
+        return cast(list[JSON], found.get("items") or [])
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
