@@ -217,3 +217,25 @@ class TestMediansAndCompare:
         assert rows["a"].a == 1.5 and rows["a"].b == 4.0
         assert rows["extra"].a is None and rows["extra"].b == 1.0
         assert rows["long"].b is None
+
+
+class TestCriticalSpans:
+    def test_decision_and_worker_spans_are_left_out(self):
+        from flowpods.core.critical import critical_spans
+        from flowpods.core.records import SpanRecord
+
+        def span(sid: str, name: str, parent: str | None, start: float, end: float, **attrs: object) -> SpanRecord:
+            hexed = {"r": "1", "c": "2", "a": "3", "w": "4", "b": "5", "x": "6"}
+            return SpanRecord(trace_id="a" * 32, span_id=hexed[sid] * 16,
+                              parent_span_id=hexed[parent] * 16 if parent else None, name=name, start=at(start),
+                              end=at(end), attributes=attrs)  # fmt: skip
+
+        spans = [
+            span("r", "RUN f", None, 0, 10),
+            span("c", "EXECUTOR - ns_f", "r", 9.5, 10, **{"flowpods.change": 3}),
+            span("a", "TASKRUN a", "r", 0, 4, **{"flowpods.taskrun_id": "1"}),
+            span("w", "WORKER - Log", "a", 1, 3.9),
+            span("b", "TASKRUN b", "r", 4.2, 9.4, **{"flowpods.taskrun_id": "2"}),
+            span("x", "TASKRUN x", "r", 0, 2, **{"flowpods.taskrun_id": "3"}),
+        ]
+        assert critical_spans(spans) == ["1" * 16, "3" * 16, "5" * 16]

@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(env FLOWPODS_TOKEN), e.g. from `kubectl create token`"
     )  # fmt: skip
 
+    from flowpods.cli.runs import add_commands
+
+    add_commands(commands)
+
     validate = commands.add_parser("validate", help="check flow files and say what is wrong with them")
     validate.add_argument("files", nargs="+", metavar="FILE")
     return parser
@@ -164,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowpods.cli.start import start
 
         return start(args)
+    if args.command in ("list", "get", "logs"):
+        from flowpods.cli import runs
+
+        return runs.run(args)
     return _run(args)
 
 

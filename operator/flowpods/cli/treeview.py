@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from rich.text import Text
@@ -25,8 +26,9 @@ def slowest_task(spans: list[SpanRecord]) -> SpanRecord | None:
     return max(attempts, key=lambda span: _seconds(span.start, span.end), default=None)
 
 
-def trace_tree(spans: list[SpanRecord]) -> list[Tree]:
-    """One rich Tree per trace, children in start order, each line with a duration and a timeline bar."""
+def trace_tree(spans: list[SpanRecord], critical: Collection[str] = ()) -> list[Tree]:
+    """One rich Tree per trace, children in start order, each line with a duration and a timeline bar; the spans
+    whose ids are in `critical` are marked (the critical path, `core.critical.critical_spans`)."""
     by_id = {span.span_id: span for span in spans}
     children: dict[str | None, list[SpanRecord]] = {}
     for span in spans:
@@ -38,9 +40,9 @@ def trace_tree(spans: list[SpanRecord]) -> list[Tree]:
     trees = []
     for root in children.get(None, []):
         origin, total = root.start, max(_seconds(root.start, root.end), 1e-6)
-        tree = Tree(_label(root, origin, total, slowest), guide_style="dim")
+        tree = Tree(_label(root, origin, total, slowest, critical), guide_style="dim")
 
-        _grow(tree, root, children, origin, total, slowest)
+        _grow(tree, root, children, origin, total, slowest, critical)
         trees.append(tree)
     return trees
 
@@ -52,12 +54,16 @@ def _grow(
     origin: datetime,
     total: float,
     slowest: SpanRecord | None,
+    critical: Collection[str],
 ) -> None:
     for child in children.get(span.span_id, []):
-        _grow(node.add(_label(child, origin, total, slowest)), child, children, origin, total, slowest)
+        label = _label(child, origin, total, slowest, critical)
+        _grow(node.add(label), child, children, origin, total, slowest, critical)
 
 
-def _label(span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord | None) -> Text:
+def _label(
+    span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord | None, critical: Collection[str] = ()
+) -> Text:
     seconds = _seconds(span.start, span.end)
     offset = min(int(_seconds(origin, span.start) / total * BAR_WIDTH), BAR_WIDTH - 1)
     width = max(1, min(round(seconds / total * BAR_WIDTH), BAR_WIDTH - offset))
@@ -71,4 +77,6 @@ def _label(span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord
     text.append(f"  ▕{bar}▏", style="dim")
     if slowest is not None and span.span_id == slowest.span_id:
         text.append("  ◀ slowest", style="bold magenta")
+    if span.span_id in critical and not span.name.startswith("RUN "):
+        text.append("  ◆ critical path", style="bold red")
     return text

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from flowpods.core.records import SpanRecord
+
 
 @dataclass(frozen=True)
 class Node:
@@ -43,3 +45,21 @@ def _walk(node: Node, until: datetime, path: list[str]) -> None:
         remaining = [c for c in remaining if c is not last and c.start < cursor]
     for child in reversed(chain):
         _walk(child, min(child.end, until), path)
+
+
+def critical_spans(spans: Sequence[SpanRecord]) -> list[str]:
+    """The span ids on the critical path of each trace's execution: RUN, task-run and attempt spans only (the
+    executor's decision spans and the work inside a pod are not steps a flow's author can move)."""
+    steps = [s for s in spans if s.name.startswith("RUN ") or "flowpods.taskrun_id" in s.attributes]
+    ids = {s.span_id for s in steps}
+    children: dict[str | None, list[SpanRecord]] = {}
+    for span in steps:
+        children.setdefault(span.parent_span_id if span.parent_span_id in ids else None, []).append(span)
+
+    def node(span: SpanRecord) -> Node:
+        return Node(span.span_id, span.start, span.end, tuple(node(c) for c in children.get(span.span_id, [])))
+
+    path: list[str] = []
+    for root in children.get(None, []):
+        path.extend(critical_path(node(root)))
+    return path

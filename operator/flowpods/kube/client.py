@@ -30,6 +30,20 @@ def load_client_config() -> None:
         config.load_kube_config()
 
 
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context (a pod's own namespace in a cluster), else "default"."""
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+            return handle.read().strip() or "default"
+    except OSError:
+        pass
+    try:
+        _, current = config.list_kube_config_contexts()
+        return str((current or {}).get("context", {}).get("namespace") or "default")
+    except config.ConfigException:
+        return "default"
+
+
 RequestObserver = Callable[[str, int, float], None]  # (HTTP method, status code or 0, seconds)
 
 
