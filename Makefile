@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test unit lint venv testenv-bins prometheus testenv testenv-down clean bench images docker-image
+.PHONY: run test unit lint venv testenv-bins prometheus chromium testenv testenv-down clean bench images docker-image
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ run: venv
 	$(VENV)/bin/flowpods run examples/parent.yaml
 
 ## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
-test: lint testenv-bins images prometheus
+test: lint testenv-bins images prometheus chromium
 	@# a bound on the whole suite (warm: ~15 min): a process that outlives its test fails CI with a reason, not a hang
 	timeout --kill-after=30 45m $(VENV)/bin/pytest || { rc=$$?; [ $$rc = 124 ] && echo "make test: pytest did not end within 45 min (a hung test or a process left behind)" >&2; exit $$rc; }
 
@@ -44,6 +44,13 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; }
+
+## chromium: Debian's chromium and chromium-driver, the headless browser the run view's end-to-end tests drive
+## with Selenium (installed when missing)
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
 
 ## testenv: start the control plane, the real node (FLOWPODS_TESTENV_NODE=agent: the node agent) and Jaeger in
 ## the background; writes .testenv/env

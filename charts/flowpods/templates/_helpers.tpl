@@ -102,10 +102,14 @@ automountServiceAccountToken: false on every worker pod). */}}
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Events on Flows and Executions (kopf posts core/v1 Events).
+# Events on Flows and Executions (kopf posts core/v1 Events); the run view lists a pod's Events ("why pending").
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
+# The run view shows a task run's log from its pod, to users who may `get` the execution.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 {{- end }}
 
 {{/* Cluster-scoped permissions, needed in both modes: the API's TokenReview and SubjectAccessReview,

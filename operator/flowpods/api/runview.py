@@ -173,7 +173,7 @@ class RunView:
     # -- the page -------------------------------------------------------------------------------------
 
     async def root(self, request: web.Request) -> web.Response:
-        raise web.HTTPFound(ROUTE_UI)
+        return web.Response(status=302, headers={"Location": ROUTE_UI})
 
     async def page(self, request: web.Request) -> web.Response:
         return self._static("index.html")

@@ -217,15 +217,19 @@ async function openExecution(namespace, name) {
     return;
   }
   const same = state.view && state.view.name === view.name;
+  const before = same ? detailSignature() : null;
   state.view = view;
   if (!same) { state.selected = null; $("timeline").scrollTop = 0; }
-  renderHead(); renderActions(); renderTimeline(); renderSlowest(); renderDetail(); renderCompareChoice();
+  renderHead(); renderActions(); renderTimeline(); renderSlowest();
+  if (!same || detailSignature() !== before) renderDetail();  // keep an opened log while nothing changed
+  if (!same) renderCompareChoice();
   $("inputs").textContent = JSON.stringify(view.inputs, null, 2);
   $("outputs").textContent = JSON.stringify(view.outputs, null, 2);
   $("trigger").textContent = JSON.stringify({ type: view.trigger, data: view.triggerData }, null, 2);
   $("timeline").setAttribute("data-render-ms", String(Math.round(performance.now() - started)));
   $("timeline").setAttribute("data-ready", view.name);
-  if (view.timeline.running) state.timer = setTimeout(() => openExecution(namespace, name), 3000);
+  const every = view.timeline.rows.length > 500 ? 10000 : 3000;  // a big run is heavier to read and draw
+  if (view.timeline.running) state.timer = setTimeout(() => openExecution(namespace, name), every);
 }
 
 function renderHead() {
@@ -348,6 +352,11 @@ function renderSlowest() {
     text: `medians over the flow's last ${v.recentRuns} finished runs` })));
 }
 
+function detailSignature() {
+  const r = state.view && state.view.timeline.rows.find((x) => x.key === state.selected);
+  return r ? JSON.stringify([r.key, r.state, r.attempts.map((a) => [a.state, a.phases.length])]) : "";
+}
+
 function renderDetail() {
   const pane = clear($("detail"));
   const v = state.view;
@@ -447,7 +456,10 @@ function init() {
   for (const s of STATES) select.append(el("option", { value: s, text: s }));
   $("login-form").addEventListener("submit", login);
   $("logout").addEventListener("click", () => logout());
-  for (const id of ["f-flow", "f-state", "f-label", "f-sort"]) $(id).addEventListener("input", renderList);
+  for (const id of ["f-flow", "f-state", "f-label", "f-sort"]) {
+    $(id).addEventListener("input", renderList);
+    $(id).addEventListener("change", renderList);
+  }
   $("f-live").addEventListener("change", refreshList);
   $("f-namespace").addEventListener("change", async () => {
     try { await ensureAccess($("f-namespace").value.trim()); showWho(); refreshList(); }
