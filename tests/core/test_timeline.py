@@ -234,7 +234,9 @@ class TestCriticalSpans:
             span("r", "RUN f", None, 0, 10),
             span("c", "EXECUTOR - ns_f", "r", 9.5, 10, **{"flowpods.change": 3}),
             span("a", "TASKRUN a", "r", 0, 4, **{"flowpods.taskrun_id": "1"}),
-            span("w", "WORKER - Log", "a", 1, 3.9),
+            span("w", "WORKER - Log", "a", 1, 3.9, **{"flowpods.taskrun_id": "1"}).model_copy(
+                update={"service": "flowpods-worker"}
+            ),
             span("b", "TASKRUN b", "r", 4.2, 9.4, **{"flowpods.taskrun_id": "2"}),
             span("x", "TASKRUN x", "r", 0, 2, **{"flowpods.taskrun_id": "3"}),
         ]

@@ -50,7 +50,8 @@ def _walk(node: Node, until: datetime, path: list[str]) -> None:
 def critical_spans(spans: Sequence[SpanRecord]) -> list[str]:
     """The span ids on the critical path of each trace's execution: RUN, task-run and attempt spans only (the
     executor's decision spans and the work inside a pod are not steps a flow's author can move)."""
-    steps = [s for s in spans if s.name.startswith("RUN ") or "flowpods.taskrun_id" in s.attributes]
+    derived = [s for s in spans if s.service is None]  # the worker's own spans carry the task run's id too
+    steps = [s for s in derived if s.name.startswith("RUN ") or "flowpods.taskrun_id" in s.attributes]
     ids = {s.span_id for s in steps}
     children: dict[str | None, list[SpanRecord]] = {}
     for span in steps:

@@ -201,3 +201,15 @@ def test_script_tasks_run_here_with_kestras_conventions(tmp_path):
     assert (
         runs["sh"]["attempts"][-1]["reason"] == "Command failed with exit code 7; the last lines of stderr:\nbad news"
     )
+
+
+def test_list_get_and_logs_explain_themselves(capsys):
+    import pytest
+
+    from flowpods.cli.main import build_parser
+
+    for command, words in [("list", "queued before it ran"), ("get", "critical"), ("logs", "flowpods keeps no copy")]:
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args([command, "--help"])
+        assert exit_info.value.code == 0
+        assert words in " ".join(capsys.readouterr().out.split())
