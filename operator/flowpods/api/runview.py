@@ -11,6 +11,7 @@ sessionStorage and goes out only in the Authorization header, never in a URL.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime
 from importlib import resources as package_files
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from flowpods.api.auth import Verb, bearer_token
 from flowpods.core.clock import utcnow
-from flowpods.core.status import ExecutionStatus
+from flowpods.core.status import ExecutionStatus, WithHistory
 from flowpods.core.timeline import ChildRun, PodFacts, Timeline, compare, queued_seconds, task_medians, timeline
 from flowpods.kube import resources
 from flowpods.kube.resources import LABEL_EXECUTION, TASK_CONTAINER
@@ -74,7 +75,9 @@ class ListRow(BaseModel):
 
 def list_row(execution: dict[str, Any], now: datetime) -> ListRow:
     meta, spec = execution["metadata"], execution.get("spec") or {}
-    status = resources.stored_status(execution) or ExecutionStatus()
+    stored = execution.get("status") or {}
+    # only the state and its history: a list of big executions must not parse every task run
+    status = WithHistory.model_validate({k: stored[k] for k in ("state", "history") if k in stored})
     created = resources.parse_time(meta.get("creationTimestamp"))
     end = status.endDate
     return ListRow(
@@ -89,7 +92,7 @@ def list_row(execution: dict[str, Any], now: datetime) -> ListRow:
         queuedSeconds=queued_seconds(status, created) if created else None,
         trigger=(spec.get("trigger") or {}).get("type") or "kubectl",
         labels=spec.get("labels") or {},
-        taskRuns=len(status.taskRuns),
+        taskRuns=len(stored.get("taskRuns") or []),
         traceId=(execution.get("status") or {}).get("traceId"),
         parent=(meta.get("labels") or {}).get(resources.LABEL_PARENT),
     )
@@ -222,7 +225,7 @@ class RunView:
         execution = await asyncio.to_thread(self.api.kube.get, "executions", namespace, name)
         body = self.api._found(execution, namespace, name)
         data = await asyncio.to_thread(self._timeline, namespace, body)
-        return web.json_response(data)
+        return web.Response(text=data, content_type="application/json")
 
     def _view(self, namespace: str, body: dict[str, Any], now: datetime) -> Timeline:
         status = resources.stored_status(body) or ExecutionStatus()
@@ -244,7 +247,7 @@ class RunView:
         tasks = compare(views[0].rows, views[1].rows)
         return web.json_response({"a": name, "b": other, "tasks": [t.model_dump(mode="json") for t in tasks]})
 
-    def _timeline(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _timeline(self, namespace: str, body: dict[str, Any]) -> str:
         from flowpods.api.app import summary
 
         now = utcnow()
@@ -264,14 +267,15 @@ class RunView:
         result = summary(body, self.api.settings.jaeger_url)
         result.pop("taskRuns", None)
         result.update(
-            timeline=view.model_dump(mode="json"),
             medians=medians,
             recentRuns=len(recent[:RECENT_RUNS]),
             created=created.isoformat(),
             triggerData=(body.get("spec") or {}).get("trigger", {}).get("data") or {},
             now=now.isoformat(),
         )
-        return result
+        # the timeline is serialised by pydantic directly: for thousands of rows that is several times faster
+        head = json.dumps(result, default=str)
+        return head[:-1] + ', "timeline": ' + view.model_dump_json() + "}"
 
     @staticmethod
     def _flow(body: dict[str, Any]) -> Any:

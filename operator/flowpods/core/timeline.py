@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from flowpods.core.critical import Node, critical_path
 from flowpods.core.model import Flow, TaskBase
-from flowpods.core.status import Attempt, ExecutionStatus, State, TaskRun
+from flowpods.core.status import Attempt, ExecutionStatus, State, TaskRun, WithHistory
 
 # the phases of one attempt, in order: the executor decided to create the pod, the scheduler placed it,
 # its container started, the worker worked, then it ended
@@ -96,7 +96,7 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return max((end - start).total_seconds(), 0.0) if start is not None and end is not None else None
 
 
-def queued_seconds(status: ExecutionStatus, created: datetime) -> float | None:
+def queued_seconds(status: WithHistory, created: datetime) -> float | None:
     """From the Execution's creation until it first ran (admission, a concurrency limit): None before it ran."""
     running = next((h.at for h in status.history if h.state == State.RUNNING), None)
     if running is None:
