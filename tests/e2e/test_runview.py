@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,8 +31,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from flowpods.cli.main import main
 from tests import testenv
-from tests.e2e.harness import FLOWPODS, GROUP, REPO, VERSION, OperatorProcess, example, execution_yaml, wait_for_state
+from tests.e2e.harness import GROUP, REPO, VERSION, OperatorProcess, example, execution_yaml, wait_for_state
 
 SHOTS = REPO / "docs" / "run-view"
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -340,24 +340,26 @@ subjects: [{{kind: User, name: {testenv.TEST_USER}, apiGroup: rbac.authorization
     assert browser.find_element(By.ID, "kill").is_displayed()
 
 
-def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([FLOWPODS, *args], env=env, capture_output=True, text=True, timeout=120)
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The `flowpods` command in this process (the same code as the installed one, without its start-up cost
+    on a loaded machine), on the environment's kubeconfig (KUBECONFIG, set for the session)."""
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
-def test_cli_list_get_and_logs(site, testenv_info):
+def test_cli_list_get_and_logs(site, testenv_info, capsys):
     namespace = site["namespace"]
-    env = {"PATH": f"{Path(FLOWPODS).parent}:/usr/bin:/bin", "KUBECONFIG": str(testenv_info.kubeconfig),
-           "COLUMNS": "200"}  # fmt: skip
-    listed = cli("list", "-n", namespace, "--flow", "parent", env=env)
-    assert listed.returncode == 0, listed.stderr
-    lines = listed.stdout.splitlines()
+    assert os.environ["KUBECONFIG"] == str(testenv_info.kubeconfig)
+    code, out, err = cli(capsys, "list", "-n", namespace, "--flow", "parent")
+    assert code == 0, err
+    lines = out.splitlines()
     assert lines[0].split()[:5] == ["NAME", "FLOW", "STATE", "CREATED", "DURATION"]
     assert sorted(line.split()[0] for line in lines[1:]) == ["parent-1", "parent-2"]
     assert all(" SUCCESS " in line for line in lines[1:])
 
-    got = cli("get", "parent-1", "-n", namespace, env=env)
-    assert got.returncode == 0, got.stderr
-    out = got.stdout
+    code, out, err = cli(capsys, "get", "parent-1", "-n", namespace)
+    assert code == 0, err
     status = site["runs"][0]["status"]
     assert f"trace id: {status['traceId']}" in out
     for name in ("RUN parent", "TASKRUN hello", "EXECUTOR - io.kestra.plugin.core.flow.Subflow", "RUN hello-world"):
@@ -366,8 +368,10 @@ def test_cli_list_get_and_logs(site, testenv_info):
     critical = [line for line in out.splitlines() if "◆ critical path" in line]
     assert len(critical) == 3 and any("Subflow" in line for line in critical), out  # hello, the subflow, its hello
 
-    logs = cli("logs", "parent-1", "hello", "-n", namespace, env=env)
-    assert logs.returncode == 0, logs.stderr
-    assert "== hello attempt 1 (SUCCESS) pod parent-1-" in logs.stdout and "I'm your father" in logs.stdout
-    missing = cli("logs", "parent-1", "nope", "-n", namespace, env=env)
-    assert missing.returncode == 1 and "no run of task 'nope'" in missing.stderr
+    code, out, err = cli(capsys, "logs", "parent-1", "hello", "-n", namespace)
+    assert code == 0, err
+    assert "== hello attempt 1 (SUCCESS) pod parent-1-" in out and "I'm your father" in out
+    code, out, err = cli(capsys, "logs", "parent-1", "nope", "-n", namespace)
+    assert code == 1 and "no run of task 'nope'" in err
+    code, out, err = cli(capsys, "get", "nope", "-n", namespace)
+    assert code == 1 and "no execution 'nope'" in err

@@ -65,9 +65,10 @@ def add_commands(commands: Any) -> None:
     logs.add_argument("task", metavar="TASK", nargs="?", help="only this task's runs (a task id)")
 
 
-def run(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     from flowpods.kube.client import Kube, current_namespace, load_client_config
 
+    out, err = out or sys.stdout, err or sys.stderr
     try:
         load_client_config()
         namespace = args.namespace or current_namespace()

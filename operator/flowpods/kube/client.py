@@ -6,6 +6,7 @@ The reconciler runs these in a thread; kopf's own watches run in the event loop.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
@@ -27,7 +28,12 @@ def load_client_config() -> None:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(config_file=kubeconfig_path())
+
+
+def kubeconfig_path() -> str | None:
+    """KUBECONFIG as it is now (the client library reads it once, when it is imported)."""
+    return os.environ.get("KUBECONFIG") or None
 
 
 def current_namespace() -> str:
@@ -38,7 +44,7 @@ def current_namespace() -> str:
     except OSError:
         pass
     try:
-        _, current = config.list_kube_config_contexts()
+        _, current = config.list_kube_config_contexts(config_file=kubeconfig_path())
         return str((current or {}).get("context", {}).get("namespace") or "default")
     except config.ConfigException:
         return "default"
