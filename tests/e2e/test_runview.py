@@ -360,6 +360,8 @@ def test_cli_list_get_and_logs(site, testenv_info, capsys):
 
     code, out, err = cli(capsys, "get", "parent-1", "-n", namespace)
     assert code == 0, err
+    with capsys.disabled():
+        print(f"\n$ flowpods get parent-1 -n {namespace}\n{out}")
     status = site["runs"][0]["status"]
     assert f"trace id: {status['traceId']}" in out
     for name in ("RUN parent", "TASKRUN hello", "EXECUTOR - io.kestra.plugin.core.flow.Subflow", "RUN hello-world"):
