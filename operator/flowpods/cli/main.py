@@ -222,6 +222,9 @@ def _validate(files: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from flowpods.local import warm
+
+    warm.warm_up()  # first: the workers' fork server imports while this process does
     from rich.console import Console
     from rich.markup import escape
 
