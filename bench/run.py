@@ -150,7 +150,13 @@ class Bench:
         The test node agent keeps one thread per pod it saw, polling every second until the pod is deleted;
         thousands of retained Succeeded pods would load the machine (and the next phase) for nothing.
         """
-        self.core.delete_collection_namespaced_pod(ns, _preload_content=False)
+
+        def delete() -> bool:
+            # a busy API server may answer 504 while it goes on deleting: ask again, then wait for the pods
+            self.core.delete_collection_namespaced_pod(ns, _preload_content=False)
+            return True
+
+        testenv.wait_for(delete, timeout, f"the pods of {ns} to be deleted", interval=2)
 
         def gone() -> bool:
             listed = json.loads(self.core.list_namespaced_pod(ns, limit=1, _preload_content=False).data)
