@@ -22,8 +22,8 @@ LOG_PREFIX = re.compile(r"^\S+ (\w+) \[trace_id=\w+ span_id=\w+\] ")
 RUN_HELP = """\
 Run a flow on this machine with the embedded runtime: the same executor the operator uses, each task-run
 attempt done by the same worker code as in a pod, in a process of its own (forked from one that imported
-the worker once) with TRACEPARENT set. Shell and Python tasks run directly on this machine, without a
-container (their containerImage is ignored). Subflows are looked up among the flow files in --flows and
+the worker once) with TRACEPARENT set. Shell and Python tasks run directly on this machine,
+without a container (their containerImage is ignored). Subflows are looked up among the flow files in --flows and
 its subfolders (default: the flow file's folder); a file there that is not a valid flow is skipped, and
 named if a subflow is not found.
 
