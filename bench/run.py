@@ -28,7 +28,7 @@ import yaml
 from bench import stats
 from bench.watch import GROUP, VERSION, Watcher
 from tests import testenv
-from tests.e2e.harness import operator_environ
+from tests.e2e.harness import apply_crds, operator_environ
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -150,7 +150,13 @@ class Bench:
         The test node agent keeps one thread per pod it saw, polling every second until the pod is deleted;
         thousands of retained Succeeded pods would load the machine (and the next phase) for nothing.
         """
-        self.core.delete_collection_namespaced_pod(ns, _preload_content=False)
+
+        def delete() -> bool:
+            # a busy API server may answer 504 while it goes on deleting: ask again, then wait for the pods
+            self.core.delete_collection_namespaced_pod(ns, _preload_content=False)
+            return True
+
+        testenv.wait_for(delete, timeout, f"the pods of {ns} to be deleted", interval=2)
 
         def gone() -> bool:
             listed = json.loads(self.core.list_namespaced_pod(ns, limit=1, _preload_content=False).data)
@@ -461,8 +467,8 @@ def table(results: dict[str, Any]) -> str:
             (
                 "transition overhead p50 (ms)",
                 f"{o['p50']:.1f} (floor {f['p50']:.1f}, n={o['n']})",
-                "<= 2x floor",
-                _ok(ov["ratio_p50"] <= 2) + f" {ov['ratio_p50']:.2f}x",
+                "<= 1.5x floor",
+                _ok(ov["ratio_p50"] <= 1.5) + f" {ov['ratio_p50']:.2f}x",
             )
         )
         rows.append(
@@ -485,17 +491,23 @@ def table(results: dict[str, Any]) -> str:
             )
         )
     for r in tp:
+        ratio = r["task_runs_per_s"] / tf["pods_per_s"] if tf else None
         rows.append(
             (
                 f"throughput #{r['run']} traces {r['traces']} (task runs/s)",
                 f"{r['task_runs_per_s']:.1f} overall, {r['task_runs_per_s_sustained']:.1f} sustained",
-                ">= 50",
-                _ok(r["task_runs_per_s_sustained"] >= 50),
+                ">= 0.9x floor",
+                (_ok(ratio >= 0.9) + f" {ratio:.2f}x") if ratio is not None else "",
             )
         )
     for r in tp:
         rows.append(
-            (f"operator CPU per task run #{r['run']} {r['traces']} (ms)", f"{r['cpu_ms_per_task_run']:.1f}", "", "")
+            (
+                f"operator CPU per task run #{r['run']} {r['traces']} (ms)",
+                f"{r['cpu_ms_per_task_run']:.1f}",
+                "<= 8",
+                _ok(r["cpu_ms_per_task_run"] <= 8),
+            )
         )
     if tp:
         r = tp[0]
@@ -517,7 +529,7 @@ def table(results: dict[str, Any]) -> str:
         wall = mean(on, "wall_s") / mean(off, "wall_s")
         cpu = mean(on, "cpu_s") / mean(off, "cpu_s")
         results["tracing_ratio"] = {"wall": wall, "cpu": cpu}
-        rows.append(("tracing cost DEFAULT/DISABLED (wall)", f"{wall:.3f}", "<= 1.05", _ok(wall <= 1.05)))
+        rows.append(("tracing cost DEFAULT/DISABLED (wall)", f"{wall:.3f}", "<= 1.03", _ok(wall <= 1.03)))
         rows.append(("tracing cost DEFAULT/DISABLED (CPU)", f"{cpu:.3f}", "", ""))
     mem = results.get("memory")
     if mem:
@@ -525,14 +537,15 @@ def table(results: dict[str, Any]) -> str:
             (
                 f"operator RSS, {mem['executions_in_flight']} executions in flight (MB)",
                 f"{mem['rss_mb']:.0f} (idle {mem['rss_mb_idle']:.0f}, peak {mem['peak_rss_mb']:.0f})",
-                "<= 250",
-                _ok(mem["rss_mb"] <= 250),
+                "<= 150",
+                _ok(mem["rss_mb"] <= 150),
             )
         )
     loc = results.get("local")
     if loc:
-        rows.append(("local: flowpods run hello-world (s, median)", f"{loc['hello_world_s']:.2f}", "", ""))
-        rows.append(("local: per-task overhead (s)", f"{loc['per_task_s']:.3f}", "", ""))
+        hello, per_task = loc["hello_world_s"], loc["per_task_s"]
+        rows.append(("local: flowpods run hello-world (s, median)", f"{hello:.2f}", "<= 0.3", _ok(hello <= 0.3)))
+        rows.append(("local: per-task overhead (s)", f"{per_task:.3f}", "<= 0.030", _ok(per_task <= 0.030)))
     widths = [max(len(r[i]) for r in [("metric", "measured", "target", "met"), *rows]) for i in range(4)]
     lines = []
     for r in [("metric", "measured", "target", "met"), tuple("-" * w for w in widths), *rows]:
@@ -599,16 +612,9 @@ def main(argv: list[str] | None = None) -> int:
             env = testenv.start(state, agent_args=["--instant-message", INSTANT_MESSAGE])
             bench = Bench(env, work, args.profile)
             try:
-                testenv.kubectl(env, "apply", "-f", str(REPO / "crds"))
-                testenv.kubectl(
-                    env,
-                    "wait",
-                    "--for",
-                    "condition=established",
-                    "--timeout=60s",
-                    "crd/flows.flowpods.io",
-                    "crd/executions.flowpods.io",
-                )
+                # not `kubectl wait --for condition=established`: it fails at once on a CRD that has no
+                # conditions yet ("status.conditions accessor error"); this polls the condition
+                apply_crds(env)
                 if "overhead" in phases:
                     log("executor overhead against the floor")
                     results["overhead"] = bench.overhead(rounds=2, chains=1 if q else 2, length=6 if q else 21)

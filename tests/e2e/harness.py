@@ -133,6 +133,11 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def crds(testenv_info) -> None:
     """The flowpods CRDs, applied once per session with kubectl, and established."""
+    apply_crds(testenv_info)
+
+
+def apply_crds(testenv_info) -> None:
+    """Apply the flowpods CRDs and wait until both are established (the bench's environment too)."""
     testenv.kubectl(testenv_info, "apply", "-f", str(REPO / "crds"))
 
     def established() -> bool:

@@ -21,10 +21,11 @@ LOG_PREFIX = re.compile(r"^\S+ (\w+) \[trace_id=\w+ span_id=\w+\] ")
 
 RUN_HELP = """\
 Run a flow on this machine with the embedded runtime: the same executor the operator uses, each task-run
-attempt done by the same worker code as in a pod, started here as a local subprocess with TRACEPARENT
-set. Shell and Python tasks run directly on this machine, without a container (their containerImage is
-ignored). Subflows are looked up among the flow files in --flows and its subfolders (default: the flow
-file's folder); a file there that is not a valid flow is skipped, and named if a subflow is not found.
+attempt done by the same worker code as in a pod, in a process of its own (forked from one that imported
+the worker once) with TRACEPARENT set. Shell and Python tasks run directly on this machine,
+without a container (their containerImage is ignored). Subflows are looked up among the flow files in --flows and
+its subfolders (default: the flow file's folder); a file there that is not a valid flow is skipped, and
+named if a subflow is not found.
 
 FLOW is a Flow resource (apiVersion/kind/metadata/spec) or a plain Kestra flow file (id, namespace,
 tasks at the top). At the end the trace tree is printed, the slowest task marked. When
@@ -230,6 +231,9 @@ def _validate(files: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from flowpods.local import warm
+
+    warm.warm_up()  # first: the workers' fork server imports while this process does
     from rich.console import Console
     from rich.markup import escape
 

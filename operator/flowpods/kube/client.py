@@ -1,6 +1,11 @@
 """A thin, synchronous Kubernetes client for the operator's few calls, returning plain dicts.
 
-The reconciler runs these in a thread; kopf's own watches run in the event loop.
+The reconciler runs these in a thread; kopf's own watches run in the event loop. The calls of the
+reconcile path (read and write an Execution's status, create, read and delete a pod) are plain JSON
+requests on the kubernetes client's connection pool and credentials: the body is encoded once with
+`json.dumps` and the answer decoded once with `json.loads`, without the generated client's parameter
+validation and its walk over every value of the body (most of the operator's CPU per task run, see
+docs/benchmarks.md). Errors are the same `ApiException`s the generated client raises.
 """
 
 from __future__ import annotations
@@ -10,9 +15,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
+from urllib.parse import quote
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import RESTResponse
 
 from flowpods.kube.resources import GROUP, VERSION
 
@@ -58,18 +66,55 @@ class Kube:
         self.api = api_client or client.ApiClient()
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
+        self._observe = observe
         if observe is not None:
             _time_requests(self.api, observe)
 
+    def _request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """One JSON request on the client's pool and credentials; the decoded answer, else ApiException."""
+        headers = {**self.api.default_headers, "Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        self.api.update_params_for_auth(headers, None, ["BearerToken"], path, method, None)
+        url = self.api.configuration.host + path
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        started, status = time.perf_counter(), 0
+        try:
+            try:
+                raw = self.api.rest_client.pool_manager.request(
+                    method, url, body=data, headers=headers, preload_content=False
+                )
+            except urllib3.exceptions.SSLError as exc:  # as the generated client reports it
+                raise ApiException(status=0, reason=f"{type(exc).__name__}\n{exc}") from None
+            response = RESTResponse(raw)
+            data = cast(bytes, response.read())
+            status = int(response.status)
+            if not 200 <= status <= 299:  # NotFoundException, ConflictException... as the generated client
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            return cast(JSON, json.loads(data))
+        finally:
+            if self._observe is not None:
+                self._observe(method, status, time.perf_counter() - started)
+
     @staticmethod
-    def _json(response: Any) -> dict[str, Any]:
-        return cast(JSON, json.loads(response.data))
+    def _custom_path(namespace: str, plural: str, name: str = "", sub: str = "") -> str:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace, safe='')}/{plural}"
+        if name:
+            path += "/" + quote(name, safe="")
+        return path + ("/" + sub if sub else "")
+
+    @staticmethod
+    def _pod_path(namespace: str, name: str = "") -> str:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+        return path + ("/" + quote(name, safe="") if name else "")
 
     # -- executions and flows -------------------------------------------------------------------------
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return cast(JSON, self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name))
+            return self._request("GET", self._custom_path(namespace, plural, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -86,12 +131,7 @@ class Kube:
         """Replace the whole status; the body's resourceVersion makes it fail (Conflict) if the object moved."""
         meta = body["metadata"]
         try:
-            return cast(
-                JSON,
-                self.custom.replace_namespaced_custom_object_status(
-                    GROUP, VERSION, meta["namespace"], plural, meta["name"], body
-                ),
-            )
+            return self._request("PUT", self._custom_path(meta["namespace"], plural, meta["name"], "status"), body)
         except ApiException as exc:
             if exc.status == 409:
                 raise Conflict(meta["name"]) from None
@@ -100,10 +140,8 @@ class Kube:
     def patch_status(self, plural: str, namespace: str, name: str, patch: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Apply a JSON patch to the status; its `test` ops make it all-or-nothing (Conflict when one fails)."""
         try:
-            patched = self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, list(patch), _content_type="application/json-patch+json"
-            )
-            return cast(dict[str, Any], patched)
+            path = self._custom_path(namespace, plural, name, "status")
+            return self._request("PATCH", path, list(patch), "application/json-patch+json")
         except ApiException as exc:
             if exc.status in (409, 422):
                 raise Conflict(name) from None
@@ -139,7 +177,7 @@ class Kube:
 
     def create_pod(self, body: dict[str, Any]) -> bool:
         try:
-            self.core.create_namespaced_pod(body["metadata"]["namespace"], cast(Any, body))  # a dict is accepted
+            self._request("POST", self._pod_path(body["metadata"]["namespace"]), body)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -148,7 +186,7 @@ class Kube:
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._json(self.core.read_namespaced_pod(name, namespace, _preload_content=False))
+            return self._request("GET", self._pod_path(namespace, name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -179,7 +217,7 @@ class Kube:
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            self.core.delete_namespaced_pod(name, namespace)
+            self._request("DELETE", self._pod_path(namespace, name))
         except ApiException as exc:
             if exc.status != 404:
                 raise

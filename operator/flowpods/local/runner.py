@@ -1,15 +1,14 @@
 """The embedded runtime: runs a flow on this machine with the same executor the operator uses.
 
-Each task-run attempt is the same worker code the pods run, started as a local subprocess with
-TRACEPARENT set, so a local run produces the same trace as a run in a cluster. Shell and Python tasks
-run on this machine, without a container.
+Each task-run attempt is the same worker code the pods run, in a process of its own with TRACEPARENT
+set, so a local run produces the same trace as a run in a cluster. The process is forked from a server
+that imported the worker once (local/warm.py), not a new interpreter. Shell and Python tasks run on this
+machine, without a container.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,12 +35,14 @@ from flowpods.core.spans import derive_spans
 from flowpods.core.start import CannotStart, Refusal, start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
+from flowpods.local import warm
 from flowpods.local.loader import FlowCatalog
 from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
 
 TIMEOUT_GRACE_SECONDS = 10.0
 EXPORT_TIMEOUT = 1.0  # seconds one export may take: a missing collector slows a local run by at most this
 EXPORT_BACKOFF = 10.0  # seconds without export attempts after a failed one (spans wait above the watermark)
+IDLE_WAIT = 0.5  # seconds at most between two looks when no attempt ends (a kill, a wake-up or a deadline)
 
 
 @dataclass
@@ -59,7 +60,7 @@ class LocalExecution:
 class _Process:
     execution: str
     action: executor.RunTask
-    popen: subprocess.Popen[bytes]
+    popen: warm.WorkerProcess
     started: datetime
     deadline: float | None
     termination_file: Path
@@ -79,7 +80,7 @@ LogListener = Callable[[LocalExecution, executor.RunTask, str], None]
 
 
 class LocalRunner:
-    """Drives executions to their end, one worker subprocess per task-run attempt."""
+    """Drives executions to their end, one worker process per task-run attempt."""
 
     def __init__(
         self,
@@ -101,6 +102,7 @@ class LocalRunner:
         self.processes: dict[tuple[str, str, int], _Process] = {}
         self.logs: dict[str, Path] = {}
         self._export_again_at = 0.0
+        warm.warm_up()  # the fork server imports the worker while the flow starts
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -150,10 +152,24 @@ class LocalRunner:
             if execution.wake_at is not None and execution.wake_at <= now and not execution.status.state.terminal:
                 events[execution.run.id].append(executor.Tick(at=now))
         if not events:
-            time.sleep(0.01)
+            self._idle(now)
             return
         for execution_id, batch in events.items():
             self._advance(execution_id, batch)
+
+    def _idle(self, now: datetime) -> None:
+        """Wait until an attempt ends, the next wake-up or deadline is due, or IDLE_WAIT has passed."""
+        timeout = IDLE_WAIT
+        for execution in self.executions.values():
+            if execution.wake_at is not None and not execution.status.state.terminal:
+                timeout = min(timeout, (execution.wake_at - now).total_seconds())
+        for process in self.processes.values():
+            if process.deadline is not None:
+                timeout = min(timeout, process.deadline - time.monotonic())
+        if self.processes:
+            warm.wait_any([p.popen for p in self.processes.values()], max(timeout, 0.0))
+        else:
+            time.sleep(max(timeout, 0.0))
 
     def _create(
         self, flow: Flow, run: RunInfo, inputs: dict[str, Any], depth: int, parent: tuple[str, str] | None
@@ -266,15 +282,7 @@ class LocalRunner:
             SPAN_FILE_ENV: str(self.span_file),
             **worker_environment(action, execution.run),
         }
-        with log_file.open("wb") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "flowpods", "worker"],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.work_dir,
-            )
+        popen = warm.WorkerProcess(["worker"], env, self.work_dir, log_file)
         deadline = time.monotonic() + action.timeoutSeconds + TIMEOUT_GRACE_SECONDS if action.timeoutSeconds else None
         self.processes[key] = _Process(execution.run.id, action, popen, utcnow(), deadline, termination_file, log_file)
         self.logs[f"{execution.run.id}/{action.work.taskId}#{action.work.attempt}"] = log_file
@@ -306,4 +314,4 @@ class LocalRunner:
                 done.append((process.execution, finished))
             if done or not block or not self.processes:
                 return done
-            time.sleep(0.01)
+            warm.wait_any([p.popen for p in self.processes.values()], 0.1)
