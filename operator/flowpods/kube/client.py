@@ -193,8 +193,7 @@ class Kube:
             raise
 
     def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        found = self._json(self.core.list_namespaced_pod(namespace, label_selector=label_selector,
-                                                         _preload_content=False))  # fmt: skip
+        found = self._request("GET", self._pod_path(namespace) + "?labelSelector=" + quote(label_selector, safe=""))
         return cast(list[JSON], found.get("items") or [])
 
     def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str | None:
@@ -212,7 +211,8 @@ class Kube:
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The Events about one pod (scheduling, image pulls, ...), oldest first as the API server lists them."""
         selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
-        found = self._json(self.core.list_namespaced_event(namespace, field_selector=selector, _preload_content=False))
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/events?fieldSelector={quote(selector, safe='')}"
+        found = self._request("GET", path)
         return cast(list[JSON], found.get("items") or [])
 
     def delete_pod(self, namespace: str, name: str) -> None:
