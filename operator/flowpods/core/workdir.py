@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from flowpods.core.model import TaskBase, WorkingDirectory
+from flowpods.core.model import Flow, TaskBase, WorkingDirectory
 from flowpods.core.records import WorkItem
-from flowpods.core.templating import NOW_KEY, RenderError, render
+from flowpods.core.templating import NOW_KEY, render
 
 STEP_ENV = "FLOWPODS_STEP"
 """The environment variable holding one step (JSON) in a WorkingDirectory's pod."""
@@ -47,6 +47,16 @@ class Step(BaseModel):
 def steps_of(task: WorkingDirectory) -> list[TaskBase]:
     """The tasks the pod runs, in order: the enabled ones."""
     return [child for child in task.tasks if not child.disabled]
+
+
+def workdirs(flow: Flow) -> set[str]:
+    """The ids of the flow's WorkingDirectory tasks: each runs as one pod of steps."""
+    return {task.id for task in flow.all_tasks() if isinstance(task, WorkingDirectory)}
+
+
+def inside_workdirs(flow: Flow) -> set[str]:
+    """The ids of the tasks that run inside a WorkingDirectory's pod (no pod of their own)."""
+    return {child.id for task in flow.all_tasks() if isinstance(task, WorkingDirectory) for child in task.tasks}
 
 
 def step_index(task: WorkingDirectory, task_id: str) -> int | None:

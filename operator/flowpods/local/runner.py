@@ -270,7 +270,8 @@ class LocalRunner:
             cwd.mkdir(exist_ok=True)
             extra = {WORKDIR_ENV: str(cwd), RESULTS_ENV: str(self.work_dir / f"{stem}-steps")}
             timeout = work.timeoutSeconds
-            action = action.model_copy(update={"work": work, "traceparent": planned.traceparent, "timeoutSeconds": timeout})
+            update = {"work": work, "traceparent": planned.traceparent, "timeoutSeconds": timeout}
+            action = action.model_copy(update=update)
             stem = f"{stem}-{step}"
         item_file = self.work_dir / f"{stem}.json"
         item_file.write_text(document)

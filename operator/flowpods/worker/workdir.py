@@ -18,7 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flowpods.core.records import DEFAULT_TERMINATION_LOG, TASKRUN_FILE_ENV, TERMINATION_LOG_ENV, TaskResult
+from flowpods.core.records import (
+    DEFAULT_TERMINATION_LOG,
+    TASKRUN_FILE_ENV,
+    TERMINATION_LOG_ENV,
+    SpanRecord,
+    TaskResult,
+)
 from flowpods.core.templating import RenderError
 from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, Step, render_step
 from flowpods.worker import runner
@@ -64,7 +70,7 @@ def run(environ: Mapping[str, str] = os.environ) -> int:
     results = results_dir(environ)
     results.mkdir(parents=True, exist_ok=True)
     runner.write_files(step.inputFiles, workdir)
-    left = []
+    left: list[SpanRecord] = []
     try:
         item = render_step(step, earlier_outputs(results, step.index))
     except RenderError as exc:

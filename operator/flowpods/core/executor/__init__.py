@@ -38,9 +38,10 @@ from flowpods.core.executor.messages import (
 from flowpods.core.executor.rendering import Renderer, render_context
 from flowpods.core.executor.step import Step
 from flowpods.core.executor.transitions import apply
-from flowpods.core.executor.workdir import inside_workdirs, run_action
+from flowpods.core.executor.workdir import run_action
 from flowpods.core.model import Flow, Subflow, WorkingDirectory
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core.workdir import inside_workdirs
 
 __all__ = [
     "Action",

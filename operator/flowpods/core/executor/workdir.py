@@ -11,17 +11,12 @@ from __future__ import annotations
 from flowpods.core import ids
 from flowpods.core.executor.messages import RunTask
 from flowpods.core.executor.rendering import WORKER_FIELDS_EXCLUDED, Renderer
-from flowpods.core.model import Flow, WorkingDirectory
+from flowpods.core.model import WorkingDirectory
 from flowpods.core.records import WorkItem
 from flowpods.core.status import TaskRun
 from flowpods.core.templating import RenderError, render
 from flowpods.core.workdir import Step as PodStep
 from flowpods.core.workdir import context_to_json, steps_of
-
-
-def inside_workdirs(flow: Flow) -> set[str]:
-    """The ids of the tasks that run inside a WorkingDirectory's pod (no pod of their own)."""
-    return {child.id for task in flow.all_tasks() if isinstance(task, WorkingDirectory) for child in task.tasks}
 
 
 def run_action(renderer: Renderer, task: WorkingDirectory, tr: TaskRun, number: int) -> RunTask | str:
@@ -53,9 +48,17 @@ def run_action(renderer: Renderer, task: WorkingDirectory, tr: TaskRun, number: 
         )
     timeouts = [s.work.timeoutSeconds for s in steps]
     return RunTask(
-        work=WorkItem(executionId=run.id, namespace=renderer.flow.namespace, flowId=renderer.flow.id,
-                      taskRunId=tr.id, taskId=task.id, attempt=number, taskType=task.kind, task={},
-                      value=tr.value),  # fmt: skip
+        work=WorkItem(
+            executionId=run.id,
+            namespace=renderer.flow.namespace,
+            flowId=renderer.flow.id,
+            taskRunId=tr.id,
+            taskId=task.id,
+            attempt=number,
+            taskType=task.kind,
+            task={},
+            value=tr.value,
+        ),
         traceparent=ids.traceparent_of(run, ids.taskrun_span_id(run, tr.id)),
         tracestate=run.tracestate,
         baggage=run.baggage,
