@@ -15,7 +15,8 @@ Conventions (the operator and the local runner rely on them):
   ids of the WORKER span; one line per line of a multi-line message.
 - outputs: Log none; Return {"value"}; OutputValues {"values"}; Sleep and Fail none;
   http.Request {"code", "headers" (name -> list of values, names lowercase, as Kestra), "body", "uri"};
-  script tasks {"exitCode", "vars"}. A failed attempt reports no outputs.
+  script tasks {"exitCode", "vars"}; LocalFiles {"uris": {}}. A failed attempt reports no outputs.
+- a WorkingDirectory's task runs through worker.workdir (`--step`), in the directory FLOWPODS_WORKDIR.
 """
 
 from __future__ import annotations
