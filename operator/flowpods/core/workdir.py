@@ -82,11 +82,13 @@ def context_from_json(data: dict[str, Any]) -> dict[str, Any]:
     return context
 
 
-def render_step(step: Step, earlier: dict[str, dict[str, Any]]) -> WorkItem:
+def render_step(step: Step, earlier: dict[str, dict[str, Any]], working_dir: str | None = None) -> WorkItem:
     """The step's work item rendered, with the outputs of the steps before it (`earlier`: task id ->
-    outputs) added to the context's; raises RenderError."""
+    outputs) added to the context's, and Kestra's `workingDir` (the shared directory); raises RenderError."""
     context = context_from_json(step.context)
     context["outputs"] = {**context.get("outputs", {}), **earlier}
+    if working_dir is not None:
+        context["workingDir"] = working_dir
     rendered = render(step.work.task, context)
     return step.work.model_copy(update={"task": {"id": step.work.taskId, "type": step.work.taskType, **rendered}})
 

@@ -72,7 +72,7 @@ def run(environ: Mapping[str, str] = os.environ) -> int:
     runner.write_files(step.inputFiles, workdir)
     left: list[SpanRecord] = []
     try:
-        item = render_step(step, earlier_outputs(results, step.index))
+        item = render_step(step, earlier_outputs(results, step.index), str(workdir))
     except RenderError as exc:
         text, code = runner.encode_result(TaskResult(error=str(exc)))[1], runner.EXIT_FAILURE
     else:

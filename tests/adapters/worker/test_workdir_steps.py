@@ -50,10 +50,11 @@ def test_steps_share_the_directory_and_read_the_outputs_of_the_steps_before_them
             'echo "::{\\"outputs\\":{\\"text\\":\\"$(cat greeting.txt)\\",'
             '\\"twice\\":{{ outputs.write.vars.n * 2 }}}}::"']},
         {"id": "last", "type": "Return", "format": "{{ outputs.read.vars.text }}"},
+        {"id": "where", "type": SHELL, "commands": ['test "$PWD" = "{{ workingDir }}"']},
         inputFiles={"seed.txt": "from the directory"},
     )  # fmt: skip
     results = run_steps(tmp_path, steps)
-    assert [code for code, _ in results] == [0, 0, 0, 0]
+    assert [code for code, _ in results] == [0, 0, 0, 0, 0]
     assert results[0][1].outputs == {"uris": {}}
     assert results[2][1].outputs["vars"] == {"text": "hello ada from the directory", "twice": 14}
     assert results[3][1].outputs == {"value": "hello ada from the directory"}
