@@ -123,6 +123,8 @@ class TestThePodsPlan:
         with pytest.raises(RenderError, match="undefined variable"):
             render_step(second, {})
         assert context_from_json(second.context)["execution"]["startDate"] == T0
+        worker_taskrun = context_from_json(second.context)["workerTaskrun"]  # Kestra's: the directory's task run
+        assert worker_taskrun["id"] == action.work.taskRunId and worker_taskrun["startDate"] == T0
 
     def test_the_pod_is_given_the_secrets_its_steps_may_read(self):
         flow = make_flow([workdir(shell("a", "use {{ secret('DB_PASSWORD') }} {{ secret(\"API.KEY\") }}"))])

@@ -27,7 +27,7 @@ RESULTS_ENV = "FLOWPODS_STEP_RESULTS"
 """Where each step leaves its outputs for the steps after it (one `<index>.json` per step)."""
 
 _JSON: TypeAdapter[Any] = TypeAdapter(Any)
-_DATES = (("execution", "startDate"), ("taskrun", "startDate"))
+_DATES = (("execution", "startDate"), ("taskrun", "startDate"), ("workerTaskrun", "startDate"))
 _SECRET_CALL = re.compile(r"""secret\(\s*['"]([A-Za-z0-9_.-]+)['"]""")
 
 

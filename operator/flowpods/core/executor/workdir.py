@@ -28,6 +28,7 @@ def run_action(renderer: Renderer, task: WorkingDirectory, tr: TaskRun, number: 
     except RenderError as exc:
         return f"inputFiles: {exc}"
     steps: list[PodStep] = []
+    directory = renderer.context(task, tr)["taskrun"]  # Kestra's `workerTaskrun`: the WorkingDirectory's
     for index, child in enumerate(steps_of(task)):
         child_id = ids.taskrun_id(run, child.id, tr.id, tr.value)
         planned = TaskRun(id=child_id, taskId=child.id, parentId=tr.id, value=tr.value)
@@ -40,7 +41,7 @@ def run_action(renderer: Renderer, task: WorkingDirectory, tr: TaskRun, number: 
             PodStep(
                 index=index,
                 work=work,
-                context=context_to_json(renderer.context(child, planned, attempt=1)),
+                context=context_to_json({**renderer.context(child, planned, attempt=1), "workerTaskrun": directory}),
                 traceparent=ids.traceparent_of(run, ids.attempt_span_id(run, child_id, 1)),
                 allowFailure=child.allowFailure,
                 inputFiles=files if index == 0 else {},
