@@ -210,8 +210,11 @@ def test_input_mistakes_name_the_input(inputs, fragment):
 @pytest.mark.parametrize(
     ("task", "fragment"),
     [
-        ({"id": "w", "type": "io.kestra.plugin.core.flow.WorkingDirectory", "tasks": [log_task("x")]},
-         "task 'w' (io.kestra.plugin.core.flow.WorkingDirectory): not yet supported: WorkingDirectory"),
+        ({"id": "w", "type": "io.kestra.plugin.core.flow.WorkingDirectory", "tasks": [log_task("x")],
+          "outputFiles": ["*.txt"]},
+         "task 'w' (io.kestra.plugin.core.flow.WorkingDirectory): field 'outputFiles': needs file storage"),
+        ({"id": "lf", "type": "io.kestra.plugin.core.storage.LocalFiles", "outputs": ["*.txt"]},
+         "task 'lf' (io.kestra.plugin.core.storage.LocalFiles): field 'outputs': needs file storage, not available"),
         ({"id": "i", "type": "io.kestra.plugin.core.flow.ForEachItem", "items": "{{ x }}", "namespace": "n",
           "flowId": "f", "batch": {"rows": 1}},
          "task 'i' (io.kestra.plugin.core.flow.ForEachItem): not yet supported: ForEachItem (it splits a file of "

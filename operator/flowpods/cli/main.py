@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     beside = worker.add_mutually_exclusive_group()
     beside.add_argument("--prepare", metavar="DIR", help="a script task in its own image: set up DIR (init container)")
     beside.add_argument("--relay", metavar="DIR", help="a script task in its own image: run beside it (sidecar)")
+    beside.add_argument("--step", action="store_true", help="one step of a WorkingDirectory (FLOWPODS_STEP)")
 
     commands.add_parser(
         "operator",
@@ -151,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from flowpods.worker import runner as worker
 
+        if args.step:
+            from flowpods.worker import workdir
+
+            return workdir.run()
         if args.prepare or args.relay:
             from pathlib import Path
 

@@ -399,6 +399,15 @@ class TaskRunner(BaseModel):
         return value
 
 
+def _relative_file_names(value: dict[str, str], field: str) -> dict[str, str]:
+    """Files a task writes stay inside its working directory."""
+    for name in value:
+        parts = name.split("/")
+        if not name or name.startswith("/") or ".." in parts:
+            raise ValueError(f"{field} name {name!r} must be a relative path inside the working directory")
+    return value
+
+
 class ScriptTask(TaskBase):
     """Kestra's script tasks (shell and python, Script and Commands): the fields they share."""
 
@@ -420,11 +429,7 @@ class ScriptTask(TaskBase):
     @field_validator("inputFiles")
     @classmethod
     def _relative_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            parts = name.split("/")
-            if not name or name.startswith("/") or ".." in parts:
-                raise ValueError(f"inputFiles name {name!r} must be a relative path inside the working directory")
-        return value
+        return _relative_file_names(value, "inputFiles")
 
     @property
     def image(self) -> str | None:
@@ -707,7 +712,6 @@ class WorkingDirectory(Flowable):
     type: Literal[
         "WorkingDirectory", "io.kestra.plugin.core.flow.WorkingDirectory", "io.kestra.core.tasks.flows.WorkingDirectory"
     ]
-    not_yet = "WorkingDirectory (tasks sharing one working directory, in one pod)"
     tasks: list[AnyTask] = Field(min_length=1)
     cache: dict[str, Any] | None = None
     namespaceFiles: dict[str, Any] | None = None
@@ -716,6 +720,39 @@ class WorkingDirectory(Flowable):
 
     def branches(self) -> list[Sequence[TaskBase]]:
         return [list(self.tasks)]
+
+    @field_validator("inputFiles")
+    @classmethod
+    def _relative_names(cls, value: dict[str, str] | str | None) -> dict[str, str] | str | None:
+        return _relative_file_names(value, "inputFiles") if isinstance(value, dict) else value
+
+    def not_runnable(self) -> list[str]:
+        """Its tasks run one after the other in one pod: worker tasks only, without what a pod cannot redo."""
+        problems = super().not_runnable()
+        if self.outputFiles:
+            problems.append(f"field 'outputFiles': {FILE_STORAGE}")
+        if self.cache:
+            problems.append(f"field 'cache': {FILE_STORAGE}")
+        if self.namespaceFiles and self.namespaceFiles.get("enabled", True) is not False:
+            problems.append(f"field 'namespaceFiles': namespace files {FILE_STORAGE}")
+        if isinstance(self.inputFiles, str):
+            problems.append(f"field 'inputFiles': a file of input files {FILE_STORAGE}")
+        if self.retry is not None:
+            problems.append("field 'retry': not yet supported on a WorkingDirectory (its tasks are not retried)")
+        for child in self.tasks:
+            named = f"task '{child.id}'"
+            if not child.runs_in_worker:
+                problems.append(f"{named}: a WorkingDirectory runs worker tasks only, not {child.kind}")
+            if child.retry is not None:
+                problems.append(f"{named}: field 'retry': not yet supported inside a WorkingDirectory")
+            if child.runIf is not None:
+                problems.append(f"{named}: field 'runIf': not yet supported inside a WorkingDirectory")
+            if isinstance(child, ScriptTask) and child.image is not None:
+                problems.append(
+                    f"{named}: field 'containerImage': not supported inside a WorkingDirectory "
+                    "(its tasks run one after the other in the worker image, in one pod)"
+                )
+        return problems
 
 
 class Template(TaskBase):
@@ -763,11 +800,25 @@ class ForEachItem(_FileStorageTask):
     flowId: str
 
 
-class LocalFiles(_FileStorageTask):
+class LocalFiles(TaskBase):
+    """Files written into the working directory (a WorkingDirectory's, shared with the tasks after it)."""
+
     type: Literal[
         "storage.LocalFiles", "io.kestra.plugin.core.storage.LocalFiles", "io.kestra.core.tasks.storages.LocalFiles"
     ]
-    not_yet = f"LocalFiles (files handed to and from a WorkingDirectory) {FILE_STORAGE}"
+    inputs: dict[Text, Text] = Field(default_factory=dict, description="file name -> content (rendered)")
+    outputs: list[str] | None = Field(default=None, description="files kept in Kestra's storage")
+
+    @field_validator("inputs")
+    @classmethod
+    def _relative_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return _relative_file_names(value, "inputs")
+
+    def not_runnable(self) -> list[str]:
+        problems = super().not_runnable()
+        if self.outputs:
+            problems.append(f"field 'outputs': {FILE_STORAGE}")
+        return problems
 
 
 class FetchLogs(_FileStorageTask):
@@ -1118,11 +1169,14 @@ class Flow(Strict):
 
     def retry_of(self, task: TaskBase) -> Retry | None:
         """The retry that applies to a worker task: its own, else that of the nearest flowable task around
-        it (Kestra retries the failed task, RETRY_FAILED_TASK), else the flow's."""
+        it (Kestra retries the failed task, RETRY_FAILED_TASK), else the flow's. None inside a
+        WorkingDirectory: its tasks run once each, in one pod."""
         if task.retry is not None:
             return task.retry
         parents = self._parents()
         parent = parents.get(task.id)
+        if isinstance(parent, WorkingDirectory):
+            return None
         while parent is not None:
             if parent.retry is not None:
                 return parent.retry

@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from flowpods.core import admission, executor, notices, start
+from flowpods.core import admission, executor, notices, start, workdir
 from flowpods.core import export as span_export
 from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
@@ -349,8 +349,9 @@ class Operator:
         elif status.state == State.QUEUED and flow.concurrency and self._may_run(subject.execution,
                                                                                  flow.concurrency.limit):  # fmt: skip
             events.append(executor.Admit(at=subject.now))
+        stepped, in_pods = workdir.workdirs(flow), workdir.inside_workdirs(flow)  # one pod runs a WorkingDirectory
         for tr in status.taskRuns:
-            if tr.state.terminal:
+            if tr.state.terminal or tr.taskId in in_pods:
                 continue
             if tr.attempts and not tr.attempts[-1].state.terminal:
                 attempt = tr.attempts[-1]
@@ -361,11 +362,11 @@ class Operator:
                     if pod is not None:
                         subject.pods[name] = pod
                 if pod is not None:
-                    observed = resources.observe_pod(pod, attempt, subject.now)
+                    observed = resources.observe(pod, attempt, subject.now, tr.taskId in stepped)
                     limit = self._pending_limit(flow, tr.taskId)
-                    observed = observed or resources.pending_expired(pod, tr.id, attempt, limit, subject.now)
-                    if observed is not None:
-                        events.append(observed)
+                    expired = None if observed else resources.pending_expired(pod, tr.id, attempt, limit, subject.now)
+                    if observed or expired is not None:
+                        events += observed or [expired]
                     elif (deadline := resources.pending_deadline(pod, limit)) is not None:
                         subject.pending_wake = min(deadline, subject.pending_wake or deadline)
                 elif name in subject.deleted:

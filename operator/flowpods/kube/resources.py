@@ -18,13 +18,21 @@ from kubernetes.client.exceptions import ApiException
 from flowpods.core import ids, schedule, secrets
 from flowpods.core.bounds import ShapeError, check_shape
 from flowpods.core.clock import format_duration
-from flowpods.core.executor import AttemptFinished, AttemptStarted, ChildFinished, RunTask, StartSubflow
+from flowpods.core.executor import (
+    AttemptFinished,
+    AttemptStarted,
+    ChildFinished,
+    RunTask,
+    StartSubflow,
+    StepReported,
+)
 from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
 from flowpods.core.records import TASKRUN_ENV
 from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.scripts import ATTACHED_DIR
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
-from flowpods.core.workerenv import worker_environment
+from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, secret_names
+from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.kube.config import OperatorConfig
 from flowpods.telemetry.otel import TraceLevel
 
@@ -306,11 +314,14 @@ def build_pod(
     if action.containerImage:
         attach_to_own_image(spec, config, action.containerImage)
         annotations["kubectl.kubernetes.io/default-container"] = WORKER_CONTAINER
+    if action.steps is not None:
+        run_steps(spec, config, run, action, pod_attributes)
     if config.worker_service_account:
         spec["serviceAccountName"] = config.worker_service_account
     if action.timeoutSeconds:
         # the worker enforces the timeout itself and reports it; the deadline is the backstop
         grace = ATTACHED_DEADLINE_GRACE_SECONDS if action.containerImage else DEADLINE_GRACE_SECONDS
+        grace *= len(action.steps or [None])
         spec["activeDeadlineSeconds"] = math.ceil(action.timeoutSeconds) + grace
     return {
         "apiVersion": "v1",
@@ -345,6 +356,112 @@ def attach_to_own_image(spec: dict[str, Any], config: OperatorConfig, image: str
     }
     spec.update(initContainers=[prepare, sidecar], containers=[task], shareProcessNamespace=True)
     spec["volumes"] = [*spec["volumes"], {"name": "flowpods", "emptyDir": {}}]
+
+
+WORKDIR = "/workdir"
+STEP_RESULTS = "/tmp/flowpods-steps"
+
+
+def step_container(index: int) -> str:
+    return f"step-{index}"
+
+
+def run_steps(
+    spec: dict[str, Any], config: OperatorConfig, run: RunInfo, action: RunTask, pod_attributes: dict[str, str]
+) -> None:
+    """A WorkingDirectory's pod: one container per step (`flowpods worker --step`), run in order as init
+    containers (a step that exits non-zero stops the pod: the steps after it never run), the last one as the
+    pod's container; all share the emptyDir at WORKDIR. Each reports in its own termination message."""
+    assert action.steps
+    (template,) = spec["containers"]
+    traced = config.traces != TraceLevel.DISABLED
+    shared = [
+        e for e in template["env"]
+        if e["name"] not in (TASKRUN_ENV, "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", *TRACE_VARIABLES)
+        and not e["name"].startswith(secrets.ENV_PREFIX)
+    ]  # fmt: skip
+    containers, size = [], 0
+    for step in action.steps:
+        document = step.model_dump_json()
+        size += len(document)
+        own = worker_environment(RunTask(work=step.work, traceparent=step.traceparent, tracestate=action.tracestate,
+                                         baggage=action.baggage), run, traced, pod_attributes)  # fmt: skip
+        env = [*shared, {"name": STEP_ENV, "value": document}, *({"name": k, "value": v} for k, v in own.items()),
+               {"name": WORKDIR_ENV, "value": WORKDIR}, {"name": RESULTS_ENV, "value": STEP_RESULTS}]  # fmt: skip
+        env += [
+            {"name": secrets.env_name(name),
+             "valueFrom": {"secretKeyRef": {"name": secrets.SECRET_OBJECT, "key": name, "optional": True}}}
+            for name in secret_names(step)
+        ]  # fmt: skip
+        containers.append({
+            **template, "name": step_container(step.index), "env": env, "workingDir": WORKDIR,
+            "command": [*config.worker_command, "--step"],
+            "volumeMounts": [*template["volumeMounts"], {"name": "workdir", "mountPath": WORKDIR}],
+        })  # fmt: skip
+    if size > MAX_TASKRUN_BYTES:
+        raise TooLarge(f"task '{action.work.taskId}': its steps are {size} bytes; at most {MAX_TASKRUN_BYTES} fit "
+                       "in a pod (pass large values in files)")  # fmt: skip
+    spec["containers"] = containers[-1:]
+    if containers[:-1]:
+        spec["initContainers"] = containers[:-1]
+    spec["volumes"] = [*spec["volumes"], {"name": "workdir", "emptyDir": {}}]
+
+
+def observe(pod: dict[str, Any], attempt: Attempt, now: datetime, steps: bool) -> list[Any]:
+    """What a pod says about its attempt: a worker's pod (observe_pod), or a WorkingDirectory's (`steps`)."""
+    if steps:
+        return list(observe_steps(pod, attempt, now))
+    observed = observe_pod(pod, attempt, now)
+    return [observed] if observed is not None else []
+
+
+def observe_steps(pod: dict[str, Any], attempt: Attempt, now: datetime) -> list[StepReported | AttemptFinished]:
+    """What a WorkingDirectory's pod says: each step that started or ended (in order), then the pod's end."""
+    meta, status = pod.get("metadata", {}), pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    taskrun_id, number = str(labels.get(LABEL_TASKRUN_ID)), int(labels.get(LABEL_ATTEMPT, "0"))
+    name, node = meta.get("name"), (pod.get("spec") or {}).get("nodeName")
+    statuses = {c.get("name"): c for c in [*(status.get("initContainerStatuses") or []),
+                                            *(status.get("containerStatuses") or [])]}  # fmt: skip
+    events: list[StepReported | AttemptFinished] = []
+    index = 0
+    while (container := statuses.get(step_container(index))) is not None:
+        state = container.get("state") or {}
+        if (waiting := state.get("waiting") or {}).get("reason") in IMAGE_ERRORS:
+            pull = f"image pull error: {waiting['reason']}: {waiting.get('message') or container.get('image', '')}"
+            events.append(AttemptFinished(at=now, taskRunId=taskrun_id, attempt=number, success=False, node=node,
+                                          reason=pull.strip(": "), imageUnavailable=True, pod=name))  # fmt: skip
+            return events
+        running, terminated = state.get("running"), state.get("terminated")
+        if not running and not terminated:
+            break
+        started = parse_time((running or terminated or {}).get("startedAt")) or now
+        finished = None
+        if terminated:
+            code = terminated.get("exitCode")
+            result = parse_termination_message(terminated.get("message"), code)
+            ended = parse_time(terminated.get("finishedAt")) or now
+            if result.endedAt is not None:
+                ended = max(ended, result.endedAt)
+            failure = container_failure(terminated, code)
+            # a step may exit 0 after a failure its allowFailure lets pass: its result says it failed
+            finished = attempt_finished(taskrun_id, 1, result, code, ended, started, failure=failure,
+                                        timed_out=code == 124, pod=name, node=node)  # fmt: skip
+        events.append(StepReported(at=now, taskRunId=taskrun_id, attempt=number, step=index, startedAt=started,
+                                   pod=name, node=node, finished=finished))  # fmt: skip
+        index += 1
+    phase = status.get("phase")
+    if phase in ("Succeeded", "Failed"):
+        reason = None
+        if status.get("reason") == "DeadlineExceeded":
+            reason = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
+        elif phase == "Failed":
+            reason = f"{status.get('reason')}: {status.get('message') or ''}".rstrip(": ") if status.get(
+                "reason") else "the pod failed"  # fmt: skip
+        events.append(AttemptFinished(at=_condition_time(status) or now, taskRunId=taskrun_id, attempt=number,
+                                      success=phase == "Succeeded", reason=reason, pod=name, node=node,
+                                      timedOut=status.get("reason") == "DeadlineExceeded"))  # fmt: skip
+    return events
 
 
 def owner_reference(resource: dict[str, Any]) -> dict[str, Any]:
@@ -398,10 +515,8 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt, now: datetime) -> Attempt
         failure = None
         if status.get("reason") == "DeadlineExceeded":
             failure = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
-        elif terminated.get("reason") == "OOMKilled":
-            failure = f"OOMKilled: the container ran out of memory (exit code {code})"
-        elif terminated.get("reason") in START_ERRORS:  # the runtime's message, whole: the worker never ran
-            failure = f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
+        else:
+            failure = container_failure(terminated, code)
         detail = f"{status['reason']}: {status.get('message') or ''}".rstrip(": ") if status.get("reason") else None
         return attempt_finished(
             taskrun_id, number, result, code, ended, started,
@@ -462,6 +577,16 @@ def pending_expired(
         reason=f"{PENDING_TIMEOUT}: not started after {seconds}s: {why}".rstrip(": "),
         pendingTimedOut=True,
     )
+
+
+def container_failure(terminated: dict[str, Any], code: int | None) -> str | None:
+    """What ended a container before its worker could say: out of memory, or the runtime could not start it
+    (the runtime's message, whole: the worker never ran)."""
+    if terminated.get("reason") == "OOMKilled":
+        return f"OOMKilled: the container ran out of memory (exit code {code})"
+    if terminated.get("reason") in START_ERRORS:
+        return f"container did not start ({terminated['reason']}, exit code {code}): {terminated.get('message')}"
+    return None
 
 
 def _condition_time(status: dict[str, Any]) -> datetime | None:

@@ -34,6 +34,7 @@ from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.spans import derive_spans
 from flowpods.core.start import CannotStart, Refusal, start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
+from flowpods.core.workdir import RESULTS_ENV, WORKDIR_ENV
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.local import warm
 from flowpods.local.loader import FlowCatalog
@@ -65,6 +66,8 @@ class _Process:
     deadline: float | None
     termination_file: Path
     log_file: Path
+    step: int | None = None  # a WorkingDirectory's: the index of the step this process runs
+    plan: executor.RunTask | None = None  # and the WorkingDirectory's attempt
 
 
 @dataclass
@@ -265,13 +268,29 @@ class LocalRunner:
         )  # fmt: skip
         self._create(flow, run, action.inputs, execution.depth + 1, (execution.run.id, action.taskRunId))
 
-    def _spawn(self, execution: LocalExecution, action: executor.RunTask) -> None:
+    def _spawn(self, execution: LocalExecution, action: executor.RunTask, step: int | None = None) -> None:
+        """A worker process for the attempt; for a WorkingDirectory, for one of its steps, in its folder."""
         key = (execution.run.id, action.work.taskRunId, action.work.attempt)
-        if key in self.processes:
+        if step is None and key in self.processes:
             return
+        if action.steps is not None and step is None:
+            step = 0
+        plan = action if action.steps is not None else None
         stem = f"{execution.run.id}-{action.work.taskRunId}-{action.work.attempt}"
+        work, document, argv, cwd, extra = action.work, action.work.model_dump_json(), ["worker"], self.work_dir, {}
+        timeout = action.timeoutSeconds
+        if action.steps is not None and step is not None:
+            planned = action.steps[step]
+            work, document, argv = planned.work, planned.model_dump_json(), ["worker", "--step"]
+            cwd = self.work_dir / f"{stem}-workdir"  # the folder the steps share
+            cwd.mkdir(exist_ok=True)
+            extra = {WORKDIR_ENV: str(cwd), RESULTS_ENV: str(self.work_dir / f"{stem}-steps")}
+            timeout = work.timeoutSeconds
+            update = {"work": work, "traceparent": planned.traceparent, "timeoutSeconds": timeout}
+            action = action.model_copy(update=update)
+            stem = f"{stem}-{step}"
         item_file = self.work_dir / f"{stem}.json"
-        item_file.write_text(action.work.model_dump_json())
+        item_file.write_text(document)
         termination_file = self.work_dir / f"{stem}.result"
         log_file = self.work_dir / f"{stem}.log"
         inherited = {k: v for k, v in self.environ.items() if k not in (*TRACE_VARIABLES, TASKRUN_ENV)}
@@ -281,15 +300,37 @@ class LocalRunner:
             TERMINATION_LOG_ENV: str(termination_file),
             SPAN_FILE_ENV: str(self.span_file),
             **worker_environment(action, execution.run),
+            **extra,
         }
-        popen = warm.WorkerProcess(["worker"], env, self.work_dir, log_file)
-        deadline = time.monotonic() + action.timeoutSeconds + TIMEOUT_GRACE_SECONDS if action.timeoutSeconds else None
-        self.processes[key] = _Process(execution.run.id, action, popen, utcnow(), deadline, termination_file, log_file)
-        self.logs[f"{execution.run.id}/{action.work.taskId}#{action.work.attempt}"] = log_file
+        popen = warm.WorkerProcess(argv, env, cwd, log_file)
+        deadline = time.monotonic() + timeout + TIMEOUT_GRACE_SECONDS if timeout else None
+        self.processes[key] = _Process(execution.run.id, action, popen, utcnow(), deadline, termination_file, log_file,
+                                       step, plan)  # fmt: skip
+        self.logs[f"{execution.run.id}/{work.taskId}#{work.attempt}"] = log_file
 
-    def _reap(self, block: bool) -> list[tuple[str, executor.AttemptFinished]]:
+    def _step_ended(
+        self, key: tuple[str, str, int], process: _Process, code: int, finished: executor.AttemptFinished
+    ) -> list[tuple[str, Any]]:
+        """A WorkingDirectory's step ended: report it, then run the next step, or end the attempt (as its pod
+        would: after the last step, or after a step that exited non-zero)."""
+        wd_tr, number = key[1], key[2]
+        assert process.step is not None and process.plan is not None and process.plan.steps is not None
+        events: list[tuple[str, Any]] = [(process.execution, executor.StepReported(
+            at=finished.at, taskRunId=wd_tr, attempt=number, step=process.step, startedAt=process.started,
+            finished=finished,
+        ))]  # fmt: skip
+        if code == 0 and process.step + 1 < len(process.plan.steps):
+            self._spawn(self.executions[process.execution], process.plan, process.step + 1)
+            return events
+        ended = executor.AttemptFinished(
+            at=finished.at, taskRunId=wd_tr, attempt=number, success=code == 0 and finished.success,
+            reason=None if code == 0 else f"task '{process.action.work.taskId}' failed", exitCode=code,
+        )  # fmt: skip
+        return [*events, (process.execution, ended)]
+
+    def _reap(self, block: bool) -> list[tuple[str, Any]]:
         """Collect the attempts whose process ended (or whose deadline passed) as events."""
-        done: list[tuple[str, executor.AttemptFinished]] = []
+        done: list[tuple[str, Any]] = []
         while True:
             for key, process in list(self.processes.items()):
                 code = process.popen.poll()
@@ -311,7 +352,10 @@ class LocalRunner:
                 timeout = f"timeout after {process.action.timeoutSeconds:g}s" if timed_out else None
                 finished = attempt_finished(work.taskRunId, work.attempt, result, code, utcnow(), process.started,
                                             failure=timeout, timed_out=timed_out)  # fmt: skip
-                done.append((process.execution, finished))
+                if process.step is None:
+                    done.append((process.execution, finished))
+                else:
+                    done += self._step_ended(key, process, code, finished)
             if done or not block or not self.processes:
                 return done
             warm.wait_any([p.popen for p in self.processes.values()], 0.1)

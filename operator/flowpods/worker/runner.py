@@ -15,7 +15,8 @@ Conventions (the operator and the local runner rely on them):
   ids of the WORKER span; one line per line of a multi-line message.
 - outputs: Log none; Return {"value"}; OutputValues {"values"}; Sleep and Fail none;
   http.Request {"code", "headers" (name -> list of values, names lowercase, as Kestra), "body", "uri"};
-  script tasks {"exitCode", "vars"}. A failed attempt reports no outputs.
+  script tasks {"exitCode", "vars"}; LocalFiles {"uris": {}}. A failed attempt reports no outputs.
+- a WorkingDirectory's task runs through worker.workdir (`--step`), in the directory FLOWPODS_WORKDIR.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from flowpods.core.model import (
     Echo,
     Fail,
     HttpRequest,
+    LocalFiles,
     Log,
     OutputValues,
     Return,
@@ -78,6 +80,7 @@ from flowpods.core.records import (
 from flowpods.core.redaction import redact_headers, redact_url
 from flowpods.core.scripts import StderrTail, command_argv, failure_message, parse_convention_line, script_file
 from flowpods.core.truth import is_truthy
+from flowpods.core.workdir import WORKDIR_ENV
 from flowpods.telemetry.otel import (
     CollectingProcessor,
     SpanRecordExporter,
@@ -444,10 +447,28 @@ def write_input_files(task: ScriptTask, workdir: Path) -> None:
     files = dict(task.inputFiles)
     if (script := script_file(task)) is not None:
         files[script[0]] = script[1]
+    write_files(files, workdir)
+
+
+def working_directory(environ: Mapping[str, str], own: Path) -> Path:
+    """A WorkingDirectory's shared directory (FLOWPODS_WORKDIR), else the task's own."""
+    return Path(environ[WORKDIR_ENV]) if environ.get(WORKDIR_ENV) else own
+
+
+def write_files(files: Mapping[str, str], workdir: Path) -> None:
     for name, content in files.items():
         target = workdir / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
+
+
+def run_local_files(task: LocalFiles, ctx: Context) -> dict[str, Any]:
+    """LocalFiles `inputs`: files written into the working directory, for the tasks after it."""
+    workdir = working_directory(ctx.environ, Path.cwd())
+    write_files(task.inputs, workdir)
+    for name in task.inputs:
+        ctx.log("INFO", f"wrote {name}")
+    return {"uris": {}}
 
 
 def stderr_level(task: ScriptTask) -> str:
@@ -459,7 +480,7 @@ def run_process(argv: list[str], task: ScriptTask, ctx: Context, tmp: Path) -> d
     """Run a script in its own process group: stdout/stderr relayed, outputs from file and `::{}::` lines."""
     outputs_file = tmp / "outputs.json"
     outputs_file.touch()
-    workdir = tmp / "work"
+    workdir = working_directory(ctx.environ, tmp / "work")
     workdir.mkdir(exist_ok=True)
     write_input_files(task, workdir)
     env = {k: v for k, v in ctx.environ.items() if k not in _TRACE_ENV}
@@ -510,6 +531,7 @@ RUNNERS: dict[type[TaskBase], Callable[[Any, Context], dict[str, Any]]] = {
     Sleep: run_sleep,
     Fail: run_fail,
     HttpRequest: run_http,
+    LocalFiles: run_local_files,
 }
 
 

@@ -31,14 +31,17 @@ from flowpods.core.executor.messages import (
     RunTask,
     Start,
     StartSubflow,
+    StepReported,
     StopTask,
     Tick,
 )
 from flowpods.core.executor.rendering import Renderer, render_context
 from flowpods.core.executor.step import Step
 from flowpods.core.executor.transitions import apply
-from flowpods.core.model import Flow, Subflow
+from flowpods.core.executor.workdir import run_action
+from flowpods.core.model import Flow, Subflow, WorkingDirectory
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core.workdir import inside_workdirs
 
 __all__ = [
     "Action",
@@ -53,6 +56,7 @@ __all__ = [
     "RunTask",
     "Start",
     "StartSubflow",
+    "StepReported",
     "StopTask",
     "Tick",
     "advance",
@@ -101,11 +105,16 @@ def pending_actions(
     if status.state.terminal:
         return actions
     renderer = Renderer(flow, run, status, now)
+    in_pods = inside_workdirs(flow)  # their WorkingDirectory's pod runs them
     for tr in status.taskRuns:
-        if tr.state.terminal or (lost is not None and not lost(tr)):
+        if tr.state.terminal or tr.taskId in in_pods or (lost is not None and not lost(tr)):
             continue
         task = flow.task(tr.taskId)
-        if task.runs_in_worker and tr.attempts and not tr.attempts[-1].state.terminal:
+        if isinstance(task, WorkingDirectory) and tr.attempts and not tr.attempts[-1].state.terminal:
+            pod = run_action(renderer, task, tr, tr.attempts[-1].number)
+            if isinstance(pod, RunTask):
+                actions.append(pod)
+        elif task.runs_in_worker and tr.attempts and not tr.attempts[-1].state.terminal:
             run_task = renderer.run_task(task, tr, tr.attempts[-1].number)
             if isinstance(run_task, RunTask):
                 actions.append(run_task)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from flowpods.core.executor import rules
+from flowpods.core.executor import rules, workdir
 from flowpods.core.executor.rendering import PAUSE_DURATION, Renderer
 from flowpods.core.executor.step import ACTIVE, Step, sla_deadlines
 from flowpods.core.model import (
@@ -30,9 +30,11 @@ from flowpods.core.model import (
     Switch,
     TaskBase,
     WaitFor,
+    WorkingDirectory,
 )
 from flowpods.core.status import Attempt, State, TaskRun
 from flowpods.core.templating import RenderError
+from flowpods.core.workdir import steps_of
 
 
 def drive(step: Step) -> None:
@@ -293,6 +295,28 @@ def drive_waitfor(step: Step, task: TaskBase, tr: TaskRun) -> None:
         step.touched = True
 
 
+def drive_workdir(step: Step, task: TaskBase, tr: TaskRun) -> None:
+    """WorkingDirectory: create its pod's attempt once; once the pod ended, its steps' task runs (created from
+    the pod's reports) make its state as a task list's; then its `errors` and `finally` run as ordinary tasks."""
+    assert isinstance(task, WorkingDirectory)
+    steps = steps_of(task)
+    if not steps:
+        settle_flowable(step, task, tr, State.SUCCESS)
+        return
+    if not tr.attempts:
+        action = workdir.run_action(_renderer(step), task, tr, 1)
+        if isinstance(action, str):
+            step.fail_taskrun(tr, task, action, step.now)
+            return
+        tr.attempts.append(Attempt(number=1, createdAt=step.now))
+        step.created.append(f"{tr.taskId}#1")
+        step.actions.append(action)
+    if not tr.attempts[-1].state.terminal:
+        return
+    states = [found.state for child in steps if (found := step.find(child, tr, tr.value)) is not None]
+    settle_flowable(step, task, tr, rules.sequence(states))
+
+
 def drive_pause(step: Step, task: TaskBase, tr: TaskRun) -> None:
     """Pause: PAUSED for the rendered duration; then RESUME runs its tasks, and WARN, CANCEL or FAIL end it so."""
     assert isinstance(task, Pause)
@@ -358,6 +382,7 @@ DRIVERS: dict[type[TaskBase], Driver] = {
     Dag: drive_dag,
     Pause: drive_pause,
     WaitFor: drive_waitfor,
+    WorkingDirectory: drive_workdir,
 }
 
 

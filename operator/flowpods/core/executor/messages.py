@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from flowpods.core.records import SpanRecord, WorkItem
 from flowpods.core.status import ExecutionStatus, State
+from flowpods.core.workdir import Step
 
 # --- events: what the adapters observed ----------------------------------------------------------------
 
@@ -67,6 +68,20 @@ class AttemptFinished(AttemptEvent):
     )
 
 
+class StepReported(EventBase):
+    """A WorkingDirectory's pod says one of its steps started, or ended (`finished`, about the step's task run)."""
+
+    kind: Literal["step-reported"] = "step-reported"
+    taskRunId: str = Field(description="The WorkingDirectory's task run")
+    attempt: int = Field(description="Its attempt: the pod")
+    step: int = Field(ge=0, description="The index of the step among its enabled tasks")
+    startedAt: datetime
+    pod: str | None = None
+    node: str | None = None
+    scheduledAt: datetime | None = None
+    finished: AttemptFinished | None = None
+
+
 class ChildFinished(EventBase):
     kind: Literal["child-finished"] = "child-finished"
     taskRunId: str
@@ -86,7 +101,8 @@ class Tick(EventBase):
 
 
 Event = Annotated[
-    Start | Admit | AttemptStarted | AttemptFinished | ChildFinished | Kill | Tick, Field(discriminator="kind")
+    Start | Admit | AttemptStarted | AttemptFinished | StepReported | ChildFinished | Kill | Tick,
+    Field(discriminator="kind"),
 ]
 
 # --- actions: what the adapters must do ----------------------------------------------------------------
@@ -102,6 +118,7 @@ class RunTask(BaseModel):
     baggage: str | None = None
     containerImage: str | None = Field(default=None, description="Shell/Python: the image they asked for")
     timeoutSeconds: float | None = None
+    steps: list[Step] | None = Field(default=None, description="A WorkingDirectory: the steps its one pod runs")
 
 
 class StopTask(BaseModel):

@@ -19,12 +19,14 @@ from flowpods.core.executor.messages import (
     EventBase,
     Kill,
     Start,
+    StepReported,
     Tick,
 )
 from flowpods.core.executor.step import ACTIVE, Step
 from flowpods.core.inputs import resolve_inputs
-from flowpods.core.model import FlowError, Subflow
+from flowpods.core.model import FlowError, Subflow, WorkingDirectory
 from flowpods.core.status import Attempt, State, TaskRun
+from flowpods.core.workdir import steps_of
 
 
 def start(step: Step, event: Start) -> None:
@@ -74,9 +76,12 @@ def attempt_finished(step: Step, event: AttemptFinished) -> None:
     attempt.closedIn = step.n
     attempt.spans = list(event.spans)
     step.finished.append(f"{tr.taskId}#{attempt.number}")
+    task = step.flow.task(tr.taskId)
+    if isinstance(task, WorkingDirectory):
+        _workdir_pod_ended(step, task, tr, attempt, event)
+        return
     if tr.state != State.RUNNING:
         tr.set_state(State.RUNNING, attempt.startedAt)
-    task = step.flow.task(tr.taskId)
     if event.success:
         attempt.state = State.SUCCESS
         tr.outputs = event.outputs
@@ -92,6 +97,58 @@ def attempt_finished(step: Step, event: AttemptFinished) -> None:
         tr.retryAt = event.at + retry.delay_before(attempt.number + 1)
         return
     step.fail_taskrun(tr, task, attempt.reason, event.at)
+
+
+def step_reported(step: Step, event: StepReported) -> None:
+    """A WorkingDirectory's pod started or ended one of its steps: the step's task run is created (once) and
+    its attempt, in that pod, starts or ends as a worker's would."""
+    tr, attempt = _live_attempt(step, event)
+    if tr is None or attempt is None:
+        return
+    task = step.flow.task(tr.taskId)
+    steps = steps_of(task) if isinstance(task, WorkingDirectory) else []
+    if event.step >= len(steps):
+        return
+    if attempt.startedAt is None:
+        step.touched = True
+        attempt.startedAt, attempt.state = event.startedAt, State.RUNNING
+        _where(attempt, event)
+    child = steps[event.step]
+    child_tr = step.find(child, tr, tr.value)
+    if child_tr is None:
+        child_tr = step.create_taskrun(child, tr, tr.value)
+        child_tr.attempts.append(Attempt(number=1, createdAt=event.startedAt))
+        step.created.append(f"{child.id}#1")
+    where = {"taskRunId": child_tr.id, "attempt": 1, "pod": event.pod, "node": event.node}
+    attempt_started(step, AttemptStarted(at=event.startedAt, **where))
+    if event.finished is not None:
+        attempt_finished(step, event.finished.model_copy(update=where))
+
+
+def _workdir_pod_ended(
+    step: Step, task: WorkingDirectory, tr: TaskRun, attempt: Attempt, event: AttemptFinished
+) -> None:
+    """The WorkingDirectory's pod ended. A step it did not report ended (the pod deleted, out of time or
+    memory, its image unavailable) fails with the pod's reason; the steps after a failed one never ran."""
+    attempt.state = State.SUCCESS if event.success else State.FAILED
+    reason = None if event.success else rules.failure_reason(event.reason, event.exitCode, event.timedOut)
+    attempt.reason = reason
+    for child in steps_of(task):
+        child_tr = step.find(child, tr, tr.value)
+        if child_tr is not None and child_tr.state.terminal:
+            if rules.continues(child_tr.state):
+                continue
+            return
+        if child_tr is None:
+            child_tr = step.create_taskrun(child, tr, tr.value)
+            child_tr.attempts.append(Attempt(number=1, createdAt=attempt.startedAt or event.at))
+            step.created.append(f"{child.id}#1")
+        attempt_finished(step, AttemptFinished(
+            at=event.at, taskRunId=child_tr.id, attempt=1, success=False, pod=event.pod, node=event.node,
+            reason=reason or "the pod ended without reporting this task", exitCode=event.exitCode,
+            timedOut=event.timedOut,
+        ))  # fmt: skip
+        return
 
 
 def child_finished(step: Step, event: ChildFinished) -> None:
@@ -131,6 +188,7 @@ TRANSITIONS: dict[type[EventBase], Transition] = {
     Admit: admit,
     AttemptStarted: attempt_started,
     AttemptFinished: attempt_finished,
+    StepReported: step_reported,
     ChildFinished: child_finished,
     Kill: kill,
     Tick: tick,
@@ -145,7 +203,7 @@ def apply(step: Step, event: EventBase) -> None:
     transition(step, event)
 
 
-def _live_attempt(step: Step, event: AttemptEvent) -> tuple[TaskRun | None, Attempt | None]:
+def _live_attempt(step: Step, event: AttemptEvent | StepReported) -> tuple[TaskRun | None, Attempt | None]:
     """The task run and its current attempt, if the event is about that attempt and it has not ended."""
     tr = step.status.taskrun(event.taskRunId)
     if tr is None or tr.state.terminal or not tr.attempts:
@@ -156,7 +214,7 @@ def _live_attempt(step: Step, event: AttemptEvent) -> tuple[TaskRun | None, Atte
     return tr, attempt
 
 
-def _where(attempt: Attempt, event: AttemptEvent) -> None:
+def _where(attempt: Attempt, event: AttemptEvent | StepReported) -> None:
     """Record where the attempt ran (the first observation of each fact wins)."""
     attempt.scheduledAt = attempt.scheduledAt or event.scheduledAt
     attempt.pod, attempt.node = event.pod or attempt.pod, event.node or attempt.node
