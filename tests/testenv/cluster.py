@@ -1,6 +1,6 @@
 """Start and stop the test environment: etcd, kube-apiserver, controller-manager, scheduler, Jaeger and
-a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py),
-everything then inside a private network + mount namespace; or, with FLOWPODS_TESTENV_NODE=agent (and in
+a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py)
+with kube-proxy and CoreDNS for Services, everything then inside a private network + mount namespace; or, with FLOWPODS_TESTENV_NODE=agent (and in
 the node agent's benchmark mode), the node agent on the host's 127.0.0.1 with free ports.
 
 Processes are started in their own sessions and recorded in pid files, so the environment
