@@ -1,7 +1,8 @@
 """Start and stop the test environment: etcd, kube-apiserver, controller-manager, scheduler, Jaeger and
 a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py)
-with kube-proxy and CoreDNS for Services, everything then inside a private network + mount namespace; or, with FLOWPODS_TESTENV_NODE=agent (and in
-the node agent's benchmark mode), the node agent on the host's 127.0.0.1 with free ports.
+with kube-proxy and CoreDNS for Services, everything then inside a private network + mount namespace;
+or, with FLOWPODS_TESTENV_NODE=agent (and in the node agent's benchmark mode), the node agent on the
+host's 127.0.0.1 with free ports.
 
 Processes are started in their own sessions and recorded in pid files, so the environment
 can outlive the process that started it (`make testenv`) and be stopped from another one.
