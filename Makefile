@@ -34,8 +34,8 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger, helm, kubelet and pause
-## from their Go modules
+## testenv-bins: build (once, cached outside the repo) etcd, kube-*, kubectl, jaeger, helm, kubelet, pause,
+## kube-proxy and coredns from their Go modules
 testenv-bins:
 	bash tests/testenv/build.sh
 
@@ -61,7 +61,7 @@ testenv: venv testenv-bins images
 testenv-down:
 	$(PYTHON) -m tests.testenv down
 
-## images: the real node's packages (apt-get: containerd, runc, debootstrap; CNI plugins unpacked) and images
+## images: the real node's packages (apt-get: containerd, runc, debootstrap, iptables, conntrack; CNI plugins unpacked) and images
 ## (pause, Debian base, the worker/operator image of worker-image/Dockerfile) without a container engine, cached
 images: venv testenv-bins
 	$(PY) -m tests.testenv images

@@ -404,35 +404,42 @@ def request_as(env: testenv.EnvInfo, token: str, path: str) -> int:
         return error.code
 
 
-def test_the_charts_jaeger_runs_as_a_pod_and_gets_the_spans_through_its_service(
+def test_the_charts_jaeger_runs_as_a_pod_and_gets_the_spans_through_its_service_by_name(
     helm, release, testenv_info, namespace, core_v1, custom_objects, apply_yaml
 ):
-    """`jaeger.enabled=true` with the locally built Jaeger image: the operator's and the workers' spans go to
-    the Jaeger Service's ClusterIP, and examples/parent.yaml's one trace is read back from that Jaeger's own
-    query API. No kube-proxy runs here: the testenv's relay (tests/testenv/relay.py) stands in for it."""
+    """`jaeger.enabled=true` with the locally built Jaeger image and nothing else about tracing: the operator
+    and its worker pods send to the chart's default endpoint, the Jaeger Service's DNS name, which CoreDNS
+    resolves and kube-proxy routes to the Jaeger pod, as in a user's install; examples/parent.yaml's one trace
+    is read back from that Jaeger's own query API, through its Service's ClusterIP."""
     env = testenv_info
     if not env.real_node:
         pytest.fail("this test is about the real node; the environment runs the node agent", pytrace=False)
     jaeger_values = ["--set", "jaeger.enabled=true", "--set", "jaeger.image.repository=flowpods.local/jaeger",
                      "--set", "jaeger.image.tag=dev", "--set", "jaeger.image.pullPolicy=Never"]  # fmt: skip
-    common = ["-n", namespace, "--set", f"watchNamespaces={{{namespace}}}", *node_values(env), *jaeger_values]
-    helm("install", release, str(CHART), *common, "--wait", "--timeout", "120s")
+    helm("install", release, str(CHART), "-n", namespace, "--set", f"watchNamespaces={{{namespace}}}",
+         *node_values(env), *jaeger_values, "--wait", "--timeout", "120s")  # fmt: skip
     service = f"{release}-flowpods-jaeger"
     selector = f"{INSTANCE}={release},app.kubernetes.io/component=jaeger"
     (jaeger_pod,) = core_v1.list_namespaced_pod(namespace, label_selector=selector).items
     assert jaeger_pod.status.phase == "Running" and jaeger_pod.spec.node_name == env.node_name
-    relay = testenv.relay.serve_service(core_v1, namespace, service, env.log_dir)
-    try:
-        # the chart's default endpoint is the Service's DNS name; without CoreDNS, its ClusterIP
-        endpoint = f"http://{relay.cluster_ip}:4317"
-        helm("upgrade", release, str(CHART), *common, "--set", f"otlp.endpoint={endpoint}", "--wait",
-             "--timeout", "120s")  # fmt: skip
-        apply_yaml(example("hello-world.yaml"))
-        apply_yaml(example("parent.yaml"))
-        apply_yaml(execution_yaml("parent-chart", "parent"))
-        status = wait_for_state(custom_objects, namespace, "parent-chart", timeout=180)["status"]
-        assert status["state"] == "SUCCESS", status.get("message")
-        in_cluster = testenv.Jaeger(f"http://{relay.cluster_ip}:16686")
-        assert_parent_example_trace(in_cluster, status["traceId"])  # a WORKER span under every TASKRUN
-    finally:
-        relay.stop()
+    operator_selector = f"{INSTANCE}={release},app.kubernetes.io/component=operator"
+    (operator_pod,) = core_v1.list_namespaced_pod(namespace, label_selector=operator_selector).items
+    operator_env = {e.name: e.value for e in operator_pod.spec.containers[0].env}
+    by_name = f"http://{service}.{namespace}.svc:4317"  # the chart's default: the Service's DNS name
+    assert operator_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == by_name
+    assert operator_env["FLOWPODS_WORKER_OTLP_ENDPOINT"] == by_name
+
+    apply_yaml(example("hello-world.yaml"))
+    apply_yaml(example("parent.yaml"))
+    apply_yaml(execution_yaml("parent-chart", "parent"))
+    status = wait_for_state(custom_objects, namespace, "parent-chart", timeout=180)["status"]
+    assert status["state"] == "SUCCESS", status.get("message")
+    workers = core_v1.list_namespaced_pod(namespace, label_selector="flowpods.io/execution").items
+    assert workers, "the executions' worker pods"
+    for pod in workers:
+        pod_env = {e.name: e.value for c in pod.spec.containers for e in c.env or []}
+        assert pod_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == by_name, pod.metadata.name
+    cluster_ip = core_v1.read_namespaced_service(service, namespace).spec.cluster_ip
+    in_cluster = testenv.Jaeger(f"http://{cluster_ip}:16686")  # kube-proxy's rules, from the sandbox
+    assert_parent_example_trace(in_cluster, status["traceId"])  # a WORKER span under every TASKRUN
+    assert testenv.Jaeger(env.jaeger_url).trace(status["traceId"]) is None, "not the environment's Jaeger"

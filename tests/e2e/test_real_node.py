@@ -123,3 +123,65 @@ spec:
     # containerd's message ends '...exec: "/bin/sh": stat /bin/sh: no such file or directory: unknown'; nothing
     # of it is cut
     assert "did not start (StartError, exit code 128)" in text and "no such file or directory: unknown" in text, text
+
+
+# Runs in a pod: resolves the Service `web` by its short and its full name (CoreDNS, the kubelet's clusterDNS
+# with the pod's search path), fetches from it through its ClusterIP (kube-proxy), and finds that a name
+# outside the cluster does not exist (no way out of the sandbox, answered at once).
+DNS_CLIENT = r"""
+import socket, sys, time, urllib.request
+ns = sys.argv[1]
+print("web", socket.gethostbyname("web"), socket.gethostbyname(f"web.{ns}.svc.cluster.local"), flush=True)
+for url in ("http://web/", f"http://web.{ns}.svc.cluster.local/"):
+    for attempt in range(40):  # kube-proxy may write the endpoint's rules a moment after the pod is Ready
+        try:
+            print(url, urllib.request.urlopen(url, timeout=3).read().decode().strip(), flush=True)
+            break
+        except OSError as error:
+            print(url, error, flush=True)
+            time.sleep(0.5)
+    else:
+        sys.exit(1)
+try:
+    socket.gethostbyname("nowhere.invalid")
+except socket.gaierror as error:
+    print("outside", error.args[0] == socket.EAI_NONAME, flush=True)
+"""
+
+
+def test_a_pod_resolves_a_service_by_name_and_reaches_it_through_kube_proxy(real, core_v1, namespace) -> None:
+    image = real.test_image
+    server = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": image, "workingDir": "/tmp",
+            "command": ["sh", "-c", "echo served-by-web >index.html && exec python3 -m http.server 8080"],
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1}}]},
+    }  # fmt: skip
+    core_v1.create_namespaced_pod(namespace, server)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}  # fmt: skip
+    cluster_ip = core_v1.create_namespaced_service(namespace, service).spec.cluster_ip
+    ready = lambda: any(  # noqa: E731
+        c.type == "Ready" and c.status == "True"
+        for c in core_v1.read_namespaced_pod("web", namespace).status.conditions or []
+    )
+    testenv.wait_for(ready, 120, "the Service's pod to be Ready")
+    client = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "main", "image": image, "command": ["python3", "-c", DNS_CLIENT, namespace]}]},
+    }  # fmt: skip
+    core_v1.create_namespaced_pod(namespace, client)
+    pod = testenv.wait_for_pod_phase(core_v1, namespace, "client", ("Succeeded", "Failed"), timeout=120)
+    log = testenv.pod_log(real, namespace, "client", "main")
+    assert pod["status"]["phase"] == "Succeeded", log
+    lines = log.splitlines()
+    assert lines[0] == f"web {cluster_ip} {cluster_ip}", log
+    assert "http://web/ served-by-web" in lines, log
+    assert f"http://web.{namespace}.svc.cluster.local/ served-by-web" in lines, log
+    assert lines[-1] == "outside True", log
+    # the sandbox (where the tests run) reaches the ClusterIP too: kube-proxy's OUTPUT rules
+    with urllib.request.urlopen(f"http://{cluster_ip}/", timeout=10) as response:
+        assert response.read().decode().strip() == "served-by-web"

@@ -3,7 +3,6 @@
 See docs/testenv.md. `python -m tests.testenv up|down|status` is what `make testenv` runs.
 """
 
-from . import relay
 from .cluster import (
     ADMIN_USER,
     NODE_NAME,
@@ -53,7 +52,6 @@ __all__ = [
     "missing_binaries",
     "pod_log",
     "pod_log_path",
-    "relay",
     "require_binaries",
     "root",
     "span_names",

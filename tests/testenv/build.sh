@@ -5,6 +5,7 @@
 # Usage: bash tests/testenv/build.sh        (prints the bin dir on the last line)
 #        bash tests/testenv/build.sh --print-bin-dir   (only prints where binaries go)
 #        bash tests/testenv/build.sh --print-node-bin-dir   (where the real node's kubelet and pause go)
+#        bash tests/testenv/build.sh --print-services-bin-dir   (where the real node's kube-proxy and CoreDNS go)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,12 @@ kube_src_dir="$src_dir/kube"
 source "$here/versions-node.env"
 node_key="$(cat "$here/versions.env" "$here/versions-node.env" "$here/pause/main.go" | grep -v '^#' | sha256sum | cut -c1-12)"
 node_bin_dir="$cache_root/node-$node_key/bin"
+# The real node's Service plumbing (kube-proxy, CoreDNS): a key of its own as well.
+# shellcheck disable=SC1091
+source "$here/versions-services.env"
+services_key="$(cat "$here/versions.env" "$here/versions-services.env" "$here/coredns/main.go" | grep -v '^#' \
+  | sha256sum | cut -c1-12)"
+services_bin_dir="$cache_root/services-$services_key/bin"
 
 if [[ "${1:-}" == "--print-bin-dir" ]]; then
   echo "$bin_dir"
@@ -32,8 +39,12 @@ if [[ "${1:-}" == "--print-node-bin-dir" ]]; then
   echo "$node_bin_dir"
   exit 0
 fi
+if [[ "${1:-}" == "--print-services-bin-dir" ]]; then
+  echo "$services_bin_dir"
+  exit 0
+fi
 
-mkdir -p "$bin_dir" "$src_dir" "$node_bin_dir"
+mkdir -p "$bin_dir" "$src_dir" "$node_bin_dir" "$services_bin_dir"
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 kube_minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
@@ -104,6 +115,18 @@ setup_kubelet() {
 setup_pause() {
   cp "$here/pause/main.go" .
 }
+setup_kubeproxy() {
+  # like the kubelet: the kube module's dependency versions, so shared packages come from Go's build cache
+  cp "$kube_src_dir/go.mod" "$kube_src_dir/go.sum" .
+  "$GO" mod edit -module flowpods-testenv-services-tools
+  "$GO" get -tool "k8s.io/kubernetes/cmd/kube-proxy@$KUBE_VERSION"
+}
+setup_coredns() {
+  # a main with only the plugins cluster DNS needs (tests/testenv/coredns/main.go), in CoreDNS's module
+  cp "$here/coredns/main.go" .
+  "$GO" get "github.com/coredns/coredns@$COREDNS_VERSION"
+  "$GO" mod tidy
+}
 
 # build NAME FAMILY PACKAGE LDFLAGS [OUT_DIR SRC_DIR]
 build() {
@@ -138,6 +161,9 @@ if [[ "${FLOWPODS_TESTENV_NODE:-real}" != agent ]]; then
   prepare_module "$src_dir/kube" setup_kube
   build kubelet kubelet k8s.io/kubernetes/cmd/kubelet "$kube_ldflags" "$node_bin_dir" "$(dirname "$node_bin_dir")/src"
   build pause pause . "-s -w" "$node_bin_dir" "$(dirname "$node_bin_dir")/src"
+  build kube-proxy kubeproxy k8s.io/kubernetes/cmd/kube-proxy "$kube_ldflags" "$services_bin_dir" \
+    "$(dirname "$services_bin_dir")/src"
+  build coredns coredns . "-s -w" "$services_bin_dir" "$(dirname "$services_bin_dir")/src"
 fi
 
 echo "all binaries ready in $(( $(date +%s) - total_start ))s; binaries: $(du -sh "$bin_dir" | cut -f1) in $bin_dir"

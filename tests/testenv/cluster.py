@@ -1,7 +1,8 @@
 """Start and stop the test environment: etcd, kube-apiserver, controller-manager, scheduler, Jaeger and
-a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py),
-everything then inside a private network + mount namespace; or, with FLOWPODS_TESTENV_NODE=agent (and in
-the node agent's benchmark mode), the node agent on the host's 127.0.0.1 with free ports.
+a node, state in one directory. The node is a real kubelet (containerd + runc, tests/testenv/node.py)
+with kube-proxy and CoreDNS for Services, everything then inside a private network + mount namespace;
+or, with FLOWPODS_TESTENV_NODE=agent (and in the node agent's benchmark mode), the node agent on the
+host's 127.0.0.1 with free ports.
 
 Processes are started in their own sessions and recorded in pid files, so the environment
 can outlive the process that started it (`make testenv`) and be stopped from another one.
@@ -42,7 +43,7 @@ BINARIES = (
 
 def components(node: str) -> tuple[str, ...]:
     """What an environment with that node runs."""
-    agent_only, real_only = {"nodeagent"}, {"sandbox", "containerd", "kubelet"}
+    agent_only, real_only = {"nodeagent"}, {"sandbox", "containerd", "kubelet", "kube-proxy", "coredns"}
     return tuple(c for c in COMPONENTS if c not in (agent_only if node == "real" else real_only))
 
 
@@ -56,6 +57,8 @@ COMPONENTS = (
     "nodeagent",
     "containerd",
     "kubelet",
+    "kube-proxy",
+    "coredns",
     "jaeger",
 )
 CONTROLLERS = (
@@ -67,6 +70,8 @@ CONTROLLERS = (
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
 )
+# the real node's kube-proxy and CoreDNS read Services' EndpointSlices
+REAL_NODE_CONTROLLERS = ("endpointslice-controller",)
 NODE_NAME = "flowpods-test-node"  # the node agent's
 ADMIN_USER = "flowpods-admin"
 TEST_USER = "flowpods-test-user"
@@ -640,8 +645,10 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
             "--token-auth-file",
             str(state / "tokens.csv"),
             "--allow-privileged=true",
+            # the real node: the `kubernetes` Service's endpoint is the API server's address on the bridge,
+            # where kube-proxy sends 10.0.0.1:443; the node agent runs no kube-proxy
             "--endpoint-reconciler-type",
-            "none",
+            "lease" if info.real_node else "none",
             "--v",
             "1",
         ],
@@ -674,7 +681,7 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
             "--cert-dir",
             str(state / "cm-certs"),
             "--controllers",
-            ",".join(CONTROLLERS),
+            ",".join(CONTROLLERS + (REAL_NODE_CONTROLLERS if info.real_node else ())),
             "--service-account-private-key-file",
             str(pki / "sa.key"),
             "--root-ca-file",
@@ -741,6 +748,10 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
         info,
         "kube-controller-manager",
     )
+    if info.real_node:
+        _wait("kube-proxy /healthz", lambda: _http_ok(f"http://{node_mod.KUBE_PROXY_HEALTHZ}/healthz"), timeout,
+              info, "kube-proxy")  # fmt: skip
+        _wait("coredns /ready", lambda: _http_ok(f"http://{node_mod.COREDNS_READY}/ready"), timeout, info, "coredns")
     _wait("jaeger query API", lambda: _http_ok(f"{info.jaeger_url}/api/services"), timeout, info, "jaeger")
 
     def otlp_listening() -> bool:
@@ -750,6 +761,40 @@ def _start(info: EnvInfo, bins: Path, state: Path, timeout: float, agent_args: l
         return True
 
     _wait("jaeger OTLP receivers", otlp_listening, timeout, info, "jaeger")
+
+
+COREDNS_RBAC = (
+    ("/apis/rbac.authorization.k8s.io/v1/clusterroles", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": node_mod.COREDNS_USER},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services", "endpoints", "namespaces", "pods"],
+             "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        ],
+    }),
+    ("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": node_mod.COREDNS_USER},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": node_mod.COREDNS_USER},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": node_mod.COREDNS_USER}],
+    }),
+)  # fmt: skip
+
+
+def _api_create(info: EnvInfo, path: str, body: dict) -> None:
+    req = urllib.request.Request(
+        f"{info.api_url}{path}",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {info.admin_token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(info.ca_file)), timeout=10):
+            pass
+    except urllib.error.HTTPError as e:
+        if e.code != 409:  # already there
+            raise TestEnvError(f"POST {path}: {e.code} {e.read()[:500]!r}") from e
 
 
 def _real_node_apiserver_args(pki: Path) -> list[str]:
@@ -770,6 +815,12 @@ def _start_real_node(info: EnvInfo, timeout: float, base_env: dict[str, str], ar
     _wait("containerd", lambda: node_mod.ctr(info, "version", timeout=10).returncode == 0, timeout, info, "containerd")
     node_mod.import_images(info, archives)
     _spawn(info, "kubelet", node_mod.kubelet_argv(info), env=base_env)
+    # Services: kube-proxy (the built-in system:node-proxier role) and CoreDNS (read-only on Services and
+    # endpoints), each with its own client certificate
+    _spawn(info, "kube-proxy", node_mod.kube_proxy_argv(info), env=base_env)
+    for path, body in COREDNS_RBAC:
+        _api_create(info, path, body)
+    _spawn(info, "coredns", node_mod.coredns_argv(info), env=base_env)
 
 
 def _untaint(info: EnvInfo) -> None:

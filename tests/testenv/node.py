@@ -7,9 +7,12 @@ the host's mounts, sysctls, iptables and /run are never touched: /run and /var/l
 and the sysctls the kubelet insists on are read-only files bind-mounted over /proc/sys inside it.
 
 Pods sit on a bridge (BRIDGE_IP/24) that also carries the `kubernetes` Service IP (10.0.0.1), where the
-API server listens on 443, so in-cluster clients reach it without kube-proxy; Jaeger's OTLP receivers
-listen on every address of the sandbox, so pods reach them at BRIDGE_IP. Tests join the sandbox's
-network namespace (`join_network`) and serve what pods must reach on BRIDGE_IP.
+API server listens on 443. kube-proxy (iptables mode; its rules live only in the sandbox's network
+namespace) routes every Service's ClusterIP to its endpoints, and CoreDNS (a process in the sandbox, on
+BRIDGE_IP:53, the kubelet's clusterDNS) answers Service names from the API server, so pods reach Services
+by name as in any cluster. Jaeger's OTLP receivers listen on every address of the sandbox, so pods reach
+them at BRIDGE_IP. Tests join the sandbox's network namespace (`join_network`) and serve what pods must
+reach on BRIDGE_IP; they reach ClusterIPs too (kube-proxy's OUTPUT rules).
 
 See docs/testenv.md ("The real node") for the blockers each setting fixes.
 """
@@ -37,7 +40,20 @@ BRIDGE_IP = f"{POD_NET}.1"
 SERVICE_RANGE = "10.0.0.0/24"  # --service-cluster-ip-range
 SERVICE_API_IP = "10.0.0.1"  # the `kubernetes` Service (first IP of --service-cluster-ip-range; in the cert)
 NODE_NAME = "127.0.0.1"  # --hostname-override: InternalIP 127.0.0.1, so logs/exec need no DNS
-APT_PACKAGES = ("containerd", "runc", "debootstrap")
+CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DNS = BRIDGE_IP  # CoreDNS listens here (port 53), the kubelet's clusterDNS
+KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"
+KUBE_PROXY_METRICS = "127.0.0.1:10249"
+COREDNS_READY = "127.0.0.1:8181"
+COREDNS_USER = "flowpods-testenv:coredns"  # its client certificate's CN; RBAC: read Services and endpoints
+# the executables each package brings; iptables and conntrack for kube-proxy (iptables mode, nf_tables backend)
+APT_PACKAGES = {
+    "containerd": "containerd",
+    "runc": "runc",
+    "debootstrap": "debootstrap",
+    "iptables": "iptables-restore",
+    "conntrack": "conntrack",
+}
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 # The kubelet with protectKernelDefaults refuses to start unless these read as its values.
 KUBELET_SYSCTLS = {
@@ -64,6 +80,8 @@ ip link set fpnil-end up
 ip addr add 10.244.76.1/32 dev fpnil
 ip link set fpnil up
 ip route add default dev fpnil
+# kube-proxy DNATs pods' Service traffic to other pods on the bridge: forwarding in this namespace only
+echo 1 >/proc/sys/net/ipv4/ip_forward
 mount -n -t tmpfs -o mode=755,size=64m flowpods-run /run   # containerd's shim sockets: /run/containerd/s
 mkdir -p /run/containerd /run/netns
 mount -n -t tmpfs -o mode=755,size=16m flowpods-varlog /var/log   # kubelet: /var/log/containers
@@ -95,12 +113,26 @@ def node_bin_dir() -> Path:
 
 def missing() -> list[str]:
     """What the real node needs and is not installed or built (packages via ensure_packages)."""
-    gone = [p for p in ("containerd", "runc", "ctr", "debootstrap", "unshare", "nsenter", "ip") if not shutil.which(p)]
+    needed = ("ctr", "unshare", "nsenter", "ip", *APT_PACKAGES.values())
+    gone = [p for p in needed if not shutil.which(p)]
     bins = node_bin_dir()
     gone += [str(bins / b) for b in ("kubelet", "pause") if not os.access(bins / b, os.X_OK)]
+    services = services_bin_dir()
+    gone += [str(services / b) for b in ("kube-proxy", "coredns") if not os.access(services / b, os.X_OK)]
     if not cni_dir().joinpath("bridge").exists():
         gone.append("CNI plugins")
     return gone
+
+
+def services_bin_dir() -> Path:
+    """Where build.sh puts kube-proxy and CoreDNS (their own cache key)."""
+    override = os.environ.get("FLOWPODS_TESTENV_SERVICES_BIN")
+    if override:
+        return Path(override)
+    out = subprocess.run(
+        ["bash", str(HERE / "build.sh"), "--print-services-bin-dir"], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
 
 
 def cni_dir() -> Path:
@@ -108,12 +140,10 @@ def cni_dir() -> Path:
 
 
 def ensure_packages() -> None:
-    """containerd, runc and debootstrap from Debian (apt-get, when missing); the CNI plugins unpacked from
-    containernetworking-plugins with `dpkg -x` (installing it pulls in iptables, and with iptables present
-    the kubelet adds its KUBE-FIREWALL rules)."""
-    wanted = [
-        p for p, exe in zip(APT_PACKAGES, ("containerd", "runc", "debootstrap"), strict=True) if not shutil.which(exe)
-    ]
+    """containerd, runc, debootstrap, iptables and conntrack from Debian (apt-get, when missing); the CNI
+    plugins unpacked from containernetworking-plugins with `dpkg -x`. iptables and conntrack are for
+    kube-proxy; every rule it (and the kubelet) writes stays in the sandbox's network namespace."""
+    wanted = [p for p, exe in APT_PACKAGES.items() if not shutil.which(exe)]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if wanted or not cni_dir().joinpath("bridge").exists():
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
@@ -178,6 +208,8 @@ def node_pki(pki: Path) -> None:
     for name, subject in (
         ("kubelet", f"/O=system:nodes/CN=system:node:{NODE_NAME}"),
         ("apiserver-kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client"),
+        ("kube-proxy", "/CN=system:kube-proxy"),  # the built-in binding system:node-proxier
+        ("coredns", f"/CN={COREDNS_USER}"),  # the ClusterRole the environment makes (cluster.py)
     ):
         run = lambda *a: subprocess.run(["openssl", *a], cwd=pki, check=True, capture_output=True)  # noqa: E731
         run("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", f"{name}.key")
@@ -215,6 +247,48 @@ def write_configs(info: EnvInfo) -> None:
         "current-context": "node",
     }
     (n / "kubelet.kubeconfig").write_text(json.dumps(kubeconfig, indent=2))
+    for user in ("kube-proxy", "coredns"):
+        own = {**kubeconfig, "users": [{"name": "node", "user": {
+            "client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}]}  # fmt: skip
+        (n / f"{user}.kubeconfig").write_text(json.dumps(own, indent=2))
+    proxy = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "clientConnection": {"kubeconfig": str(n / "kube-proxy.kubeconfig")},
+        "hostnameOverride": NODE_NAME,
+        "bindAddress": BRIDGE_IP,  # the node's address for kube-proxy (its Node's InternalIP is 127.0.0.1)
+        "healthzBindAddress": KUBE_PROXY_HEALTHZ,
+        "metricsBindAddress": KUBE_PROXY_METRICS,
+        "mode": "iptables",
+        # traffic to a Service from outside the pod network (the sandbox itself: tests, host processes) is
+        # masqueraded to the bridge's address, so the pod's answer finds its way back
+        "clusterCIDR": f"{POD_NET}.0/24",
+        "iptables": {"localhostNodePorts": False},
+        # leave the kernel's conntrack limits and timeouts alone (some are global, not per namespace)
+        "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+        "oomScoreAdj": 0,  # no CAP_SYS_RESOURCE to lower it
+    }
+    (n / "kube-proxy.yaml").write_text(json.dumps(proxy, indent=2))
+    (n / "Corefile").write_text(f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
+    bind {CLUSTER_DNS}
+    errors
+    ready {COREDNS_READY}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {n / "coredns.kubeconfig"} node
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+.:53 {{
+    bind {CLUSTER_DNS}
+    errors
+    # no way out of the sandbox: every other name does not exist, at once
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
+}}
+""")
     (n / "containerd.toml").write_text(f"""version = 2
 root = "{n}/containerd/root"
 state = "{n}/containerd/state"
@@ -251,16 +325,16 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
             {
                 "type": "bridge",
                 "bridge": BRIDGE,
-                "isGateway": False,  # the bridge has its address already; True would turn on ip_forward
+                "isGateway": False,  # the bridge has its address already
                 "ipMasq": False,
-                "hairpinMode": False,
+                "hairpinMode": True,  # a pod reaching itself through its Service
                 "ipam": {
                     "type": "host-local",
                     "dataDir": str(n / "cni" / "ipam"),
                     "ranges": [
                         [{"subnet": f"{POD_NET}.0/24", "rangeStart": f"{POD_NET}.10", "rangeEnd": f"{POD_NET}.250"}]
                     ],
-                    # the Service range: the API server's 10.0.0.1 and relays (tests/testenv/relay.py)
+                    # the Service range, to the sandbox, where kube-proxy's rules are
                     "routes": [{"dst": SERVICE_RANGE, "gw": BRIDGE_IP}],
                 },
             }
@@ -300,6 +374,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "podLogsDir": str(n / "pod-logs"),
+        "clusterDNS": [CLUSTER_DNS],
+        "clusterDomain": CLUSTER_DOMAIN,
         "volumePluginDir": str(n / "volume-plugins"),
         "serializeImagePulls": False,
         "rotateCertificates": False,
@@ -333,6 +409,14 @@ def kubelet_argv(info: EnvInfo) -> list[str]:
         "--hostname-override", NODE_NAME,
         "--v", "1",
     ]  # fmt: skip
+
+
+def kube_proxy_argv(info: EnvInfo) -> list[str]:
+    return [str(services_bin_dir() / "kube-proxy"), "--config", str(info.dir / "node" / "kube-proxy.yaml"), "--v", "1"]
+
+
+def coredns_argv(info: EnvInfo) -> list[str]:
+    return [str(services_bin_dir() / "coredns"), "-conf", str(info.dir / "node" / "Corefile")]
 
 
 def ctr(info: EnvInfo, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
