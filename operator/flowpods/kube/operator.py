@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from flowpods.core import admission, executor, notices, start
+from flowpods.core import admission, compaction, executor, notices, start
 from flowpods.core import export as span_export
 from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
@@ -496,6 +496,7 @@ class Operator:
         them again."""
         if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
             status = status.model_copy(update={"exported": span_export.last_change(status)})
+        status = compaction.compact(subject.flow, status)  # what the stored watermark says is exported
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status, subject.flow_doc, subject.revision,
                                                self.config.traces)  # fmt: skip
