@@ -67,7 +67,7 @@ def rows(status: ExecutionStatus) -> list[tuple[Any, ...]]:
             for tr in status.taskRuns]  # fmt: skip
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flow=flows_strategy(), data=st.data())
 def test_compaction_changes_no_decision_and_every_span_is_exported_once(flow: Flow, data: st.DataObject) -> None:
     """Two runs of the same flow with the same events: one keeps its status in full, the other is compacted at
