@@ -38,6 +38,7 @@ from flowpods.kube import (
 )
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
+from flowpods.kube.essence import ChangeHandledOnly
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View
@@ -631,9 +632,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR = Operator(config, Kube(observe=observe), exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="flowpods.io", key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
