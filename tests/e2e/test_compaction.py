@@ -56,7 +56,8 @@ def test_a_foreach_of_300_values_is_compacted_and_each_span_reaches_jaeger_once(
     assert Counter(row["taskId"] for row in rows) == {"each": 1, "pick": VALUES, "work": pods - 1, "after": 1}
     assert all(row["state"] == "SUCCESS" for row in rows)
     groups = [entry for entry in status["taskRuns"] if COMPACT_KEY in entry]
-    assert groups and status["folded"]["taskRuns"] >= VALUES, "the ended task runs were compacted"
+    # those that ended in the last changes stay in full: their spans were exported after the last commit
+    assert groups and status["folded"]["taskRuns"] >= VALUES // 2, "the ended task runs were compacted"
     assert status["folded"]["changes"] > 0, "exported changes were folded"
     changes = status["folded"]["lastChange"] if not status["changes"] else status["changes"][-1]["n"]
     size = len(json.dumps(status, separators=(",", ":")))
@@ -71,4 +72,4 @@ def test_a_foreach_of_300_values_is_compacted_and_each_span_reaches_jaeger_once(
         (span["operationName"], copies[span["spanID"]]) for span in stored if copies[span["spanID"]] > 1
     )
     print(f"\n{VALUES}-value ForEach: {took:.1f}s to SUCCESS, {changes} changes, {len(copies)} spans each stored "
-          f"once; closing status {size} bytes with {len(groups)} compact groups")  # fmt: skip
+          f"once; closing status {size} bytes, {status['folded']['taskRuns']} task runs compacted in {len(groups)} groups")  # fmt: skip
