@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowpods.core import compaction, export
+from flowpods.core import compaction, export, metrics
 from flowpods.core.engine import AttemptFinished, ChildFinished, Decision, Kill, RunTask, Start, Tick, advance
 from flowpods.core.model import Flow
 from flowpods.core.records import SpanRecord
@@ -238,3 +238,17 @@ def test_a_flow_of_1000_tasks_succeeds_under_1_mib_with_each_span_once() -> None
         f"\n1,000 tasks: largest status {max(twin.sizes)} bytes, closing {twin.sizes[-1]}; "
         f"100 tasks kept in full: {uncompacted.sizes[-1]} bytes ({uncompacted.sizes[-1] / 100:.0f} per task run)"
     )
+
+
+def test_metrics_of_a_commit_after_compaction_measure_the_first_task_once() -> None:
+    """The change that created the first task run is folded away: a later commit does not measure it again."""
+    flow = make_flow([log("a"), log("b")])
+    first = advance(flow, RUN, None, [Start(at=T0, inputs={})], T0).status
+    assert [m.name for m in metrics.committed(RUN, flow, None, first)].count(metrics.FIRST_TASK_DELAY) == 1
+    (tr,) = first.taskRuns
+    first.exported = first.last_change
+    before = compaction.compact(flow, first, 0, 0)
+    finished = AttemptFinished(at=T0, taskRunId=tr.id, attempt=1, success=True)
+    after = compaction.compact(flow, advance(flow, RUN, before, [finished], T0).status, 0, 0)
+    assert before.changes == [] and after.changes[0].created == ["b", "b#1"]
+    assert metrics.FIRST_TASK_DELAY not in [m.name for m in metrics.committed(RUN, flow, before, after)]
