@@ -71,5 +71,6 @@ def test_a_foreach_of_300_values_is_compacted_and_each_span_reaches_jaeger_once(
     assert len(copies) == expected and set(copies.values()) == {1}, sorted(
         (span["operationName"], copies[span["spanID"]]) for span in stored if copies[span["spanID"]] > 1
     )
-    print(f"\n{VALUES}-value ForEach: {took:.1f}s to SUCCESS, {changes} changes, {len(copies)} spans each stored "
-          f"once; closing status {size} bytes, {status['folded']['taskRuns']} task runs compacted in {len(groups)} groups")  # fmt: skip
+    compacted = status["folded"]["taskRuns"]
+    print(f"\n{VALUES}-value ForEach: {took:.1f}s to SUCCESS, {changes} changes, {len(copies)} spans each stored once; "
+          f"closing status {size} bytes, {compacted} task runs compacted in {len(groups)} groups")  # fmt: skip
