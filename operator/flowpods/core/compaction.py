@@ -26,8 +26,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
 from flowpods.core.model import Flow
 from flowpods.core.status import ExecutionStatus, Folded, TaskRun, stored_task_runs
 
@@ -134,14 +132,13 @@ def compact(
 
 def task_run_rows(status: dict[str, Any]) -> list[dict[str, Any]]:
     """The task runs of a stored status (raw JSON, as the API and kubectl read it), compacted ones expanded:
-    each with its id, taskId, value, state, attempts (a count), error and child; what does not read as a task
-    run (a hand-edited status) is left out."""
+    each with its id, taskId, value, state, attempts (a count), error and child; read leniently, as stored."""
     rows = []
     for entry in stored_task_runs(status.get("taskRuns")):
-        try:
-            tr = TaskRun.model_validate(entry)
-        except ValidationError:
+        if not isinstance(entry, dict):
             continue
-        rows.append({"id": tr.id, "taskId": tr.taskId, "value": tr.value, "state": tr.state.value,
-                     "attempts": tr.attempt_count, "error": tr.error, "child": tr.child})  # fmt: skip
+        attempts = entry.get("attemptCount") if entry.get("compact") else len(entry.get("attempts") or [])
+        rows.append({"id": entry.get("id"), "taskId": entry.get("taskId"), "value": entry.get("value"),
+                     "state": entry.get("state"), "attempts": attempts, "error": entry.get("error"),
+                     "child": entry.get("child")})  # fmt: skip
     return rows
