@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
 from flowpods.api.runview import RunView
-from flowpods.core import ids
+from flowpods.core import compaction, ids
 from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
@@ -196,17 +196,7 @@ def summary(execution: dict[str, Any], jaeger_url: str | None = None) -> dict[st
         "endDate": status.get("endDate"),
         "duration": status.get("duration"),
         "history": [{"state": h.get("state"), "at": h.get("at")} for h in status.get("history") or []],
-        "taskRuns": [
-            {
-                "id": tr.get("id"),
-                "taskId": tr.get("taskId"),
-                "value": tr.get("value"),
-                "state": tr.get("state"),
-                "attempts": len(tr.get("attempts") or []),
-                "error": tr.get("error"),
-            }
-            for tr in status.get("taskRuns") or []
-        ],
+        "taskRuns": [{k: v for k, v in tr.items() if k != "child"} for tr in compaction.task_run_rows(status)],
         "links": links(meta["namespace"], meta["name"], trace_id, jaeger_url),
     }
 
@@ -219,7 +209,7 @@ def is_terminal(execution: dict[str, Any] | None) -> bool:
 def progress_key(execution: dict[str, Any]) -> tuple[Any, ...]:
     """What a follower is told about: the state, and each task run's state and attempts."""
     status = execution.get("status") or {}
-    runs = tuple((t.get("id"), t.get("state"), len(t.get("attempts") or [])) for t in status.get("taskRuns") or [])
+    runs = tuple((t["id"], t["state"], t["attempts"]) for t in compaction.task_run_rows(status))
     return status.get("state"), runs
 
 

@@ -43,7 +43,7 @@ class ExportPlan:
 
 
 def last_change(status: ExecutionStatus) -> int:
-    return status.changes[-1].n if status.changes else 0
+    return status.last_change
 
 
 def pending(status: ExecutionStatus) -> bool:

@@ -178,8 +178,8 @@ def committed(
 ) -> list[Measurement]:
     """What the changes committed between `before` and `after` add: every run, attempt and task run they
     closed, and the first task run if they created it. Exemplars name the measured span when `traced`."""
-    low = before.changes[-1].n if before is not None and before.changes else 0
-    high = after.changes[-1].n if after.changes else 0
+    low = before.last_change if before is not None else 0
+    high = after.last_change
 
     def new(closed_in: int | None) -> bool:
         return closed_in is not None and low < closed_in <= high
@@ -193,7 +193,7 @@ def committed(
 
     found: list[Measurement] = []
     first = next((change for change in after.changes if change.created), None)
-    if first is not None and low < first.n <= high:
+    if first is not None and not after.folded.created and low < first.n <= high:
         found.append(
             Measurement(
                 FIRST_TASK_DELAY, _seconds(run.createdAt, first.end), dict(run_attrs), exemplar(ids.run_span_id(run))

@@ -6,11 +6,25 @@ operator process, restarted at any moment, reads back the same facts and derives
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import to_jsonable_python
 
 from flowpods.core.records import SpanRecord
 
@@ -107,6 +121,86 @@ class TaskRun(WithHistory):
     iteration: int | None = Field(default=None, description="WaitFor: the iteration (0, 1, ...) this task run is in")
     child: str | None = Field(default=None, description="Subflow: the child execution's name")
     closedIn: int | None = None
+    compact: bool = Field(default=False, exclude=True, description="Stored in the compact form (core/compaction.py)")
+    attemptCount: int = Field(default=0, exclude=True, description="Compact: the attempts it had")
+
+    @property
+    def attempt_count(self) -> int:
+        return self.attemptCount if self.compact else len(self.attempts)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_compact(cls, data: Any) -> Any:
+        """A group of one compacted task run (see `expand_compact`) reads as that task run."""
+        if isinstance(data, dict) and COMPACT_KEY in data:
+            (data, *_) = expand_compact(data) or [data]
+        return data
+
+    @model_serializer(mode="wrap")
+    def _stored(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """A compacted task run is stored as a group of one (ExecutionStatus merges neighbours), a full one as
+        itself."""
+        if not self.compact:
+            return handler(self)
+        return {COMPACT_KEY: [self.taskId, self.parentId, [self.compact_row("json")]]}
+
+    def compact_row(self, mode: str) -> list[Any]:
+        """`[id, value, state, attempts, {iteration, error, child, outputs}?]` (see COMPACT_KEY)."""
+        row: list[Any] = [self.id, self.value, self.state.value, self.attemptCount]
+        extra = {k: v for k, v in (("iteration", self.iteration), ("error", self.error), ("child", self.child),
+                                   ("outputs", self.outputs)) if v not in (None, {})}  # fmt: skip
+        if "outputs" in extra and mode == "json":
+            extra["outputs"] = to_jsonable_python(extra["outputs"])
+        return [*row, extra] if extra else row
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A compacted task run ended long ago and nothing changes it any more: copies share it (a status of
+        10,000 of them is copied on every executor call)."""
+        return self if self.compact else super().__deepcopy__(memo)
+
+
+COMPACT_KEY = "c"
+"""Compacted task runs in `status.taskRuns`, consecutive ones of one task and parent grouped:
+`{"c": [taskId, parentId, [[id, value, state, attempts, {iteration, error, child, outputs}?], ...]]}`."""
+
+
+def expand_compact(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task runs of a group in the compact form, as fields (for the model and for readers of raw JSON);
+    nothing for a malformed one."""
+    group = data.get(COMPACT_KEY)
+    if not isinstance(group, list) or len(group) != 3 or not isinstance(group[2], list):
+        return []
+    task_id, parent_id, rows = group
+    runs = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) < 4:
+            continue
+        extra = row[4] if len(row) > 4 and isinstance(row[4], dict) else {}
+        fields = dict(zip(("id", "value", "state", "attemptCount"), row[:4], strict=True))
+        runs.append({**extra, **fields, "taskId": task_id, "parentId": parent_id, "compact": True})
+    return runs
+
+
+def stored_task_runs(entries: Any) -> list[Any]:
+    """`status.taskRuns` as stored, with its groups of compacted task runs expanded, one entry per task run."""
+    if not isinstance(entries, list):
+        return []
+    expanded: list[Any] = []
+    for entry in entries:
+        if isinstance(entry, dict) and COMPACT_KEY in entry:
+            expanded.extend(expand_compact(entry))
+        else:
+            expanded.append(entry)
+    return expanded
+
+
+class Folded(Stored):
+    """What compaction kept of the changes it dropped (their spans were exported): counters."""
+
+    changes: int = Field(default=0, description="Changes folded away")
+    lastChange: int = Field(default=0, description="The number of the last one")
+    created: int = Field(default=0, description="Those that created task runs or attempts")
+    taskRuns: int = Field(default=0, description="Task runs stored in the compact form")
 
 
 class Change(Stored):
@@ -131,9 +225,82 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
+    folded: Folded = Field(default_factory=Folded)
+    _by_id: _Index | None = PrivateAttr(default=None)
+
+    @field_validator("taskRuns", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return stored_task_runs(value) if isinstance(value, list) else value
+
+    @field_serializer("taskRuns", mode="wrap")
+    def _group(self, value: list[TaskRun], handler: SerializerFunctionWrapHandler, info: FieldSerializationInfo) -> Any:
+        """Compacted task runs in groups (`COMPACT_KEY`), written here in one loop: through pydantic, one call per
+        task run made a status of 10,000 take seconds to write."""
+        if not self.folded.taskRuns:
+            return handler(value)
+        dumped: list[Any] = []
+        group: list[Any] | None = None
+        for tr in value:
+            if not tr.compact:
+                dumped.append(tr.model_dump(mode=info.mode))
+                group = None
+                continue
+            if group is None or group[0] != tr.taskId or group[1] != tr.parentId:
+                group = [tr.taskId, tr.parentId, []]
+                dumped.append({COMPACT_KEY: group})
+            group[2].append(tr.compact_row(info.mode))
+        return dumped
+
+    @property
+    def last_change(self) -> int:
+        """The number of the newest change (the next one is one more), folded or not."""
+        return self.changes[-1].n if self.changes else self.folded.lastChange
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the stored fields are (the index is not part of the state)."""
+        if not isinstance(other, ExecutionStatus):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
-        return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)
+        return self._index().by_id.get(taskrun_id)
+
+    def with_outputs(self) -> list[TaskRun]:
+        """The task runs that have outputs, in order; compacted ones (which never change) come from the index,
+        so that rendering reads the few live ones and not 10,000 ended ones."""
+        index = self._index()
+        live = [(i, self.taskRuns[i]) for i in index.live if self.taskRuns[i].outputs]
+        if not index.compact_outputs:
+            return [tr for _, tr in live]
+        return [tr for _, tr in heapq.merge(index.compact_outputs, live, key=lambda pair: pair[0])]
+
+    def _index(self) -> _Index:
+        """An index beside the list of task runs: the executor only appends to it, and a new list (a copy, a
+        compaction) is indexed afresh."""
+        runs, index = self.taskRuns, self._by_id
+        if index is None or index.runs is not runs or index.seen > len(runs):
+            index = self._by_id = _Index(runs)
+        for position in range(index.seen, len(runs)):
+            tr = runs[position]
+            index.by_id.setdefault(tr.id, tr)
+            if not tr.compact:
+                index.live.append(position)
+            elif tr.outputs:
+                index.compact_outputs.append((position, tr))
+        index.seen = len(runs)
+        return index
+
+
+@dataclass
+class _Index:
+    runs: list[TaskRun]
+    seen: int = 0
+    by_id: dict[str, TaskRun] = field(default_factory=dict)
+    live: list[int] = field(default_factory=list)
+    compact_outputs: list[tuple[int, TaskRun]] = field(default_factory=list)
 
 
 class RunInfo(BaseModel):

@@ -25,7 +25,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from flowpods.core import admission, executor, notices, start, workdir
+from flowpods.core import admission, compaction, executor, notices, start, workdir
 from flowpods.core import export as span_export
 from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
@@ -38,9 +38,9 @@ from flowpods.kube import (
 )
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
+from flowpods.kube.essence import ChangeHandledOnly
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
-from flowpods.kube.storage import ChangeHandledOnly
 from flowpods.kube.view import View
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
@@ -498,6 +498,7 @@ class Operator:
         them again."""
         if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
             status = status.model_copy(update={"exported": span_export.last_change(status)})
+        status = compaction.compact(subject.flow, status)  # what the stored watermark says is exported
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status, subject.flow_doc, subject.revision,
                                                self.config.traces)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from flowpods.core import ids, schedule, secrets
+from flowpods.core import compaction, ids, schedule, secrets
 from flowpods.core.bounds import ShapeError, check_shape
 from flowpods.core.clock import format_duration
 from flowpods.core.executor import (
@@ -811,6 +811,6 @@ def is_parent_of(parent: dict[str, Any] | None, child: dict[str, Any]) -> bool:
     ref = parent_reference(child)
     if parent is None or ref is None or parent.get("metadata", {}).get("uid") != ref.get("uid"):
         return False
-    runs = (parent.get("status") or {}).get("taskRuns")
+    status = parent.get("status")
     name = child["metadata"]["name"]
-    return isinstance(runs, list) and any(isinstance(tr, dict) and tr.get("child") == name for tr in runs)
+    return isinstance(status, dict) and any(tr["child"] == name for tr in compaction.task_run_rows(status))

@@ -50,9 +50,7 @@ def render_context(
     that rendering an attempt again (after an operator restart) gives the same result.
     """
     outputs: dict[str, Any] = {}
-    for tr in status.taskRuns:
-        if not tr.outputs:
-            continue
+    for tr in status.with_outputs():
         if tr.value is None:
             outputs[tr.taskId] = tr.outputs
         else:

@@ -24,7 +24,7 @@ ScopeKey = tuple[str | None, str | None]  # (parent task-run id, ForEach value):
 class Step:
     def __init__(self, flow: Flow, run: RunInfo, status: ExecutionStatus, now: datetime):
         self.flow, self.run, self.status, self.now = flow, run, status, now
-        self.n = (status.changes[-1].n if status.changes else 0) + 1
+        self.n = status.last_change + 1
         self.actions: list[Action] = []
         self.created: list[str] = []
         self.finished: list[str] = []
