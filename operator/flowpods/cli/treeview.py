@@ -69,6 +69,9 @@ def _label(span: SpanRecord, origin: datetime, total: float, slowest: SpanRecord
     if state:
         text.append(f"  {state}", style=STATE_STYLES.get(state, "red" if state == "ERROR" else ""))
     text.append(f"  ▕{bar}▏", style="dim")
+    for link in span.links:  # a triggered execution's RUN: the execution whose end started it
+        source = link.attributes.get("flowpods.execution_id") or link.trace_id
+        text.append(f"  ⇠ triggered by {printable(str(source))}", style="dim")
     if slowest is not None and span.span_id == slowest.span_id:
         text.append("  ◀ slowest", style="bold magenta")
     return text

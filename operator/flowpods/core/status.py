@@ -131,6 +131,11 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
+    triggered: list[str] | None = Field(
+        default=None,
+        description="Flow triggers: the executions this one's end started, stored once all were created "
+        "(None: not fired yet)",
+    )
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)
@@ -147,10 +152,14 @@ class RunInfo(BaseModel):
     flowId: str
     flowRevision: int | None = None
     k8sNamespace: str | None = None
-    trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, kubectl, local")
+    trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, flow, kubectl, local")
+    triggerId: str | None = Field(default=None, description="The id of the flow's trigger that started it")
     triggerData: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
     tracestate: str | None = None
     baggage: str | None = Field(default=None, description="W3C baggage, handed on to worker pods as BAGGAGE")
+    links: list[str] = Field(
+        default_factory=list, description="W3C contexts its RUN span links to (the execution that triggered it)"
+    )
     createdAt: datetime
