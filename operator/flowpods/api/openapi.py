@@ -198,7 +198,7 @@ _DOCUMENT: dict[str, Any] = {
                     "flowId": {"type": "string", "description": "the Flow resource's name"},
                     "state": {"type": "string", "description": "Kestra's state: CREATED, RUNNING, SUCCESS, ..."},
                     "traceId": {"type": ["string", "null"], "description": "the OpenTelemetry trace id"},
-                    "trigger": {"type": "string", "enum": ["api", "webhook", "schedule", "subflow", "kubectl"]},
+                    "trigger": {"type": "string", "enum": ["api", "webhook", "schedule", "subflow", "flow", "kubectl"]},
                     "labels": {"type": "object"},
                     "inputs": {"type": "object"},
                     "outputs": {"type": "object"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,10 +131,10 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
-    triggered: list[str] | None = Field(
+    triggered: list[str] | Literal["pending"] | None = Field(
         default=None,
-        description="Flow triggers: the executions this one's end started, stored once all were created "
-        "(None: not fired yet)",
+        description="Flow triggers: `pending` until its end fired them, then the executions it started, stored "
+        "once all were created (None: stored by an operator without Flow triggers, never fired)",
     )
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:

@@ -55,6 +55,11 @@ class Kube:
                 return None
             raise
 
+    def list(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every object of a kind in a namespace, read from the API server (not from a watch that may lag)."""
+        found = cast(JSON, self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
+        return cast(list[JSON], found.get("items") or [])
+
     def replace_status(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
         """Replace the whole status; the body's resourceVersion makes it fail (Conflict) if the object moved."""
         meta = body["metadata"]
