@@ -199,6 +199,7 @@ _DOCUMENT: dict[str, Any] = {
                     "state": {"type": "string", "description": "Kestra's state: CREATED, RUNNING, SUCCESS, ..."},
                     "traceId": {"type": ["string", "null"], "description": "the OpenTelemetry trace id"},
                     "trigger": {"type": "string", "enum": ["api", "webhook", "schedule", "subflow", "flow", "kubectl"]},
+                    "triggerId": {"type": ["string", "null"], "description": "the Flow trigger's id (trigger flow)"},
                     "labels": {"type": "object"},
                     "inputs": {"type": "object"},
                     "outputs": {"type": "object"},
