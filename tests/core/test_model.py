@@ -290,7 +290,7 @@ def test_plugin_defaults_fill_tasks_of_their_type_and_forced_ones_win():
     assert (b.level, c.message) == ("ERROR", "default")
 
 
-def test_flow_trigger_and_conditions_load_with_warnings():
+def test_flow_trigger_and_conditions_load_and_only_what_is_not_evaluated_warns():
     parsed = parse_flow(
         flow(
             triggers=[
@@ -303,7 +303,10 @@ def test_flow_trigger_and_conditions_load_with_warnings():
             ]
         )
     )
-    assert parsed.warnings() == ["trigger 'after': Flow triggers do not start executions yet"]
+    assert parsed.warnings() == []
+    daily = {"timeWindow": {"type": "DAILY_TIME_DEADLINE"}}
+    window = parse_flow(flow(triggers=[{"id": "w", "type": "Flow", "states": ["PAUSED"], "preconditions": daily}]))
+    assert [w.split(":")[0] for w in window.warnings()] == ["trigger 'w'", "trigger 'w'"]
 
 
 def test_the_retry_of_a_task_is_its_own_else_its_nearest_flowable_s_else_the_flow_s():

@@ -90,7 +90,7 @@ automountServiceAccountToken: false on every worker pod). */}}
 - apiGroups: ["flowpods.io"]
   resources: ["flows/status"]
   verbs: ["get", "patch"]
-# Executions: driven by the operator, created by Schedule triggers, subflows and the API; the kill
+# Executions: driven by the operator, created by Schedule and Flow triggers, subflows and the API; the kill
 # annotation and the TTL clean-up.
 - apiGroups: ["flowpods.io"]
   resources: ["executions"]

@@ -188,6 +188,7 @@ def summary(execution: dict[str, Any], jaeger_url: str | None = None) -> dict[st
         "state": status.get("state") or State.CREATED.value,
         "traceId": trace_id,
         "trigger": (spec.get("trigger") or {}).get("type") or "kubectl",
+        "triggerId": (spec.get("trigger") or {}).get("id"),
         "labels": spec.get("labels") or {},
         "inputs": status.get("inputs") or spec.get("inputs") or {},
         "outputs": status.get("outputs") or {},

@@ -327,6 +327,15 @@ def _run(args: argparse.Namespace) -> int:
     from flowpods.core import ids
 
     out.print(f"  trace id: {ids.trace_id(root.run)}")
+    for execution in result.executions.values():
+        if execution.run.triggerId is not None:
+            started_by = execution.run.triggerData.get("executionId")
+            out.print(f"{_mark(execution.status.state.value)} execution [bold]{execution.run.id}[/] "
+                      f"({escape(execution.run.namespace)}.{escape(execution.run.flowId)}) started by its Flow "
+                      f"trigger '{escape(execution.run.triggerId)}' when {escape(str(started_by))} ended: "
+                      f"{execution.status.state.value}; trace id {ids.trace_id(execution.run)}")  # fmt: skip
+    for notice in result.notices:
+        err.print(f"[yellow]flowpods:[/] {escape(printable(notice))}")
     if exporter is not None:
         endpoint = otlp_traces_endpoint(os.environ, otlp_protocol(os.environ))
         out.print(f"  spans exported to {endpoint} ({otlp_protocol(os.environ)})")

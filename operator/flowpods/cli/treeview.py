@@ -75,6 +75,9 @@ def _label(
     if state:
         text.append(f"  {state}", style=STATE_STYLES.get(state, "red" if state == "ERROR" else ""))
     text.append(f"  ▕{bar}▏", style="dim")
+    for link in span.links:  # a triggered execution's RUN: the execution whose end started it
+        source = link.attributes.get("flowpods.execution_id") or link.trace_id
+        text.append(f"  ⇠ triggered by {printable(str(source))}", style="dim")
     if slowest is not None and span.span_id == slowest.span_id:
         text.append("  ◀ slowest", style="bold magenta")
     if span.span_id in critical and not span.name.startswith("RUN "):

@@ -992,10 +992,33 @@ class UpstreamFlow(Strict):
     labels: dict[str, Any] | None = None
 
 
+class ExecutionFilter(Strict):
+    """One test on the ending execution (Kestra's ExecutionFilters condition; `where` of preconditions)."""
+
+    field: Literal["FLOW_ID", "NAMESPACE", "STATE", "EXPRESSION", "LABEL"]
+    type: Literal[
+        "EQUAL_TO", "NOT_EQUAL_TO", "IN", "NOT_IN", "IS_TRUE", "IS_FALSE", "IS_NULL", "IS_NOT_NULL",
+        "STARTS_WITH", "ENDS_WITH", "REGEX", "CONTAINS",
+    ]  # fmt: skip
+    value: Text | None = None
+    values: list[Text] | None = None
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _one_value(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class Where(Strict):
+    id: str
+    operand: Literal["AND", "OR"] = "AND"
+    filters: list[ExecutionFilter] = Field(min_length=1)
+
+
 class Preconditions(Strict):
     id: str | None = None
     flows: list[UpstreamFlow] = Field(default_factory=list)
-    where: list[dict[str, Any]] = Field(default_factory=list)
+    where: list[Where] = Field(default_factory=list)
     timeWindow: dict[str, Any] | None = None
     resetOnSuccess: bool = True
 
@@ -1013,7 +1036,9 @@ class FlowTrigger(Strict):
     disabled: bool = False
 
     def warnings(self) -> list[str]:
-        return [f"trigger '{self.id}': Flow triggers do not start executions yet"]
+        from flowpods.core.flowtriggers import limitations  # the rules live with the matching
+
+        return [f"trigger '{self.id}': {problem}" for problem in limitations(self)]
 
 
 TRIGGER_TAGS = ("Schedule", "Webhook", "Flow")

@@ -60,6 +60,15 @@ class SpanEvent(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
+class SpanLink(BaseModel):
+    """A link to a span of another trace (a triggered execution's RUN span to the RUN span that triggered it)."""
+
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    span_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    sampled: bool = True
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
 class SpanRecord(BaseModel):
     """A finished span with chosen ids and times: derived by the core, or read back from a worker."""
 
@@ -72,6 +81,7 @@ class SpanRecord(BaseModel):
     end: datetime
     attributes: dict[str, Any] = Field(default_factory=dict)
     events: list[SpanEvent] = Field(default_factory=list)
+    links: list[SpanLink] = Field(default_factory=list)
     status: Literal["UNSET", "OK", "ERROR"] = "UNSET"
     status_message: str | None = None
     service: str | None = Field(default=None, description="service.name of the process that recorded it")

@@ -11,7 +11,7 @@ from typing import Any
 
 from flowpods.core import ids
 from flowpods.core.model import Flow, TaskBase
-from flowpods.core.records import WORKER_SERVICE, SpanEvent, SpanRecord
+from flowpods.core.records import WORKER_SERVICE, SpanEvent, SpanLink, SpanRecord
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State, TaskRun
 
 RESULTS = {
@@ -32,6 +32,21 @@ def execution_attributes(run: RunInfo) -> dict[str, Any]:
         "cicd.pipeline.name": run.flowId,
         "cicd.pipeline.run.id": run.id,
     }
+
+
+def run_links(run: RunInfo) -> list[SpanLink]:
+    """The RUN span's links: to the RUN span of the execution whose end triggered this one (a new trace
+    of its own, linked rather than parented: the trigger is a cause, not a part, of that execution)."""
+    links = []
+    for value in run.links:
+        context = ids.parse_traceparent(value)
+        if context is not None:
+            attributes = {"flowpods.link": "triggered-by", "flowpods.trigger": run.trigger}
+            if isinstance(source := run.triggerData.get("executionId"), str):
+                attributes["flowpods.execution_id"] = source
+            links.append(SpanLink(trace_id=context.trace_id, span_id=context.span_id, sampled=context.sampled,
+                                  attributes=attributes))  # fmt: skip
+    return links
 
 
 def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> list[tuple[int, SpanRecord]]:
@@ -55,6 +70,8 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         }
         if run.flowRevision is not None:
             attributes["flowpods.flow_revision"] = run.flowRevision
+        if run.triggerId is not None:
+            attributes["flowpods.trigger_id"] = run.triggerId
         if status.state.failed:
             attributes["error.type"] = status.state.value
         span(
@@ -67,6 +84,7 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
             attributes=attributes,
             status="ERROR" if status.state.failed else "OK",
             status_message=status.error if status.state.failed else None,
+            links=run_links(run),
         )
 
     for change in status.changes:

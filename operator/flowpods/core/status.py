@@ -10,7 +10,7 @@ import heapq
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -264,6 +264,11 @@ class ExecutionStatus(WithHistory):
         return self.__dict__ == other.__dict__
 
     __hash__ = None  # type: ignore[assignment]
+    triggered: list[str] | Literal["pending"] | None = Field(
+        default=None,
+        description="Flow triggers: `pending` until its end fired them, then the executions it started, stored "
+        "once all were created (None: stored by an operator without Flow triggers, never fired)",
+    )
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return self._index().by_id.get(taskrun_id)
@@ -314,10 +319,14 @@ class RunInfo(BaseModel):
     flowId: str
     flowRevision: int | None = None
     k8sNamespace: str | None = None
-    trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, kubectl, local")
+    trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, flow, kubectl, local")
+    triggerId: str | None = Field(default=None, description="The id of the flow's trigger that started it")
     triggerData: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
     tracestate: str | None = None
     baggage: str | None = Field(default=None, description="W3C baggage, handed on to worker pods as BAGGAGE")
+    links: list[str] = Field(
+        default_factory=list, description="W3C contexts its RUN span links to (the execution that triggered it)"
+    )
     createdAt: datetime

@@ -121,7 +121,8 @@ class Kube:
             raise
 
     def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
-        """Every object of the kind in the namespace (the run view's list; one call, no paging)."""
+        """Every object of the kind in the namespace, read from the API server, not from a watch that may lag
+        (the run view's list, the Flows a Flow trigger may start; one call, no paging)."""
         found: Any = self.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, plural, label_selector=label_selector or ""
         )

@@ -32,6 +32,7 @@ from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
 from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.kube import flowtriggers as flow_triggers
 from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
     resources,
@@ -471,6 +472,11 @@ class Operator:
         if self._export_pending(status):
             outcome.body, outcome.export = self._commit(subject, status, status)
             self._export(outcome)
+        if status.triggered == resources.TRIGGERS_PENDING and subject.flow is not None:  # once, after the end
+            fired = flow_triggers.fire(self.kube, subject.execution, subject.flow, subject.run, status)
+            outcome.body = fired.body
+            outcome.events += [("Normal", "Triggered", f"started {name}") for name in fired.started]
+            outcome.events += [("Warning", "TriggerFailed", problem) for problem in fired.problems]
         self._cleanup(subject, status)
         ttl = self.config.execution_ttl_seconds
         if ttl is not None and status.endDate is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from flowpods.core import compaction, ids, schedule, secrets
+from flowpods.core import compaction, flowtriggers, ids, schedule, secrets
 from flowpods.core.bounds import ShapeError, check_shape
 from flowpods.core.clock import format_duration
 from flowpods.core.executor import (
@@ -56,6 +56,7 @@ ANNOTATION_KILL = f"{GROUP}/kill"
 ANNOTATION_TRACE_ID = f"{GROUP}/trace-id"
 ANNOTATION_SPAN_ID = f"{GROUP}/span-id"
 ANNOTATION_DEPTH = f"{GROUP}/subflow-depth"
+ANNOTATION_LINK = f"{GROUP}/link"  # a W3C traceparent the RUN span links to (the execution that triggered it)
 
 WORKER_UID = 65532
 TASK_CONTAINER = "task"
@@ -153,6 +154,7 @@ def run_info(execution: dict[str, Any], flow: Flow, revision: int | None, now: d
     trigger = spec.get("trigger") or {}
     parent = annotations.get(ANNOTATION_TRACEPARENT)
     valid_parent = ids.parse_traceparent(parent) is not None
+    link = annotations.get(ANNOTATION_LINK)
     return RunInfo(
         id=meta["name"],
         uid=meta["uid"],
@@ -161,7 +163,9 @@ def run_info(execution: dict[str, Any], flow: Flow, revision: int | None, now: d
         flowRevision=revision,
         k8sNamespace=meta.get("namespace"),
         trigger=trigger.get("type") or "kubectl",
+        triggerId=str(trigger["id"]) if trigger.get("id") else None,
         triggerData=trigger.get("data") or {},
+        links=[link] if isinstance(link, str) and ids.parse_traceparent(link) else [],
         labels={str(k): str(v) for k, v in (spec.get("labels") or {}).items()},
         parentTraceparent=parent if valid_parent else None,
         tracestate=annotations.get(ANNOTATION_TRACESTATE) if valid_parent else None,
@@ -185,6 +189,11 @@ def stored_flow(execution: dict[str, Any]) -> tuple[Flow, int | None] | None:
     return parse_flow(status["flow"]), status.get("flowRevision")
 
 
+TRIGGERS_PENDING = "pending"
+"""`status.triggered` of every status this operator writes until the end fired the Flow triggers. A status
+written before Flow triggers existed has none, so an upgrade does not fire them for executions long ended."""
+
+
 def status_body(
     run: RunInfo | None,
     status: ExecutionStatus,
@@ -202,6 +211,7 @@ def status_body(
         message=status.error,
         flow=flow_doc,
         flowRevision=revision,
+        triggered=status.triggered if status.triggered is not None else TRIGGERS_PENDING,
     )
     if run is not None and traces != TraceLevel.DISABLED:
         body["traceId"] = ids.trace_id(run)
@@ -685,6 +695,17 @@ def scheduled_execution(namespace: str, flow_resource: str, trigger: Schedule, d
     )  # fmt: skip
 
 
+def triggered_execution(namespace: str, firing: flowtriggers.Firing) -> dict[str, Any]:
+    """The Execution a Flow trigger starts: named from the ending execution, the flow and the trigger, so it
+    is created once; its RUN span links to the ending execution's (a trace of its own, not a child)."""
+    body = execution_body(
+        namespace, firing.name, firing.resource, flowtriggers.TRIGGER_KIND, firing.data, inputs=firing.inputs,
+        annotations={ANNOTATION_LINK: firing.link} if firing.link else None,
+    )  # fmt: skip
+    body["spec"]["trigger"]["id"] = firing.trigger_id
+    return body
+
+
 def depth(execution: dict[str, Any]) -> int:
     """The depth the annotation claims: shown to people, never trusted (see `parent_if_verified`)."""
     try:
@@ -795,6 +816,7 @@ def failed_status(previous: Any, reason: str, now: datetime) -> dict[str, Any]:
     for key in ("flow", "flowRevision", "traceId", "traceparent"):
         if key in previous:
             body[key] = previous[key]
+    body["triggered"] = TRIGGERS_PENDING  # its end fires the Flow triggers that listen to FAILED
     return body
 
 

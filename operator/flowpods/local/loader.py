@@ -140,6 +140,12 @@ class FlowCatalog:
             self._scan()
         return self._flows.get((namespace, flow_id))
 
+    def all(self) -> list[Flow]:
+        """Every flow of the folder (and those added): the flows a Flow trigger may start."""
+        if not self._scanned:
+            self._scan()
+        return list(self._flows.values())
+
     def not_found(self, namespace: str, flow_id: str) -> str:
         """Why a flow was not found: where it was looked for, and which files could not be read."""
         where = f" in {self.folder}" if self.folder else ""

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flowpods.core import executor, ids
+from flowpods.core import executor, flowtriggers, ids
 from flowpods.core import export as span_export
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
@@ -42,6 +42,7 @@ from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
 
 TIMEOUT_GRACE_SECONDS = 10.0
 EXPORT_TIMEOUT = 1.0  # seconds one export may take: a missing collector slows a local run by at most this
+MAX_TRIGGERED = 20  # executions a local run starts by Flow triggers
 EXPORT_BACKOFF = 10.0  # seconds without export attempts after a failed one (spans wait above the watermark)
 IDLE_WAIT = 0.5  # seconds at most between two looks when no attempt ends (a kill, a wake-up or a deadline)
 
@@ -76,6 +77,7 @@ class LocalResult:
     executions: dict[str, LocalExecution]
     spans: list[SpanRecord]
     logs: dict[str, Path] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
 
 
 ChangeListener = Callable[[LocalExecution, Change], None]
@@ -105,6 +107,8 @@ class LocalRunner:
         self.processes: dict[tuple[str, str, int], _Process] = {}
         self.logs: dict[str, Path] = {}
         self._export_again_at = 0.0
+        self.notices: list[str] = []
+        self.triggered = 0  # executions started by Flow triggers (bounded: flows may trigger each other in a loop)
         warm.warm_up()  # the fork server imports the worker while the flow starts
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -128,11 +132,10 @@ class LocalRunner:
         )
         root = self._create(flow, run, inputs or {}, depth=0, parent=None)
         try:
-            while not root.status.state.terminal:
-                try:
-                    self._step()
-                except KeyboardInterrupt:
-                    self._advance(root.run.id, [executor.Kill(at=utcnow())])
+            waiting = [root.run.id]
+            while waiting:
+                interrupted = self._drive(waiting)
+                waiting = [] if interrupted else self._fire_flow_triggers()
             while self.processes:  # let killed workers exit and leave their spans
                 self._reap(block=True)
         finally:
@@ -144,7 +147,59 @@ class LocalRunner:
         spans = [record for ex in self.executions.values() for _, record in derive_spans(ex.run, ex.flow, ex.status)]
         handed_back = {record.span_id for record in spans}  # the span file has every worker span, these too
         spans += [r for r in read_span_file(self.span_file) if r.span_id not in handed_back]
-        return LocalResult(root=root, executions=self.executions, spans=spans, logs=self.logs)
+        return LocalResult(root=root, executions=self.executions, spans=spans, logs=self.logs, notices=self.notices)
+
+    def _drive(self, waiting: list[str]) -> bool:
+        """Step until the executions in `waiting` ended; True when Ctrl-C killed them."""
+        interrupted = False
+        while any(not self.executions[name].status.state.terminal for name in waiting):
+            try:
+                self._step()
+            except KeyboardInterrupt:
+                interrupted = True
+                for name in waiting:
+                    if not self.executions[name].status.state.terminal:
+                        self._advance(name, [executor.Kill(at=utcnow())])
+        return interrupted
+
+    def _fire_flow_triggers(self) -> list[str]:
+        """Start the flows of the catalog whose Flow trigger an ended execution fires, as the operator does
+        in a namespace (core.flowtriggers); each ended execution fires once. The executions started."""
+        started: list[str] = []
+        listeners = [(f"{f.namespace}.{f.id}", f) for f in self.catalog.all()]
+        for execution in list(self.executions.values()):
+            if not execution.status.state.terminal or execution.status.triggered is not None:
+                continue
+            ended = flowtriggers.Ended(execution.flow, execution.run, execution.status)
+            fired = flowtriggers.firings(ended, listeners) if listeners else []
+            names = []
+            for firing in fired:
+                if firing.error is not None:
+                    self.notices.append(firing.error)
+                elif self.triggered >= MAX_TRIGGERED:
+                    self.notices.append(f"{firing.resource} not started by trigger '{firing.trigger_id}': a local "
+                                        f"run starts at most {MAX_TRIGGERED} executions by Flow triggers")  # fmt: skip
+                elif firing.name not in self.executions:
+                    self.triggered += 1
+                    self._create(firing.flow, self._triggered_run(execution, firing), firing.inputs, 0, None)
+                    started.append(firing.name)
+                names.append(firing.name)
+            execution.status.triggered = names
+        return started
+
+    def _triggered_run(self, ended: LocalExecution, firing: flowtriggers.Firing) -> RunInfo:
+        return RunInfo(
+            id=firing.name,
+            uid=ids.trace_id_for(ended.run.uid, firing.name),
+            namespace=firing.flow.namespace,
+            flowId=firing.flow.id,
+            trigger=flowtriggers.TRIGGER_KIND,
+            triggerId=firing.trigger_id,
+            triggerData=firing.data,
+            links=[firing.link] if firing.link else [],
+            baggage=ended.run.baggage,
+            createdAt=utcnow(),
+        )
 
     def _step(self) -> None:
         events: dict[str, list[Any]] = defaultdict(list)

@@ -30,11 +30,11 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from pydantic import ValidationError
 
 from flowpods import __version__
-from flowpods.core.records import SPAN_FILE_ENV, SpanEvent, SpanRecord
+from flowpods.core.records import SPAN_FILE_ENV, SpanEvent, SpanLink, SpanRecord
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,16 @@ def to_readable_span(record: SpanRecord, resource: Resource) -> ReadableSpan:
     if record.status == "ERROR":
         status = Status(StatusCode.ERROR, record.status_message)
     events = [Event(e.name, otel_attributes(e.attributes), to_ns(e.time)) for e in record.events]
+    links = [
+        Link(
+            SpanContext(
+                trace_id=int(link.trace_id, 16), span_id=int(link.span_id, 16), is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if link.sampled else TraceFlags.DEFAULT),
+            ),
+            otel_attributes(link.attributes),
+        )
+        for link in record.links
+    ]  # fmt: skip
     return ReadableSpan(
         name=record.name,
         context=context,
@@ -185,6 +195,7 @@ def to_readable_span(record: SpanRecord, resource: Resource) -> ReadableSpan:
         resource=resource,
         attributes=otel_attributes(record.attributes),
         events=events,
+        links=links,
         kind=SpanKind[record.kind],
         status=status,
         start_time=to_ns(record.start),
@@ -220,6 +231,15 @@ def from_readable_span(span: ReadableSpan) -> SpanRecord:
                 attributes={k: _plain(v) for k, v in (e.attributes or {}).items()},
             )
             for e in span.events
+        ],
+        links=[
+            SpanLink(
+                trace_id=f"{link.context.trace_id:032x}",
+                span_id=f"{link.context.span_id:016x}",
+                sampled=link.context.trace_flags.sampled,
+                attributes={k: _plain(v) for k, v in (link.attributes or {}).items()},
+            )
+            for link in span.links
         ],
         status=span.status.status_code.name,
         status_message=span.status.description,

@@ -81,6 +81,9 @@ def test_summary_reads_state_task_runs_and_links():
     }
     data = api.summary(execution, "http://jaeger/")
     assert data["state"] == "RUNNING" and data["flowId"] == "f" and data["trigger"] == "api"
+    assert data["triggerId"] is None
+    by_trigger = {**execution, "spec": {"flowRef": {"name": "f"}, "trigger": {"type": "flow", "id": "after-a"}}}
+    assert (api.summary(by_trigger)["trigger"], api.summary(by_trigger)["triggerId"]) == ("flow", "after-a")
     assert data["taskRuns"] == [
         {"id": "tr", "taskId": "t", "value": None, "state": "RUNNING", "attempts": 1, "error": None}
     ]

@@ -213,3 +213,29 @@ def test_list_get_and_logs_explain_themselves(capsys):
             build_parser().parse_args([command, "--help"])
         assert exit_info.value.code == 0
         assert words in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_local_run_starts_the_flows_its_end_triggers_in_linked_traces(tmp_path):
+    (tmp_path / "a.yaml").write_text(
+        "id: a\nnamespace: company.team\ntasks:\n  - {id: hi, type: Log, message: hi}\n"
+        "outputs:\n  - {id: day, type: STRING, value: '2026-01-02'}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "id: b\nnamespace: company.team\ninputs:\n  - {id: day, type: STRING}\ntasks:\n"
+        "  - id: show\n    type: Log\n"
+        "    message: 'after {{ trigger.executionId }} {{ trigger.state }} on {{ inputs.day }}'\n"
+        "triggers:\n  - id: after-a\n    type: io.kestra.plugin.core.trigger.Flow\n"
+        "    inputs: {day: '{{ trigger.outputs.day }}'}\n    preconditions:\n      id: p\n"
+        "      flows: [{namespace: company.team, flowId: a, states: [SUCCESS]}]\n"
+    )
+    (tmp_path / "c.yaml").write_text(
+        "id: c\nnamespace: company.team\ntasks:\n  - {id: never, type: Log, message: must not run}\n"
+        "triggers:\n  - id: after-a-failed\n    type: Flow\n    states: [FAILED]\n"
+    )
+    result = flowpods("run", str(tmp_path / "a.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (root_id,) = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("✔ execution a-")]
+    assert f"after {root_id} SUCCESS on 2026-01-02" in result.stdout
+    assert "RUN b" in result.stdout and f"⇠ triggered by {root_id}" in result.stdout
+    assert "started by its Flow trigger 'after-a'" in result.stdout
+    assert "must not run" not in result.stdout and "RUN c" not in result.stdout

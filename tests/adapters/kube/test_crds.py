@@ -349,7 +349,8 @@ def test_execution_spec(executions: dict[str, Any]) -> None:
     assert spec["properties"]["labels"]["additionalProperties"] == {"type": "string"}
     assert spec["properties"]["inputs"][PRESERVE] is True
     trigger = spec["properties"]["trigger"]["properties"]
-    assert trigger["type"]["enum"] == ["api", "webhook", "schedule", "subflow", "kubectl"]
+    assert trigger["type"]["enum"] == ["api", "webhook", "schedule", "subflow", "flow", "kubectl"]
+    assert trigger["id"]["type"] == "string"
     assert trigger["data"][PRESERVE] is True
     assert "no effect" in spec["description"]
     ok = {"flowRef": {"name": "orders"}, "inputs": {"customer": "ada", "items": 3}, "labels": {"a": "b"}}

@@ -251,3 +251,27 @@ def test_the_pod_receives_secrets_by_reference_never_their_value():
     ref = env["FLOWPODS_SECRET_API_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "flowpods-secrets", "key": "API_TOKEN", "optional": True}
     assert "[[flowpods-secret:API_TOKEN]]" in env["FLOWPODS_TASKRUN"]["value"]
+
+
+def test_a_flow_trigger_execution_records_the_trigger_and_links_to_the_ending_run():
+    from flowpods.core.flowtriggers import Ended, firings
+    from flowpods.core.model import parse_flow
+    from flowpods.kube.resources import TRIGGERS_PENDING, triggered_execution
+
+    sim = Simulation(make_flow([log("a")]))
+    sim.finish("a")
+    listener = parse_flow({"id": "g", "namespace": "company.team", "tasks": [log("b")],
+                           "triggers": [{"id": "after-f", "type": "Flow", "states": ["SUCCESS"]}]})  # fmt: skip
+    (firing,) = firings(Ended(make_flow([log("a")]), RUN, sim.status), [("g-flow", listener)])
+    body = triggered_execution("team", firing)
+    assert body["metadata"]["name"] == firing.name and body["spec"]["flowRef"] == {"name": "g-flow"}
+    assert body["spec"]["trigger"] == {"type": "flow", "id": "after-f", "data": firing.data}
+    assert body["metadata"]["annotations"]["flowpods.io/link"] == firing.link
+
+    created = {**body, "metadata": {**body["metadata"], "uid": "uid-2", "creationTimestamp": "2026-01-01T00:00:00Z"}}
+    run = run_info(created, listener, 1, T0)
+    assert run.trigger == "flow" and run.triggerId == "after-f" and run.links == [firing.link]
+    assert run.triggerData["executionId"] == RUN.id
+    broken = {**created, "metadata": {**created["metadata"], "annotations": {"flowpods.io/link": "nope"}}}
+    assert run_info(broken, listener, 1, T0).links == []
+    assert status_body(run, sim.status, {"id": "g"}, 1)["triggered"] == TRIGGERS_PENDING

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from flowpods.core.records import SpanEvent, SpanRecord
+from flowpods.core.records import SpanEvent, SpanLink, SpanRecord
 from flowpods.telemetry.otel import (
     JsonLinesSpanExporter,
     SpanRecordExporter,
@@ -189,6 +189,17 @@ def test_round_trip_keeps_ids_times_attributes_events_and_status() -> None:
     assert not span.context.trace_flags.sampled
     assert span.start_time == 1795557600123456000
     assert from_readable_span(span) == original
+
+
+def test_links_reach_the_sdk_span_and_round_trip() -> None:
+    link = SpanLink(trace_id="4bf92f3577b34da6a3ce929d0e0e4736", span_id="00f067aa0ba902b7",
+                    attributes={"flowpods.link": "triggered-by"})  # fmt: skip
+    span = to_readable_span(record(links=[link]), service_resource("flowpods", {}))
+    (sdk_link,) = span.links
+    assert sdk_link.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert sdk_link.context.span_id == 0x00F067AA0BA902B7 and sdk_link.context.trace_flags.sampled
+    assert dict(sdk_link.attributes or {}) == {"flowpods.link": "triggered-by"}
+    assert from_readable_span(span).links == [link]
 
 
 def test_unserialisable_attributes_become_text_and_none_is_dropped() -> None:
