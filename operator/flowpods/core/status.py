@@ -23,6 +23,7 @@ class State(StrEnum):
     RUNNING = "RUNNING"
     RETRYING = "RETRYING"
     PAUSED = "PAUSED"
+    RESTARTED = "RESTARTED"
     KILLING = "KILLING"
     SUCCESS = "SUCCESS"
     WARNING = "WARNING"
@@ -30,6 +31,7 @@ class State(StrEnum):
     KILLED = "KILLED"
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"
+    RETRIED = "RETRIED"
 
     @property
     def terminal(self) -> bool:
@@ -40,7 +42,9 @@ class State(StrEnum):
         return self in (State.FAILED, State.KILLED, State.CANCELLED)
 
 
-TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
+TERMINAL = frozenset(
+    {State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED, State.RETRIED}
+)
 
 
 class Stored(BaseModel):
@@ -70,6 +74,14 @@ class WithHistory(Stored):
         if state != self.state or not self.history:
             self.state = state
             self.history.append(Transition(state=state, at=at))
+
+    def generation(self, at: datetime | None = None) -> int:
+        """How many times a restart reopened it (up to `at`): each reopening starts a new span of it."""
+        return sum(1 for t in self.history if t.state == State.RESTARTED and (at is None or t.at <= at))
+
+    def reopened_at(self) -> datetime | None:
+        """When the latest restart reopened it."""
+        return next((t.at for t in reversed(self.history) if t.state == State.RESTARTED), None)
 
 
 class Attempt(Stored):
@@ -121,6 +133,23 @@ class Change(Stored):
     finished: list[str] = Field(default_factory=list, description="Task runs and attempts that ended")
 
 
+class Control(Stored):
+    """One execution control the operator acted on (an annotation value or an API call), and what it did."""
+
+    control: str = Field(description="resume, restart")
+    value: str = Field(description="The request's value: the same value is acted on once")
+    at: datetime
+    result: str = Field(description="What was done, or why nothing was")
+    done: bool = True
+
+
+class FrozenSpan(Stored):
+    """A span completed before a restart reopened what it measured: kept as it was, exported with its change."""
+
+    closedIn: int
+    span: SpanRecord
+
+
 class ExecutionStatus(WithHistory):
     """The whole stored state of one execution."""
 
@@ -131,6 +160,13 @@ class ExecutionStatus(WithHistory):
     error: str | None = None
     closedIn: int | None = None
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
+    controls: list[Control] = Field(default_factory=list, description="Resumes and restarts acted on")
+    restarts: int = Field(default=0, description="How many times the execution was restarted")
+    frozen: list[FrozenSpan] = Field(default_factory=list, description="Spans of what a restart reopened")
+
+    def acted_on(self, control: str, value: str) -> bool:
+        """Whether this request (control and value) was already handled: a repeated one is a no-op."""
+        return any(c.control == control and c.value == value for c in self.controls)
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return next((tr for tr in self.taskRuns if tr.id == taskrun_id), None)

@@ -79,6 +79,21 @@ class Kill(EventBase):
     kind: Literal["kill"] = "kill"
 
 
+class Resume(EventBase):
+    """Resume the paused task runs (a request named by `value`, acted on once), with their onResume inputs."""
+
+    kind: Literal["resume"] = "resume"
+    value: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Restart(EventBase):
+    """Restart a failed execution from its failed task runs (a request named by `value`, acted on once)."""
+
+    kind: Literal["restart"] = "restart"
+    value: str
+
+
 class Tick(EventBase):
     """Time passed (a retry may be due)."""
 
@@ -86,7 +101,8 @@ class Tick(EventBase):
 
 
 Event = Annotated[
-    Start | Admit | AttemptStarted | AttemptFinished | ChildFinished | Kill | Tick, Field(discriminator="kind")
+    Start | Admit | AttemptStarted | AttemptFinished | ChildFinished | Kill | Resume | Restart | Tick,
+    Field(discriminator="kind"),
 ]
 
 # --- actions: what the adapters must do ----------------------------------------------------------------
