@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from flowpods.core.model import Flow, Webhook
 from flowpods.kube.resources import GROUP
 
-Verb = Literal["create", "get"]
+Verb = Literal["create", "get", "update"]
 
 
 class User(BaseModel):

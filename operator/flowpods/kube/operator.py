@@ -329,9 +329,16 @@ class Operator:
             children=dict(self.view.children.get(key, {})),
         )
         status = resources.stored_status(execution) or ExecutionStatus()
-        if status.state.terminal:
+        annotations = execution["metadata"].get("annotations") or {}
+        requests = executor.requested(annotations, status, now)  # resume, restart (core/controls.py)
+        if status.state.terminal and not requests:
             return self._finished(subject, status)
-        events = self._observe(subject, flow, status)
+        if annotations.get(ANNOTATION_KILL) and any(isinstance(r, executor.Restart) for r in requests):
+            # a restart outlives the kill that ended the execution: its annotation goes first (its watch
+            # event reconciles again), so that the restarted execution is not killed at once
+            self.kube.annotate("executions", subject.namespace, subject.name, {ANNOTATION_KILL: None})
+            return Outcome()
+        events = [*requests, *self._observe(subject, flow, status)]
         decision = executor.advance(flow, subject.run, status, events, now)
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
             outcome = self._carry_out(subject, flow, decision, events, status)
@@ -395,7 +402,7 @@ class Operator:
         outcome = Outcome(wake_at=decision.wakeAt)
         if decision.changed or self._export_pending(status):
             outcome.body, outcome.export = self._commit(subject, status, before)
-            if status.state.terminal and decision.changed:
+            if status.state.terminal and decision.changed and not before.state.terminal:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
             gave_up = isinstance(event, executor.AttemptFinished) and (event.imageUnavailable or event.pendingTimedOut)
