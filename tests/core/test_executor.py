@@ -388,7 +388,9 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
     assert status.state.terminal, "every execution terminates"
     paused = [t for t in status.history if t.state == State.PAUSED]
     assert bool(paused) <= any(tr.branch in ("paused", "resumed") for tr in status.taskRuns), "PAUSED only by a Pause"
-    assert all(tr.state.terminal for tr in status.taskRuns), "no task run is left behind"
+    left = [(tr.taskId, tr.state.value, [h.state.value for h in tr.history]) for tr in status.taskRuns
+            if not tr.state.terminal]  # fmt: skip
+    assert not left, f"no task run is left behind: {left} {[h.state.value for h in status.history]}"
 
     tasks = {task.id: task for task in flow.all_tasks()}
     for tr in status.taskRuns:
@@ -403,7 +405,7 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
         children = [c for c in status.taskRuns if c.parentId == tr.id]
         if tr.state in (State.SUCCESS, State.WARNING):
             assert all(c.state.terminal for c in children), "branches join before the flowable ends"
-        if tr.state == State.SUCCESS:
+        if tr.state == State.SUCCESS and not status.restarts:  # a restart keeps the failed errors handlers
             assert not any(c.state.failed for c in children), "a flowable succeeds only if its branches did"
         task = tasks[tr.taskId]
         if isinstance(task, Flowable) and task.errors and not killed and not status.restarts:

@@ -42,6 +42,11 @@ def restart_problem(flow: Flow, status: ExecutionStatus) -> str | None:
     return None
 
 
+def manual_pauses(flow: Flow) -> list[str]:
+    """The Pause tasks without a duration: they wait for a resume, which `flowpods run` has no way to get."""
+    return [task.id for task in flow.all_tasks() if isinstance(task, Pause) and task.duration is None]
+
+
 def paused(status: ExecutionStatus) -> list[TaskRun]:
     return [tr for tr in status.taskRuns if tr.state == State.PAUSED]
 
