@@ -43,6 +43,7 @@ from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.redaction import loggable
+from flowpods.core.replay import replay_problem
 from flowpods.core.start import Refusal, start_check
 from flowpods.core.status import ExecutionStatus, State
 from flowpods.kube import resources
@@ -62,6 +63,7 @@ ROUTE_KILL = PREFIX + "/{namespace}/{name}/kill"
 ROUTE_RESUME = PREFIX + "/{namespace}/{name}/resume"
 ROUTE_RESTART = PREFIX + "/{namespace}/{name}/restart"
 ROUTE_LABELS = PREFIX + "/{namespace}/{name}/labels"
+ROUTE_REPLAY = PREFIX + "/{namespace}/{name}/replay"
 ROUTE_WEBHOOK = PREFIX + "/webhook/{namespace}/{flowId}/{key}"
 ROUTE_OPENAPI = "/api/v1/openapi.json"
 UNTRACED = {"/healthz", "/readyz"}  # probes every few seconds would drown the traces
@@ -150,11 +152,13 @@ def new_execution(
     tracestate: str | None = None,
     baggage: str | None = None,
     name: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Execution resource an API call or a webhook creates."""
+    marks = {**resources.trace_annotations(traceparent, tracestate, baggage), **(annotations or {})}
     return resources.execution_body(
         namespace, name or execution_name(flow_name), flow_name, trigger, trigger_data, inputs=inputs,
-        labels=labels, annotations=resources.trace_annotations(traceparent, tracestate, baggage),
+        labels=labels, annotations=marks,
     )  # fmt: skip
 
 
@@ -343,6 +347,7 @@ class Api:
         app.router.add_post(ROUTE_RESUME, self.resume)
         app.router.add_post(ROUTE_RESTART, self.restart)
         app.router.add_post(ROUTE_LABELS, self.labels)
+        app.router.add_post(ROUTE_REPLAY, self.replay)
         return app
 
     # -- middlewares ----------------------------------------------------------------------------------
@@ -678,6 +683,29 @@ class Api:
         patch = labels_patch(body, replaced(current, wanted))
         stored = await asyncio.to_thread(self.kube.patch, "executions", namespace, name, patch)
         return web.json_response(summary(stored, self.settings.jaeger_url))
+
+    async def replay(self, request: web.Request) -> web.Response:
+        """Kestra's replay: a new execution of the flow, from the chosen task run (`?taskRunId=`) on, with
+        copies of the original's task runs before it; 201 with the new execution."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        wait_seconds(request.query)
+        await self._authorize(request, namespace, "create")
+        original = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        flow_name = resources.flow_ref(original)
+        flow = load_flow(await asyncio.to_thread(self.kube.get, "flows", namespace, flow_name), namespace, flow_name)
+        taskrun_id = request.query.get("taskRunId") or None
+        status = resources.stored_status(original) or ExecutionStatus()
+        problem = replay_problem(flow, status, taskrun_id)
+        if problem is not None:
+            raise ApiError(
+                409 if not status.state.terminal else 400, f"execution '{name}' cannot be replayed: {problem}"
+            )
+        marks = {resources.ANNOTATION_REPLAY_OF: name, resources.ANNOTATION_REPLAY_FROM: taskrun_id or ""}
+        spec = original.get("spec") or {}
+        body = await self._create(flow, flow_name, namespace, inputs=status.inputs or spec.get("inputs") or {},
+                                  labels=spec.get("labels") or {}, trigger="api", trigger_data={},
+                                  annotations=marks)  # fmt: skip
+        return await self._created_response(request, body)
 
 
 # --- serving -------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ _CREATED = {
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}},
 }
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_TASKRUN = {"name": "taskRunId", "in": "query", "required": False, "schema": {"type": "string"},
+            "description": "the top-level task run to replay from (default: the start)"}  # fmt: skip
 
 
 def _control_responses(accepted: str, bad_request: bool = False) -> dict[str, Any]:
@@ -50,7 +52,8 @@ _DOCUMENT: dict[str, Any] = {
         "description": "Start, read, follow and kill flow executions, and start flows from webhooks. Every "
         "request is traced; send `traceparent` to make the execution's trace part of yours. Bearer tokens are "
         "Kubernetes tokens, checked with TokenReview and authorised with SubjectAccessReview on "
-        "executions.flowpods.io (create: start and kill; get: read and follow; update: resume, restart and labels).",
+        "executions.flowpods.io (create: start, kill and replay; get: read and follow; update: resume, restart "
+        "and labels).",
     },
     "paths": {
         "/api/v1/executions/{namespace}/{flowId}": {
@@ -157,6 +160,33 @@ _DOCUMENT: dict[str, Any] = {
                 "security": _SECURED,
                 "parameters": [_NS, _NAME],
                 "responses": _control_responses("the restart was requested"),
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/replay": {
+            "post": {
+                "summary": "Replay an ended execution as a new one, from a chosen top-level task run",
+                "operationId": "replayExecution",
+                "security": _SECURED,
+                "parameters": [
+                    _NS,
+                    _NAME,
+                    {
+                        "name": "taskRunId",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the task run to replay from (default: the start)",
+                    },
+                    *_WAIT,
+                ],
+                "responses": {
+                    "201": _CREATED,
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                },
             }
         },
         "/api/v1/executions/{namespace}/{name}/labels": {

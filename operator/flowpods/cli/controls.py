@@ -1,4 +1,4 @@
-"""`flowpods resume | restart | labels`: execution controls through the HTTP API, like `flowpods start`."""
+"""`flowpods resume | restart | replay | labels`: execution controls through the HTTP API, like `flowpods start`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ def request_of(args: argparse.Namespace) -> tuple[str, Any]:
         return "resume", {"inputs": parse_assignments(args.input)}
     if args.command == "labels":
         return "labels", [{"key": k, "value": v} for k, v in parse_assignments(args.labels, "KEY=VALUE").items()]
+    if args.command == "replay":
+        return "replay" + (f"?taskRunId={args.task_run}" if args.task_run else ""), None
     return "restart", None
 
 
@@ -38,9 +40,15 @@ def control(args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sy
         print(f"flowpods: cannot reach the flowpods API at {server}: {exc}", file=err)
         return 1
     if response.status_code >= 400:
-        print(f"flowpods: cannot {action} {args.namespace}/{args.execution}: {api_message(response)}", file=err)
+        print(
+            f"flowpods: cannot {action.split('?')[0]} {args.namespace}/{args.execution}: {api_message(response)}",
+            file=err,
+        )
         return EXIT_BAD_INPUT if response.status_code < 500 else 1
     execution = response.json()
-    said = execution.get("message") or f"labels: {execution.get('labels')}"
+    if action.startswith("replay"):
+        said = f"replays {args.execution} (a new execution)"
+    else:
+        said = execution.get("message") or f"labels: {execution.get('labels')}"
     print(f"{execution['namespace']}/{execution['name']} {execution['state']}: {said}", file=out)
     return 0

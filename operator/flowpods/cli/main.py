@@ -59,10 +59,12 @@ def add_input_option(parser: argparse.ArgumentParser) -> None:
 CONTROLS = {
     "resume": "resume a PAUSED execution (with its Pause's onResume inputs)",
     "restart": "restart a FAILED, KILLED or WARNING execution from its failed task runs",
+    "replay": "replay an ended execution as a new one, from a chosen top-level task run (--task-run)",
     "labels": "set an execution's labels (Kestra's labels; its system. labels are kept)",
 }
 CONTROL_HELP = (
-    ", through the flowpods API (Kubernetes verb update on executions.flowpods.io). Exit status: 0 when "
+    ", through the flowpods API (Kubernetes verb update on executions.flowpods.io; create for replay). Exit "
+    "status: 0 when "
     "accepted, 2 when refused (the reason is printed), 1 when the API is unreachable."
 )
 
@@ -154,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("execution", metavar="EXECUTION", help="the Execution's name")
         if name == "resume":
             add_input_option(command)
+        if name == "replay":
+            command.add_argument("--task-run", metavar="ID", help="the task run to replay from (default: the start)")
         if name == "labels":
             command.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="the labels (replacing the others)")
         add_server_options(command)

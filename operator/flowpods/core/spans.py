@@ -60,6 +60,8 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         }
         if run.flowRevision is not None:
             attributes["flowpods.flow_revision"] = run.flowRevision
+        if run.originalId:
+            attributes["flowpods.replay_of"] = run.originalId
         if status.state.failed:
             attributes["error.type"] = status.state.value
         if generation:  # a restart's run: under the first RUN span, from the restart on

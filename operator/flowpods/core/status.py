@@ -186,6 +186,7 @@ class RunInfo(BaseModel):
     trigger: str = Field(default="kubectl", description="api, webhook, schedule, subflow, kubectl, local")
     triggerData: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    originalId: str | None = Field(default=None, description="A replay: the execution it replays")
     parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
     tracestate: str | None = None
     baggage: str | None = Field(default=None, description="W3C baggage, handed on to worker pods as BAGGAGE")

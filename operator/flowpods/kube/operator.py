@@ -38,6 +38,7 @@ from flowpods.kube import (
 )
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
+from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View
@@ -459,7 +460,8 @@ class Operator:
                 status = executor.failed_start(subject.run, let_in.reason or "refused", now, let_in.refused)
             else:
                 inputs = (execution.get("spec") or {}).get("inputs") or {}
-                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs,
+                seed = replayed(self.kube, execution, flow, subject.run)
+                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs, seed=seed,
                                                                               queued=let_in.queued)], now)  # fmt: skip
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):

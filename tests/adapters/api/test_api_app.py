@@ -303,3 +303,24 @@ def test_labels_replace_the_execution_labels_and_are_mirrored_where_kubernetes_a
         assert (await client.post(base + "/labels", json=system, headers=auth())).status == 400
 
     run(test)
+
+
+def test_replay_creates_a_new_execution_marked_with_the_original():
+    async def test(client: TestClient, kube: FakeKube, spans: InMemorySpanExporter) -> None:
+        flow = {"id": "greet", "namespace": "company", "tasks": [{"id": "t", "type": "Log", "message": "x"}]}
+        base = _started(kube, "orig", flow, "FAILED", [{"id": "tr", "taskId": "t", "state": "FAILED"}])
+        kube.objects[("executions", "ns", "orig")]["spec"]["flowRef"] = {"name": "greet"}
+        kube.objects[("executions", "ns", "orig")]["status"]["inputs"] = {"who": "ada"}
+        missing = await client.post(base + "/replay?taskRunId=nope", headers=auth())
+        assert missing.status == 400 and "no task run 'nope'" in (await missing.json())["error"]["message"]
+        response = await client.post(base + "/replay?taskRunId=tr", headers=auth())
+        assert response.status == 201, await response.text()
+        (replay,) = kube.executions()[1:]
+        assert replay["metadata"]["annotations"]["flowpods.io/replay-of"] == "orig"
+        assert replay["metadata"]["annotations"]["flowpods.io/replay-from"] == "tr"
+        assert replay["spec"]["inputs"] == {"who": "ada"} and replay["spec"]["flowRef"] == {"name": "greet"}
+        running = _started(kube, "run", flow, "RUNNING", [])
+        kube.objects[("executions", "ns", "run")]["spec"]["flowRef"] = {"name": "greet"}
+        assert (await client.post(running + "/replay", headers=auth())).status == 409
+
+    run(test)

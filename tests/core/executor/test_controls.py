@@ -187,3 +187,35 @@ class TestRestart:
         sim.send(Restart(at=sim.now + timedelta(seconds=1), value="1"))
         assert ExecutionStatus.model_validate_json(sim.status.model_dump_json()) == sim.status
         assert sim.status.frozen and sim.status.frozen[0].span.start >= T0
+
+
+class TestReplay:
+    def test_a_replay_starts_with_the_task_runs_before_the_chosen_one_and_runs_from_it(self) -> None:
+        from flowpods.core.engine import Start, advance
+        from flowpods.core.replay import replay_problem, seed
+        from flowpods.core.status import RunInfo
+
+        flow = make_flow([log("first"), {"id": "seq", "type": "Sequential", "tasks": [log("inner")]}, log("last")])
+        sim = Simulation(flow)
+        sim.finish("first", outputs={"n": 1})
+        sim.finish("inner")
+        sim.finish("last", success=False)
+        original = sim.status
+        (last,) = [tr for tr in original.taskRuns if tr.taskId == "last"]
+        (inner,) = [tr for tr in original.taskRuns if tr.taskId == "inner"]
+        assert replay_problem(flow, original, inner.id) is not None  # nested: not yet
+        assert replay_problem(flow, original, "nope") == "the execution has no task run 'nope'"
+        assert replay_problem(flow, original, last.id) is None
+        run = RunInfo(id="ex-2", uid="uid-2", namespace="company.team", flowId="f", createdAt=T0, originalId="ex-1")
+        copies = seed(flow, original, last.id, run)
+        assert [tr.taskId for tr in copies] == ["first", "seq", "inner"]
+        assert all(tr.id not in {o.id for o in original.taskRuns} for tr in copies)
+        decision = advance(flow, run, None, [Start(at=T0, seed=copies)], T0)
+        assert [a.work.taskId for a in decision.actions] == ["last"]  # only from the chosen task on
+        assert decision.actions[0].work.attempt == 1
+        spans = derive_spans(run, flow, decision.status)
+        assert [span.name for _, span in spans] == ["EXECUTOR - company.team_f"]  # the copies ran elsewhere
+        assert (
+            replay_problem(flow, decision.status, None)
+            == "the execution is RUNNING: only an execution that ended can be replayed"
+        )

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from flowpods.core.records import SpanRecord, WorkItem
-from flowpods.core.status import ExecutionStatus, State
+from flowpods.core.status import ExecutionStatus, State, TaskRun
 
 # --- events: what the adapters observed ----------------------------------------------------------------
 
@@ -28,6 +28,7 @@ class Start(EventBase):
     kind: Literal["start"] = "start"
     inputs: dict[str, Any] = Field(default_factory=dict)
     queued: bool = False
+    seed: list[TaskRun] = Field(default_factory=list, description="A replay: the original's task runs it starts with")
 
 
 class Admit(EventBase):

@@ -65,7 +65,7 @@ def render_context(
             "id": run.id,
             "startDate": status.startDate or run.createdAt,
             "state": status.state.value,
-            "originalId": run.id,
+            "originalId": run.originalId or run.id,
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,

@@ -60,6 +60,13 @@ class Step:
         self.touched = True
         return tr
 
+    def adopt(self, tr: TaskRun) -> None:
+        """Take in a task run that ended elsewhere (a replay's copy): found by the walk, never run again."""
+        self.status.taskRuns.append(tr)
+        self._index[(tr.taskId, tr.parentId, tr.value, tr.iteration)] = tr
+        self._scopes.add((tr.parentId, tr.value))
+        self.touched = True
+
     def finish_taskrun(self, tr: TaskRun, state: State, at: datetime) -> None:
         if tr.state.terminal:
             return

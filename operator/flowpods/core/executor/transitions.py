@@ -44,6 +44,8 @@ def start(step: Step, event: Start) -> None:
         step.end_execution(State.FAILED, event.at, f"invalid inputs: {exc}")
         return
     status.set_state(State.QUEUED if event.queued else State.RUNNING, event.at)
+    for tr in event.seed:  # a replay starts with the task runs before the one it replays from
+        step.adopt(tr.model_copy(deep=True))
 
 
 def admit(step: Step, event: Admit) -> None:
