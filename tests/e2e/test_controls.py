@@ -1,5 +1,6 @@
 """Execution controls on the real control plane: a Pause resumed through the API and through the annotation,
-a failed execution restarted (through the CLI) from its failed task in the same trace, labels, and a 403."""
+a failed execution restarted (through the CLI) from its failed task in the same trace, labels, a replay, and
+a 403."""
 
 from __future__ import annotations
 
@@ -108,6 +109,14 @@ def test_a_failed_execution_restarts_from_its_failed_task_in_the_same_trace(api,
         done = wait_for_state(custom_objects, namespace, name, {"SUCCESS"}, operator=api)
         twice = client.post(f"/api/v1/executions/{namespace}/{name}/restart")
         assert twice.status_code == 409 and "only an execution that ended" in twice.json()["error"]["message"]
+        (gate_run,) = [tr["id"] for tr in done["status"]["taskRuns"] if tr["taskId"] == "gate"]
+        replay = client.post(f"/api/v1/executions/{namespace}/{name}/replay?taskRunId={gate_run}&wait=true")
+        assert replay.status_code == 201, replay.text
+        replayed = wait_for_state(custom_objects, namespace, replay.json()["name"], {"SUCCESS"}, operator=api)
+        copied = {tr["taskId"]: len(tr["attempts"]) for tr in replayed["status"]["taskRuns"]}
+        assert copied == {"first": 1, "gate": 1}  # first copied from the original, gate run again
+        assert len(list_pods(core_v1, namespace, replay.json()["name"])) == 1  # only gate ran
+        assert replayed["metadata"]["annotations"]["flowpods.io/replay-of"] == name
 
     status = done["status"]
     states = [h["state"] for h in status["history"]]
