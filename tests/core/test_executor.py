@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flowpods.core import controls
 from flowpods.core.engine import (
     Admit,
     AttemptFinished,
@@ -23,7 +24,9 @@ from flowpods.core.engine import (
     pending_actions,
     trace_id,
 )
+from flowpods.core.executor import Restart, Resume
 from flowpods.core.model import Flow, Flowable, parse_flow
+from flowpods.core.spans import derive_spans
 from flowpods.core.status import ExecutionStatus, State
 from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
@@ -303,7 +306,8 @@ def tasks_strategy(draw, depth: int = 0) -> dict:
                 "checkFrequency": {"interval": "PT1S", "maxIterations": draw(st.integers(1, 3))},
                 "failOnMaxReached": draw(st.booleans()), **common}  # fmt: skip
     if kind == "pause":
-        return {"id": task_id, "type": "Pause", "pauseDuration": "PT1S", "tasks": children,
+        timed = {"pauseDuration": "PT1S"} if draw(st.booleans()) else {}  # without: waits to be resumed
+        return {"id": task_id, "type": "Pause", **timed, "tasks": children,
                 "behavior": draw(st.sampled_from(["RESUME", "WARN", "FAIL"])), **common}  # fmt: skip
     if kind == "dag":
         entries = [{"task": child, "dependsOn": sorted(draw(st.sets(st.sampled_from([str(i) for i in range(n)]))))
@@ -347,14 +351,20 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
         if isinstance(action, RunTask):
             started.add((action.work.taskRunId, action.work.attempt))
     kill_at = data.draw(st.one_of(st.none(), st.integers(0, 30)), label="kill at step")
+    restart = data.draw(st.booleans(), label="restart once when it ended FAILED, KILLED or WARNING")
     for step in range(500):
         if sim.status.state.terminal:
+            if restart and sim.status.restarts == 0 and controls.restart_problem(flow, sim.status) is None:
+                sim.send(Restart(at=sim.now, value="again"))
+                continue
             break
         if kill_at is not None and step == kill_at:
             sim.send(Kill(at=sim.now))
             continue
         pending = sorted(sim.outstanding) + sorted(("child", tr) for tr in sim.children)
-        if not pending:
+        if not pending and sim.wake is None and sim.status.state == State.PAUSED:
+            sim.send(Resume(at=sim.now, value=str(step)))  # a Pause without duration waits for this
+        elif not pending:
             # nothing is under way: only a retry wait may be left
             assert sim.wake is not None, "an execution with nothing under way must be waiting for a retry or a pause"
             sim.tick_to_wake()
@@ -378,12 +388,14 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
     assert status.state.terminal, "every execution terminates"
     paused = [t for t in status.history if t.state == State.PAUSED]
     assert bool(paused) <= any(tr.branch in ("paused", "resumed") for tr in status.taskRuns), "PAUSED only by a Pause"
-    assert all(tr.state.terminal for tr in status.taskRuns), "no task run is left behind"
+    left = [(tr.taskId, tr.state.value, [h.state.value for h in tr.history]) for tr in status.taskRuns
+            if not tr.state.terminal]  # fmt: skip
+    assert not left, f"no task run is left behind: {left} {[h.state.value for h in status.history]}"
 
     tasks = {task.id: task for task in flow.all_tasks()}
     for tr in status.taskRuns:
         retry = flow.retry_of(tasks[tr.taskId])
-        assert len(tr.attempts) <= (retry.maxAttempts or 1 if retry else 1), "retries stop at the maximum"
+        assert len(tr.attempts) <= (retry.maxAttempts or 1 if retry else 1) * (1 + status.restarts), "retries stop"
         if tr.state == State.SKIPPED:
             assert tasks[tr.taskId].runIf == "false" and not tr.attempts, "only a false runIf skips, before any attempt"
         if tasks[tr.taskId].allowWarning:
@@ -393,10 +405,10 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
         children = [c for c in status.taskRuns if c.parentId == tr.id]
         if tr.state in (State.SUCCESS, State.WARNING):
             assert all(c.state.terminal for c in children), "branches join before the flowable ends"
-        if tr.state == State.SUCCESS:
+        if tr.state == State.SUCCESS and not status.restarts:  # a restart keeps the failed errors handlers
             assert not any(c.state.failed for c in children), "a flowable succeeds only if its branches did"
         task = tasks[tr.taskId]
-        if isinstance(task, Flowable) and task.errors and not killed:
+        if isinstance(task, Flowable) and task.errors and not killed and not status.restarts:
             branch_ids = {t.id for branch in task.branches() for t in branch}
             branch_failed = any(c.taskId in branch_ids and c.state == State.FAILED for c in children)
             handlers_ran = any(c.taskId in {t.id for t in task.errors} for c in children)
@@ -408,7 +420,9 @@ def test_every_execution_terminates_consistently(flow: Flow, data):
     errors_ran = any(t in top for t in _top_level_ids(flow.errors))
     finally_ran = any(t in top for t in _top_level_ids(flow.finally_))
     killed = status.state == State.KILLED
-    if not killed:
+    span_ids = [span.span_id for _, span in derive_spans(sim.run, flow, status)]
+    assert len(span_ids) == len(set(span_ids)), "every span id once, across a restart too"
+    if not killed and not status.restarts:
         assert errors_ran == (main_failed and bool(flow.errors)), "errors run exactly when a task failed"
         if flow.finally_:
             assert finally_ran, "finally runs whenever the execution was not killed"

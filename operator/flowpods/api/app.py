@@ -18,6 +18,7 @@ import logging
 import secrets
 import string
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -33,21 +34,23 @@ from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from flowpods.api.auth import AuthError, KubeAuth, Verb, bearer_token, webhook_matches
 from flowpods.api.openapi import openapi_document
 from flowpods.api.runview import RunView
-from flowpods.core import compaction, ids
+from flowpods.core import compaction, controls, ids
 from flowpods.core.bounds import ShapeError, check_json_depth
 from flowpods.core.inputs import resolve_inputs
 from flowpods.core.model import Flow, FlowError
 from flowpods.core.redaction import loggable
+from flowpods.core.replay import replay_problem
 from flowpods.core.start import Refusal, start_check
-from flowpods.core.status import State
+from flowpods.core.status import ExecutionStatus, State
 from flowpods.kube import resources
 from flowpods.kube.client import Kube
 from flowpods.kube.config import OperatorConfig
+from flowpods.kube.labels import labels_patch, replaced
 from flowpods.kube.resources import ANNOTATION_KILL, ANNOTATION_TRACEPARENT
 from flowpods.telemetry.otel import attached, tracer_provider_from_env
 
@@ -58,6 +61,10 @@ ROUTE_START = PREFIX + "/{namespace}/{flowId}"
 ROUTE_EXECUTION = PREFIX + "/{namespace}/{name}"
 ROUTE_FOLLOW = PREFIX + "/{namespace}/{name}/follow"
 ROUTE_KILL = PREFIX + "/{namespace}/{name}/kill"
+ROUTE_RESUME = PREFIX + "/{namespace}/{name}/resume"
+ROUTE_RESTART = PREFIX + "/{namespace}/{name}/restart"
+ROUTE_LABELS = PREFIX + "/{namespace}/{name}/labels"
+ROUTE_REPLAY = PREFIX + "/{namespace}/{name}/replay"
 ROUTE_WEBHOOK = PREFIX + "/webhook/{namespace}/{flowId}/{key}"
 ROUTE_OPENAPI = "/api/v1/openapi.json"
 UNTRACED = {"/healthz", "/readyz"}  # probes every few seconds would drown the traces
@@ -77,6 +84,26 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.headers = status, message, dict(headers or {})
+
+
+class ResumeRequest(BaseModel):
+    """The JSON body of `POST .../{name}/resume`: the Pause's onResume inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: dict[str, Any] = Field(default_factory=dict, description="onResume input values by input id")
+
+
+class Label(BaseModel):
+    """One of Kestra's labels, as `POST .../{name}/labels` takes a list of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=253)
+    value: str = Field(max_length=1024)
+
+
+LABELS: TypeAdapter[list[Label]] = TypeAdapter(list[Label])
 
 
 class StartRequest(BaseModel):
@@ -126,11 +153,13 @@ def new_execution(
     tracestate: str | None = None,
     baggage: str | None = None,
     name: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The Execution resource an API call or a webhook creates."""
+    marks = {**resources.trace_annotations(traceparent, tracestate, baggage), **(annotations or {})}
     return resources.execution_body(
         namespace, name or execution_name(flow_name), flow_name, trigger, trigger_data, inputs=inputs,
-        labels=labels, annotations=resources.trace_annotations(traceparent, tracestate, baggage),
+        labels=labels, annotations=marks,
     )  # fmt: skip
 
 
@@ -307,6 +336,10 @@ class Api:
         app.router.add_get(ROUTE_EXECUTION, self.get)
         app.router.add_get(ROUTE_FOLLOW, self.follow)
         app.router.add_delete(ROUTE_KILL, self.kill)
+        app.router.add_post(ROUTE_RESUME, self.resume)
+        app.router.add_post(ROUTE_RESTART, self.restart)
+        app.router.add_post(ROUTE_LABELS, self.labels)
+        app.router.add_post(ROUTE_REPLAY, self.replay)
         RunView(self).add_routes(app)
         return app
 
@@ -568,6 +601,104 @@ class Api:
         data = summary(body, self.settings.jaeger_url)
         data["message"] = "kill requested: running task runs are stopped and the execution ends KILLED"
         return web.json_response(data, status=202)
+
+    # -- execution controls (core/controls.py): the request is an annotation the operator acts on once ----
+
+    async def _control_target(self, request: web.Request) -> tuple[str, str, dict[str, Any], ExecutionStatus]:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        await self._authorize(request, namespace, "update", name)
+        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        return namespace, name, body, resources.stored_status(body) or ExecutionStatus()
+
+    def _accepted(self, body: dict[str, Any], message: str) -> web.Response:
+        data = summary(body, self.settings.jaeger_url)
+        data["message"] = message
+        return web.json_response(data, status=202)
+
+    async def resume(self, request: web.Request) -> web.Response:
+        """Kestra's resume: a PAUSED execution goes on, its Pause tasks get the onResume inputs (checked here)."""
+        namespace, name, body, status = await self._control_target(request)
+        problem = controls.resume_problem(status)
+        stored = resources.stored_flow(body)
+        if problem is not None or stored is None:
+            raise ApiError(409, f"execution '{name}' cannot be resumed: {problem or 'it has not started'}")
+        given = await self._resume_request(request)
+        try:
+            controls.resume_inputs(stored[0], status, given)
+        except FlowError as exc:
+            raise ApiError(400, "invalid onResume inputs: " + "; ".join(exc.problems)) from None
+        value = controls.resume_value(uuid.uuid4().hex, given)
+        await asyncio.to_thread(self.kube.annotate, "executions", namespace, name, {controls.ANNOTATION_RESUME: value})
+        return self._accepted(body, "resume requested: the paused tasks go on")
+
+    async def _resume_request(self, request: web.Request) -> dict[str, Any]:
+        """A JSON body `{"inputs": {...}}`, or a form whose fields are the inputs (Kestra sends a form)."""
+        if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            return (await self._start_request(request)).inputs
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            check_json_depth(raw, "the body")
+            return ResumeRequest.model_validate_json(raw).inputs
+        except ShapeError as exc:
+            raise ApiError(400, str(exc)) from None
+        except ValidationError as exc:
+            hint = 'send {"inputs": {...}}'
+            raise ApiError(400, f"invalid request body ({hint}): {describe_validation(exc)}") from None
+
+    async def restart(self, request: web.Request) -> web.Response:
+        """Kestra's restart: a FAILED, KILLED or WARNING execution runs again from its failed task runs."""
+        namespace, name, body, status = await self._control_target(request)
+        stored = resources.stored_flow(body)
+        problem = controls.restart_problem(stored[0], status) if stored else "it has not started"
+        if problem is not None:
+            raise ApiError(409, f"execution '{name}' cannot be restarted: {problem}")
+        marks: dict[str, str | None] = {controls.ANNOTATION_RESTART: uuid.uuid4().hex, ANNOTATION_KILL: None}
+        await asyncio.to_thread(self.kube.annotate, "executions", namespace, name, marks)
+        return self._accepted(body, "restart requested: the failed task runs get a new attempt")
+
+    async def labels(self, request: web.Request) -> web.Response:
+        """Kestra's labels: the given labels replace the execution's (its `system.` labels are kept)."""
+        namespace, name, body, _ = await self._control_target(request)
+        raw = await request.read()
+        try:
+            check_json_depth(raw, "the body")
+            given = LABELS.validate_json(raw)
+        except ShapeError as exc:
+            raise ApiError(400, str(exc)) from None
+        except ValidationError as exc:
+            raise ApiError(400, f'send a list [{{"key": ..., "value": ...}}]: {describe_validation(exc)}') from None
+        wanted = {label.key: label.value for label in given}
+        if any(key.startswith("system.") for key in wanted):
+            raise ApiError(400, "system. labels are set by flowpods, not through the API")
+        current = (body.get("spec") or {}).get("labels") or {}
+        patch = labels_patch(body, replaced(current, wanted))
+        stored = await asyncio.to_thread(self.kube.patch, "executions", namespace, name, patch)
+        return web.json_response(summary(stored, self.settings.jaeger_url))
+
+    async def replay(self, request: web.Request) -> web.Response:
+        """Kestra's replay: a new execution of the flow, from the chosen task run (`?taskRunId=`) on, with
+        copies of the original's task runs before it; 201 with the new execution."""
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        wait_seconds(request.query)
+        await self._authorize(request, namespace, "create")
+        original = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        flow_name = resources.flow_ref(original)
+        flow = load_flow(await asyncio.to_thread(self.kube.get, "flows", namespace, flow_name), namespace, flow_name)
+        taskrun_id = request.query.get("taskRunId") or None
+        status = resources.stored_status(original) or ExecutionStatus()
+        problem = replay_problem(flow, status, taskrun_id)
+        if problem is not None:
+            raise ApiError(
+                409 if not status.state.terminal else 400, f"execution '{name}' cannot be replayed: {problem}"
+            )
+        marks = {resources.ANNOTATION_REPLAY_OF: name, resources.ANNOTATION_REPLAY_FROM: taskrun_id or ""}
+        spec = original.get("spec") or {}
+        body = await self._create(flow, flow_name, namespace, inputs=status.inputs or spec.get("inputs") or {},
+                                  labels=spec.get("labels") or {}, trigger="api", trigger_data={},
+                                  annotations=marks)  # fmt: skip
+        return await self._created_response(request, body)
 
 
 # --- serving -------------------------------------------------------------------------------------------

@@ -33,6 +33,21 @@ _ATTEMPT = [
      "schema": {"type": "integer"}},
 ]  # fmt: skip
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
+_TASKRUN = {"name": "taskRunId", "in": "query", "required": False, "schema": {"type": "string"},
+            "description": "the top-level task run to replay from (default: the start)"}  # fmt: skip
+
+
+def _control_responses(accepted: str, bad_request: bool = False) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "202": {"description": accepted,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}}},
+        "401": _ERROR, "403": _ERROR, "404": _ERROR,
+        "409": _ERROR,
+    }  # fmt: skip
+    if bad_request:
+        responses["400"] = _ERROR
+    return responses
+
 
 _DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -42,7 +57,8 @@ _DOCUMENT: dict[str, Any] = {
         "description": "Start, read, follow and kill flow executions, and start flows from webhooks. Every "
         "request is traced; send `traceparent` to make the execution's trace part of yours. Bearer tokens are "
         "Kubernetes tokens, checked with TokenReview and authorised with SubjectAccessReview on "
-        "executions.flowpods.io (create: start and kill; get: read and follow).",
+        "executions.flowpods.io (create: start, kill and replay; get: read and follow; update: resume, restart "
+        "and labels).",
     },
     "paths": {
         "/api/v1/executions/{namespace}/{flowId}": {
@@ -120,6 +136,95 @@ _DOCUMENT: dict[str, Any] = {
                     "403": _ERROR,
                     "404": _ERROR,
                     "409": _ERROR,
+                },
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/resume": {
+            "post": {
+                "summary": "Resume a PAUSED execution, with the Pause's onResume inputs",
+                "operationId": "resumeExecution",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ResumeRequest"}},
+                        "multipart/form-data": {"schema": {"type": "object", "additionalProperties": True}},
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                        },
+                    },
+                },
+                "responses": _control_responses("the resume was requested", bad_request=True),
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/restart": {
+            "post": {
+                "summary": "Restart a FAILED, KILLED or WARNING execution from its failed task runs",
+                "operationId": "restartExecution",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME],
+                "responses": _control_responses("the restart was requested"),
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/replay": {
+            "post": {
+                "summary": "Replay an ended execution as a new one, from a chosen top-level task run",
+                "operationId": "replayExecution",
+                "security": _SECURED,
+                "parameters": [
+                    _NS,
+                    _NAME,
+                    {
+                        "name": "taskRunId",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "the task run to replay from (default: the start)",
+                    },
+                    *_WAIT,
+                ],
+                "responses": {
+                    "201": _CREATED,
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
+                    "409": _ERROR,
+                },
+            }
+        },
+        "/api/v1/executions/{namespace}/{name}/labels": {
+            "post": {
+                "summary": "Replace the execution's labels (its system. labels are kept)",
+                "operationId": "setExecutionLabels",
+                "security": _SECURED,
+                "parameters": [_NS, _NAME],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "required": ["key", "value"],
+                                    "additionalProperties": False,
+                                    "properties": {"key": {"type": "string"}, "value": {"type": "string"}},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "the labels were set",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Execution"}}},
+                    },
+                    "400": _ERROR,
+                    "401": _ERROR,
+                    "403": _ERROR,
+                    "404": _ERROR,
                 },
             }
         },
@@ -267,6 +372,11 @@ _DOCUMENT: dict[str, Any] = {
                     "inputs": {"type": "object", "description": "input values by input id"},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 },
+            },
+            "ResumeRequest": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"inputs": {"type": "object", "description": "onResume input values by input id"}},
             },
             "Error": {
                 "type": "object",

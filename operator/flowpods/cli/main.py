@@ -57,6 +57,32 @@ def add_input_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+CONTROLS = {
+    "resume": "resume a PAUSED execution (with its Pause's onResume inputs)",
+    "restart": "restart a FAILED, KILLED or WARNING execution from its failed task runs",
+    "replay": "replay an ended execution as a new one, from a chosen top-level task run (--task-run)",
+    "labels": "set an execution's labels (Kestra's labels; its system. labels are kept)",
+}
+CONTROL_HELP = (
+    ", through the flowpods API (Kubernetes verb update on executions.flowpods.io; create for replay). Exit "
+    "status: 0 when "
+    "accepted, 2 when refused (the reason is printed), 1 when the API is unreachable."
+)
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("FLOWPODS_API_URL") or "http://127.0.0.1:8080",
+        metavar="URL",
+        help="the flowpods API (env FLOWPODS_API_URL; default http://127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("FLOWPODS_TOKEN"), metavar="TOKEN", help="a Kubernetes bearer token "
+        "(env FLOWPODS_TOKEN), e.g. from `kubectl create token`"
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowpods",
@@ -125,16 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_input_option(start)
     start.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="an execution label")
     start.add_argument("-f", "--follow", action="store_true", help="print progress until the execution ends")
-    start.add_argument(
-        "--server",
-        default=os.environ.get("FLOWPODS_API_URL") or "http://127.0.0.1:8080",
-        metavar="URL",
-        help="the flowpods API (env FLOWPODS_API_URL; default http://127.0.0.1:8080)",
-    )
-    start.add_argument(
-        "--token", default=os.environ.get("FLOWPODS_TOKEN"), metavar="TOKEN", help="a Kubernetes bearer token "
-        "(env FLOWPODS_TOKEN), e.g. from `kubectl create token`"
-    )  # fmt: skip
+    add_server_options(start)
+    for name, summary in CONTROLS.items():
+        command = commands.add_parser(name, help=summary, description=summary + CONTROL_HELP)
+        command.add_argument("namespace", metavar="NAMESPACE", help="the Kubernetes namespace of the Execution")
+        command.add_argument("execution", metavar="EXECUTION", help="the Execution's name")
+        if name == "resume":
+            add_input_option(command)
+        if name == "replay":
+            command.add_argument("--task-run", metavar="ID", help="the task run to replay from (default: the start)")
+        if name == "labels":
+            command.add_argument("labels", nargs="*", metavar="KEY=VALUE", help="the labels (replacing the others)")
+        add_server_options(command)
 
     from flowpods.cli.runs import add_commands
 
@@ -178,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowpods.cli import runs
 
         return runs.run(args)
+    if args.command in CONTROLS:
+        from flowpods.cli.controls import control
+
+        return control(args)
     return _run(args)
 
 
@@ -244,6 +276,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from flowpods.cli.treeview import trace_tree
     from flowpods.core.clock import format_duration
+    from flowpods.core.controls import manual_pauses
     from flowpods.core.inputs import resolve_inputs
     from flowpods.core.model import FlowError
     from flowpods.core.status import Change
@@ -262,6 +295,10 @@ def _run(args: argparse.Namespace) -> int:
             raise FlowError([f"--flows {args.flows} is not a folder"])
         given = parse_assignments(args.input)
         resolve_inputs(flow, given)
+        if waits := manual_pauses(flow):
+            raise FlowError([f"task '{task}' is a Pause without pauseDuration: it waits to be resumed (`flowpods "
+                             f"resume`, on a cluster), which a local run cannot be; give it a pauseDuration to run "
+                             f"it here" for task in waits])  # fmt: skip
         secret_env = read_secrets(args.secrets) if args.secrets else {}
     except (FlowError, ValueError) as exc:
         problems = exc.problems if isinstance(exc, FlowError) else [str(exc)]

@@ -81,17 +81,21 @@ def sampled(run: RunInfo) -> bool:
     return parent.sampled if parent else True
 
 
-def run_span_id(run: RunInfo) -> str:
-    return span_id_for(run.uid, "run")
+def run_span_id(run: RunInfo, generation: int = 0) -> str:
+    """The RUN span; after the n-th restart, the RUN span of that restart (`generation` n)."""
+    return span_id_for(run.uid, "run") if generation == 0 else span_id_for(run.uid, "run", generation)
 
 
 def change_span_id(run: RunInfo, n: int) -> str:
     return span_id_for(run.uid, "change", n)
 
 
-def taskrun_span_id(run: RunInfo, taskrun_id: str) -> str:
-    """The EXECUTOR span of an executor-side task run (Subflow, Parallel, If, ...)."""
-    return span_id_for(run.uid, "taskrun", taskrun_id)
+def taskrun_span_id(run: RunInfo, taskrun_id: str, generation: int = 0) -> str:
+    """The EXECUTOR span of an executor-side task run (Subflow, Parallel, If, ...); a restart that reopened
+    it n times gives it a new span (`generation` n)."""
+    if generation == 0:
+        return span_id_for(run.uid, "taskrun", taskrun_id)
+    return span_id_for(run.uid, "taskrun", taskrun_id, generation)
 
 
 def attempt_span_id(run: RunInfo, taskrun_id: str, attempt: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,11 @@ def resolve_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
 
     Raises FlowError listing every missing, unknown or ill-typed input.
     """
+    return resolve_declared(flow.inputs, given, f"flow {flow.namespace}.{flow.id}")
+
+
+def resolve_declared(specs: Sequence[Input], given: dict[str, Any] | None, owner: str) -> dict[str, Any]:
+    """`resolve_inputs` for any list of declared inputs (a flow's, a Pause's onResume), `owner` naming it."""
     given = dict(given or {})
     try:
         check_shape(given, "the inputs")
@@ -41,10 +47,10 @@ def resolve_inputs(flow: Flow, given: dict[str, Any] | None) -> dict[str, Any]:
         raise FlowError([str(exc)]) from None
     problems: list[str] = []
     resolved: dict[str, Any] = {}
-    declared = {item.id for item in flow.inputs}
+    declared = {item.id for item in specs}
     for unknown in sorted(set(given) - declared):
-        problems.append(f"input '{unknown}' is not declared by flow {flow.namespace}.{flow.id}")
-    for spec in flow.inputs:
+        problems.append(f"input '{unknown}' is not declared by {owner}")
+    for spec in specs:
         try:
             asked = _is_asked(spec, resolved)
         except RenderError as exc:

@@ -227,7 +227,7 @@ def committed(
                     )
                 )
     if new(after.closedIn) and after.state.terminal and after.endDate is not None:
-        found.extend(_run_end(run, after, run_attrs, exemplar(ids.run_span_id(run))))
+        found.extend(_run_end(run, after, run_attrs, exemplar(ids.run_span_id(run, after.generation()))))
     return found
 
 

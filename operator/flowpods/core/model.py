@@ -663,7 +663,8 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 
 class Pause(Flowable):
-    """Pause the execution for `pauseDuration` (Kestra's older `delay`), then apply `behavior`."""
+    """Pause the execution until it is resumed (with its `onResume` inputs), or for at most `pauseDuration`
+    (Kestra's older `delay`), after which `behavior` applies."""
 
     type: Literal["Pause", "io.kestra.plugin.core.flow.Pause", "io.kestra.core.tasks.flows.Pause"]
     delay: str | None = Field(default=None, description="Kestra's older name of pauseDuration")
@@ -678,17 +679,6 @@ class Pause(Flowable):
     @property
     def duration(self) -> str | None:
         return self.pauseDuration or self.delay
-
-    def not_runnable(self) -> list[str]:
-        problems = super().not_runnable()
-        if self.duration is None:
-            problems.append(
-                "not yet supported: a Pause without pauseDuration waits to be resumed, "
-                "and resuming needs execution controls, not available yet"
-            )
-        if self.onResume:
-            problems.append("field 'onResume': not yet supported (inputs given when resuming)")
-        return problems
 
 
 class CheckFrequency(Strict):

@@ -7,6 +7,7 @@ the status's watermark (`exported`, a change number) which of them to send.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flowpods.core import ids
@@ -61,8 +62,12 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         fields["attributes"] = {**common, **fields.get("attributes", {})}
         spans.append((closed_in, SpanRecord(trace_id=trace, sampled=sampled, **fields)))
 
+    spans.extend((frozen.closedIn, frozen.span) for frozen in status.frozen)
+    generation = status.generation()
     if status.state.terminal and status.closedIn is not None and status.endDate:
-        parent = ids.parse_traceparent(run.parentTraceparent)
+        inbound = ids.parse_traceparent(run.parentTraceparent)
+        parent_id = inbound.span_id if inbound else None
+        start = run.createdAt
         attributes: dict[str, Any] = {
             "flowpods.trigger": run.trigger,
             "flowpods.state": status.state.value,
@@ -72,14 +77,19 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
             attributes["flowpods.flow_revision"] = run.flowRevision
         if run.triggerId is not None:
             attributes["flowpods.trigger_id"] = run.triggerId
+        if run.originalId:
+            attributes["flowpods.replay_of"] = run.originalId
         if status.state.failed:
             attributes["error.type"] = status.state.value
+        if generation:  # a restart's run: under the first RUN span, from the restart on
+            attributes["flowpods.restart"] = generation
+            parent_id, start = run_id, status.reopened_at() or start
         span(
             status.closedIn,
             name=f"RUN {run.flowId}",
-            span_id=run_id,
-            parent_span_id=parent.span_id if parent else None,
-            start=run.createdAt,
+            span_id=ids.run_span_id(run, generation),
+            parent_span_id=parent_id,
+            start=start,
             end=status.endDate,
             attributes=attributes,
             status="ERROR" if status.state.failed else "OK",
@@ -97,7 +107,7 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
             change.n,
             name=f"EXECUTOR - {run.namespace}_{run.flowId}",
             span_id=ids.change_span_id(run, change.n),
-            parent_span_id=run_id,
+            parent_span_id=ids.run_span_id(run, status.generation(change.end)),
             start=change.start,
             end=change.end,
             attributes=attributes,
@@ -109,13 +119,15 @@ def derive_spans(run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> li
         task = tasks.get(tr.taskId)
         if task is None:
             continue
-        parent_id = _parent_span(run, by_id, tr)
         if not task.runs_in_worker:
-            if tr.closedIn is not None and tr.endDate is not None and tr.startDate is not None:
-                span(tr.closedIn, **_executor_task_span(run, task, tr, parent_id))
+            began = tr.reopened_at() or tr.startDate
+            if tr.closedIn is not None and tr.endDate is not None and began is not None:
+                parent_id = _parent_span(run, status, by_id, tr, began)
+                span(tr.closedIn, **_executor_task_span(run, task, tr, parent_id, began))
             continue
         for attempt in tr.attempts:
             if attempt.closedIn is not None and attempt.endedAt is not None:
+                parent_id = _parent_span(run, status, by_id, tr, attempt.createdAt)
                 span(attempt.closedIn, **_attempt_span(run, task, tr, attempt, parent_id))
                 spans.extend((attempt.closedIn, _worker_span(run, task, tr, attempt, r)) for r in attempt.spans)
     return spans
@@ -136,16 +148,20 @@ def _worker_span(run: RunInfo, task: TaskBase, tr: TaskRun, attempt: Attempt, re
     return record.model_copy(update={"service": record.service or WORKER_SERVICE, "resource": resource})
 
 
-def _parent_span(run: RunInfo, by_id: dict[str, TaskRun], tr: TaskRun) -> str:
-    """Nested task runs hang under their flowable's EXECUTOR span; top-level ones under RUN."""
-    return ids.taskrun_span_id(run, tr.parentId) if tr.parentId in by_id else ids.run_span_id(run)
+def _parent_span(run: RunInfo, status: ExecutionStatus, by_id: dict[str, TaskRun], tr: TaskRun, at: datetime) -> str:
+    """Nested task runs hang under their flowable's EXECUTOR span; top-level ones under RUN: the span each
+    had at `at` (a restart reopens them with new spans)."""
+    parent = by_id.get(tr.parentId or "")
+    if parent is not None:
+        return ids.taskrun_span_id(run, parent.id, parent.generation(at))
+    return ids.run_span_id(run, status.generation(at))
 
 
 def _label(tr: TaskRun) -> str:
     return tr.taskId if tr.value is None else f"{tr.taskId} [{tr.value}]"
 
 
-def _executor_task_span(run: RunInfo, task: TaskBase, tr: TaskRun, parent_id: str) -> dict[str, Any]:
+def _executor_task_span(run: RunInfo, task: TaskBase, tr: TaskRun, parent_id: str, start: datetime) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "cicd.pipeline.task.name": task.id,
         "cicd.pipeline.task.run.id": tr.id,
@@ -162,9 +178,9 @@ def _executor_task_span(run: RunInfo, task: TaskBase, tr: TaskRun, parent_id: st
         attributes["flowpods.child_execution_id"] = tr.child
     return {
         "name": f"EXECUTOR - {task.kind}",
-        "span_id": ids.taskrun_span_id(run, tr.id),
+        "span_id": ids.taskrun_span_id(run, tr.id, tr.generation()),
         "parent_span_id": parent_id,
-        "start": tr.startDate,
+        "start": start,
         "end": tr.endDate,
         "attributes": attributes,
         "status": "ERROR" if tr.state.failed else "OK",

@@ -37,6 +37,7 @@ class State(StrEnum):
     RUNNING = "RUNNING"
     RETRYING = "RETRYING"
     PAUSED = "PAUSED"
+    RESTARTED = "RESTARTED"
     KILLING = "KILLING"
     SUCCESS = "SUCCESS"
     WARNING = "WARNING"
@@ -44,6 +45,7 @@ class State(StrEnum):
     KILLED = "KILLED"
     CANCELLED = "CANCELLED"
     SKIPPED = "SKIPPED"
+    RETRIED = "RETRIED"
 
     @property
     def terminal(self) -> bool:
@@ -54,7 +56,9 @@ class State(StrEnum):
         return self in (State.FAILED, State.KILLED, State.CANCELLED)
 
 
-TERMINAL = frozenset({State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED})
+TERMINAL = frozenset(
+    {State.SUCCESS, State.WARNING, State.FAILED, State.KILLED, State.CANCELLED, State.SKIPPED, State.RETRIED}
+)
 
 
 class Stored(BaseModel):
@@ -84,6 +88,14 @@ class WithHistory(Stored):
         if state != self.state or not self.history:
             self.state = state
             self.history.append(Transition(state=state, at=at))
+
+    def generation(self, at: datetime | None = None) -> int:
+        """How many times a restart reopened it (up to `at`): each reopening starts a new span of it."""
+        return sum(1 for t in self.history if t.state == State.RESTARTED and (at is None or t.at <= at))
+
+    def reopened_at(self) -> datetime | None:
+        """When the latest restart reopened it."""
+        return next((t.at for t in reversed(self.history) if t.state == State.RESTARTED), None)
 
 
 class Attempt(Stored):
@@ -215,6 +227,23 @@ class Change(Stored):
     finished: list[str] = Field(default_factory=list, description="Task runs and attempts that ended")
 
 
+class Control(Stored):
+    """One execution control the operator acted on (an annotation value or an API call), and what it did."""
+
+    control: str = Field(description="resume, restart")
+    value: str = Field(description="The request's value: the same value is acted on once")
+    at: datetime
+    result: str = Field(description="What was done, or why nothing was")
+    done: bool = True
+
+
+class FrozenSpan(Stored):
+    """A span completed before a restart reopened what it measured: kept as it was, exported with its change."""
+
+    closedIn: int
+    span: SpanRecord
+
+
 class ExecutionStatus(WithHistory):
     """The whole stored state of one execution."""
 
@@ -227,6 +256,15 @@ class ExecutionStatus(WithHistory):
     exported: int = Field(default=0, description="Spans of changes up to this number were exported")
     folded: Folded = Field(default_factory=Folded)
     _by_id: _Index | None = PrivateAttr(default=None)
+
+    triggered: list[str] | Literal["pending"] | None = Field(
+        default=None,
+        description="Flow triggers: `pending` until its end fired them, then the executions it started, stored "
+        "once all were created (None: stored by an operator without Flow triggers, never fired)",
+    )
+    controls: list[Control] = Field(default_factory=list, description="Resumes and restarts acted on")
+    restarts: int = Field(default=0, description="How many times the execution was restarted")
+    frozen: list[FrozenSpan] = Field(default_factory=list, description="Spans of what a restart reopened")
 
     @field_validator("taskRuns", mode="before")
     @classmethod
@@ -264,11 +302,10 @@ class ExecutionStatus(WithHistory):
         return self.__dict__ == other.__dict__
 
     __hash__ = None  # type: ignore[assignment]
-    triggered: list[str] | Literal["pending"] | None = Field(
-        default=None,
-        description="Flow triggers: `pending` until its end fired them, then the executions it started, stored "
-        "once all were created (None: stored by an operator without Flow triggers, never fired)",
-    )
+
+    def acted_on(self, control: str, value: str) -> bool:
+        """Whether this request (control and value) was already handled: a repeated one is a no-op."""
+        return any(c.control == control and c.value == value for c in self.controls)
 
     def taskrun(self, taskrun_id: str) -> TaskRun | None:
         return self._index().by_id.get(taskrun_id)
@@ -323,6 +360,7 @@ class RunInfo(BaseModel):
     triggerId: str | None = Field(default=None, description="The id of the flow's trigger that started it")
     triggerData: dict[str, Any] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    originalId: str | None = Field(default=None, description="A replay: the execution it replays")
     parentTraceparent: str | None = Field(default=None, description="Inbound W3C context, if any")
     tracestate: str | None = None
     baggage: str | None = Field(default=None, description="W3C baggage, handed on to worker pods as BAGGAGE")

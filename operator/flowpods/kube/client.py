@@ -165,7 +165,12 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def annotate(self, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+    def patch(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A merge patch of a custom object (metadata and spec); the object as stored."""
+        return cast(JSON, self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name, patch))
+
+    def annotate(self, plural: str, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """Set annotations (a None value removes one: a merge patch)."""
         try:
             self.custom.patch_namespaced_custom_object(
                 GROUP, VERSION, namespace, plural, name, {"metadata": {"annotations": annotations}}

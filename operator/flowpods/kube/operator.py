@@ -40,6 +40,7 @@ from flowpods.kube import (
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.essence import ChangeHandledOnly
+from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View
@@ -331,9 +332,16 @@ class Operator:
             children=dict(self.view.children.get(key, {})),
         )
         status = resources.stored_status(execution) or ExecutionStatus()
-        if status.state.terminal:
+        annotations = execution["metadata"].get("annotations") or {}
+        requests = executor.requested(annotations, status, now)  # resume, restart (core/controls.py)
+        if status.state.terminal and not requests:
             return self._finished(subject, status)
-        events = self._observe(subject, flow, status)
+        if annotations.get(ANNOTATION_KILL) and any(isinstance(r, executor.Restart) for r in requests):
+            # a restart outlives the kill that ended the execution: its annotation goes first (its watch
+            # event reconciles again), so that the restarted execution is not killed at once
+            self.kube.annotate("executions", subject.namespace, subject.name, {ANNOTATION_KILL: None})
+            return Outcome()
+        events = [*requests, *self._observe(subject, flow, status)]
         decision = executor.advance(flow, subject.run, status, events, now)
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
             outcome = self._carry_out(subject, flow, decision, events, status)
@@ -398,7 +406,7 @@ class Operator:
         outcome = Outcome(wake_at=decision.wakeAt)
         if decision.changed or self._export_pending(status):
             outcome.body, outcome.export = self._commit(subject, status, before)
-            if status.state.terminal and decision.changed:
+            if status.state.terminal and decision.changed and not before.state.terminal:
                 outcome.events.append(notices.ended(subject.run.id, status))
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
             gave_up = isinstance(event, executor.AttemptFinished) and (event.imageUnavailable or event.pendingTimedOut)
@@ -455,7 +463,8 @@ class Operator:
                 status = executor.failed_start(subject.run, let_in.reason or "refused", now, let_in.refused)
             else:
                 inputs = (execution.get("spec") or {}).get("inputs") or {}
-                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs,
+                seed = replayed(self.kube, execution, flow, subject.run)
+                decision = executor.advance(flow, subject.run, None, [executor.Start(at=now, inputs=inputs, seed=seed,
                                                                               queued=let_in.queued)], now)  # fmt: skip
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):

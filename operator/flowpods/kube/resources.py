@@ -53,6 +53,8 @@ ANNOTATION_TRACEPARENT = f"{GROUP}/traceparent"
 ANNOTATION_TRACESTATE = f"{GROUP}/tracestate"
 ANNOTATION_BAGGAGE = f"{GROUP}/baggage"
 ANNOTATION_KILL = f"{GROUP}/kill"
+ANNOTATION_REPLAY_OF = f"{GROUP}/replay-of"
+ANNOTATION_REPLAY_FROM = f"{GROUP}/replay-from"
 ANNOTATION_TRACE_ID = f"{GROUP}/trace-id"
 ANNOTATION_SPAN_ID = f"{GROUP}/span-id"
 ANNOTATION_DEPTH = f"{GROUP}/subflow-depth"
@@ -170,6 +172,7 @@ def run_info(execution: dict[str, Any], flow: Flow, revision: int | None, now: d
         parentTraceparent=parent if valid_parent else None,
         tracestate=annotations.get(ANNOTATION_TRACESTATE) if valid_parent else None,
         baggage=annotations.get(ANNOTATION_BAGGAGE) or None,
+        originalId=annotations.get(ANNOTATION_REPLAY_OF) or None,
         createdAt=parse_time(meta.get("creationTimestamp")) or now,
     )
 

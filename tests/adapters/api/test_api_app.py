@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,8 +57,23 @@ class FakeKube:
         self.objects[(plural, meta["namespace"], meta["name"])] = copy.deepcopy(body)
         return True
 
-    def annotate(self, plural: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
-        self.objects[(plural, namespace, name)]["metadata"].setdefault("annotations", {}).update(annotations)
+    def annotate(self, plural: str, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        self.patch(plural, namespace, name, {"metadata": {"annotations": annotations}})
+
+    def patch(self, plural: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch (RFC 7386), as the API server applies one."""
+
+        def merge(target: dict[str, Any], change: dict[str, Any]) -> None:
+            for key, value in change.items():
+                if value is None:
+                    target.pop(key, None)
+                elif isinstance(value, dict):
+                    merge(target.setdefault(key, {}), value)
+                else:
+                    target[key] = value
+
+        merge(self.objects[(plural, namespace, name)], patch)
+        return copy.deepcopy(self.objects[(plural, namespace, name)])
 
     def executions(self) -> list[dict[str, Any]]:
         return [body for (plural, _, _), body in self.objects.items() if plural == "executions"]
@@ -212,5 +228,99 @@ def test_probes_are_not_traced():
         assert (await client.get("/healthz")).status == 200
         assert (await client.get("/api/v1/openapi.json")).status == 200
         assert [s.name for s in spans.get_finished_spans()] == ["GET /api/v1/openapi.json"]
+
+    run(test)
+
+
+def _started(kube: FakeKube, name: str, flow: dict[str, Any], state: str, task_runs: list[dict[str, Any]]) -> str:
+    """An execution the operator started: its flow snapshot and status, as the operator stores them."""
+    kube.objects[("executions", "ns", name)] = {
+        "metadata": {"name": name, "namespace": "ns", "labels": {}, "annotations": {"flowpods.io/kill": "true"}},
+        "spec": {"flowRef": {"name": "f"}, "labels": {"system.correlationId": name, "team": "a"}},
+        "status": {"state": state, "flow": flow, "history": [{"state": state, "at": "2026-01-01T00:00:00Z"}],
+                   "taskRuns": task_runs},
+    }  # fmt: skip
+    return f"/api/v1/executions/ns/{name}"
+
+
+PAUSING = {"id": "f", "namespace": "n", "tasks": [{"id": "wait", "type": "Pause", "onResume": [
+    {"id": "approved", "type": "BOOLEAN"}]}]}  # fmt: skip
+PAUSED_RUN = [{"id": "tr1", "taskId": "wait", "state": "PAUSED", "history": []}]
+
+
+def test_resume_checks_the_state_and_the_onresume_inputs_then_annotates():
+    async def test(client: TestClient, kube: FakeKube, spans: InMemorySpanExporter) -> None:
+        base = _started(kube, "p", PAUSING, "PAUSED", PAUSED_RUN)
+        bad = await client.post(base + "/resume", json={"inputs": {"approved": "maybe"}}, headers=auth())
+        assert bad.status == 400 and "input 'approved'" in (await bad.json())["error"]["message"]
+        assert (await client.post(base + "/resume", json={"x": 1}, headers=auth())).status == 400
+        assert (await client.post(base + "/resume", headers=auth(NOBODY))).status == 403
+        ok = await client.post(base + "/resume", data={"approved": "true"}, headers=auth())  # a form, as Kestra
+        assert ok.status == 202, await ok.text()
+        value = kube.objects[("executions", "ns", "p")]["metadata"]["annotations"]["flowpods.io/resume"]
+        assert json.loads(value)["inputs"] == {"approved": "true"}
+        running = _started(kube, "r", PAUSING, "RUNNING", [])
+        refused = await client.post(running + "/resume", json={}, headers=auth())
+        assert refused.status == 409 and "RUNNING, not PAUSED" in (await refused.json())["error"]["message"]
+        assert "flowpods.io/resume" not in kube.objects[("executions", "ns", "r")]["metadata"]["annotations"]
+
+    run(test)
+
+
+def test_restart_annotates_a_failed_execution_and_drops_its_kill_request():
+    async def test(client: TestClient, kube: FakeKube, spans: InMemorySpanExporter) -> None:
+        flow = {"id": "f", "namespace": "n", "tasks": [{"id": "t", "type": "Log", "message": "x"}]}
+        failed = _started(kube, "x", flow, "KILLED", [{"id": "tr", "taskId": "t", "state": "KILLED"}])
+        ok = await client.post(failed + "/restart", headers=auth())
+        assert ok.status == 202, await ok.text()
+        annotations = kube.objects[("executions", "ns", "x")]["metadata"]["annotations"]
+        assert "flowpods.io/kill" not in annotations and annotations["flowpods.io/restart"]
+        done = _started(kube, "s", flow, "SUCCESS", [{"id": "tr", "taskId": "t", "state": "SUCCESS"}])
+        refused = await client.post(done + "/restart", headers=auth())
+        assert refused.status == 409 and "only an execution that ended" in (await refused.json())["error"]["message"]
+        assert [s.name for s in spans.get_finished_spans()][-1] == "POST /api/v1/executions/{namespace}/{name}/restart"
+
+    run(test)
+
+
+def test_labels_replace_the_execution_labels_and_are_mirrored_where_kubernetes_allows():
+    async def test(client: TestClient, kube: FakeKube, spans: InMemorySpanExporter) -> None:
+        base = _started(kube, "l", PAUSING, "RUNNING", [])
+        labels = [{"key": "env", "value": "prod"}, {"key": "note", "value": "two words"}, {"key": "a b", "value": "c"}]
+        response = await client.post(base + "/labels", json=labels, headers=auth())
+        assert response.status == 200, await response.text()
+        assert (await response.json())["labels"] == {"system.correlationId": "l", "env": "prod", "note": "two words",
+                                                     "a b": "c"}  # fmt: skip
+        meta = kube.objects[("executions", "ns", "l")]["metadata"]
+        assert meta["labels"] == {"label.flowpods.io/env": "prod", "label.flowpods.io/system.correlationId": "l"}
+        assert meta["annotations"]["label.flowpods.io/note"] == "two words"
+        again = await client.post(base + "/labels", json=[{"key": "env", "value": "dev"}], headers=auth())
+        assert (await again.json())["labels"] == {"system.correlationId": "l", "env": "dev"}
+        meta = kube.objects[("executions", "ns", "l")]["metadata"]
+        assert meta["labels"]["label.flowpods.io/env"] == "dev" and "label.flowpods.io/note" not in meta["annotations"]
+        assert (await client.post(base + "/labels", json={"env": "x"}, headers=auth())).status == 400
+        system = [{"key": "system.x", "value": "1"}]
+        assert (await client.post(base + "/labels", json=system, headers=auth())).status == 400
+
+    run(test)
+
+
+def test_replay_creates_a_new_execution_marked_with_the_original():
+    async def test(client: TestClient, kube: FakeKube, spans: InMemorySpanExporter) -> None:
+        flow = {"id": "greet", "namespace": "company", "tasks": [{"id": "t", "type": "Log", "message": "x"}]}
+        base = _started(kube, "orig", flow, "FAILED", [{"id": "tr", "taskId": "t", "state": "FAILED"}])
+        kube.objects[("executions", "ns", "orig")]["spec"]["flowRef"] = {"name": "greet"}
+        kube.objects[("executions", "ns", "orig")]["status"]["inputs"] = {"who": "ada"}
+        missing = await client.post(base + "/replay?taskRunId=nope", headers=auth())
+        assert missing.status == 400 and "no task run 'nope'" in (await missing.json())["error"]["message"]
+        response = await client.post(base + "/replay?taskRunId=tr", headers=auth())
+        assert response.status == 201, await response.text()
+        (replay,) = kube.executions()[1:]
+        assert replay["metadata"]["annotations"]["flowpods.io/replay-of"] == "orig"
+        assert replay["metadata"]["annotations"]["flowpods.io/replay-from"] == "tr"
+        assert replay["spec"]["inputs"] == {"who": "ada"} and replay["spec"]["flowRef"] == {"name": "greet"}
+        running = _started(kube, "run", flow, "RUNNING", [])
+        kube.objects[("executions", "ns", "run")]["spec"]["flowRef"] = {"name": "greet"}
+        assert (await client.post(running + "/replay", headers=auth())).status == 409
 
     run(test)

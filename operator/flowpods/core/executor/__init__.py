@@ -13,9 +13,11 @@ Read it in this order: `messages` (events in, actions out), `transitions` (one p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
+from flowpods.core import controls
 from flowpods.core.executor.drivers import drive
 from flowpods.core.executor.messages import (
     Action,
@@ -28,6 +30,8 @@ from flowpods.core.executor.messages import (
     EventBase,
     Kill,
     KillSubflow,
+    Restart,
+    Resume,
     RunTask,
     Start,
     StartSubflow,
@@ -53,6 +57,8 @@ __all__ = [
     "Event",
     "Kill",
     "KillSubflow",
+    "Restart",
+    "Resume",
     "RunTask",
     "Start",
     "StartSubflow",
@@ -63,6 +69,7 @@ __all__ = [
     "failed_start",
     "pending_actions",
     "render_context",
+    "requested",
 ]
 
 
@@ -75,6 +82,17 @@ def advance(
         apply(step, event)
     drive(step)
     return step.decision(events)
+
+
+def requested(annotations: Mapping[str, Any], status: ExecutionStatus, at: datetime) -> list[EventBase]:
+    """The control requests on an Execution's annotations not acted on yet, as events (see core.controls)."""
+    events: list[EventBase] = []
+    for control, value in controls.pending(annotations, status):
+        if control == "resume":
+            events.append(Resume(at=at, value=value, inputs=controls.resume_request(value)))
+        else:
+            events.append(Restart(at=at, value=value))
+    return events
 
 
 def failed_start(run: RunInfo, reason: str, now: datetime, state: State = State.FAILED) -> ExecutionStatus:

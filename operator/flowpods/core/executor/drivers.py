@@ -155,6 +155,8 @@ def drive_worker(step: Step, task: TaskBase, tr: TaskRun) -> None:
         return
     if tr.state == State.CREATED and not tr.attempts:
         _create_attempt(step, task, tr, 1)
+    elif tr.state == State.RESTARTED:  # a restart: the next attempt at once
+        _create_attempt(step, task, tr, tr.attempts[-1].number + 1 if tr.attempts else 1)
     elif tr.state == State.RETRYING and tr.retryAt is not None and step.now >= tr.retryAt:
         _create_attempt(step, task, tr, tr.attempts[-1].number + 1)
 
@@ -318,20 +320,21 @@ def drive_workdir(step: Step, task: TaskBase, tr: TaskRun) -> None:
 
 
 def drive_pause(step: Step, task: TaskBase, tr: TaskRun) -> None:
-    """Pause: PAUSED for the rendered duration; then RESUME runs its tasks, and WARN, CANCEL or FAIL end it so."""
+    """Pause: PAUSED until resumed (the Resume transition), or for at most the rendered duration, after
+    which RESUME runs its tasks, and WARN, CANCEL or FAIL end it so."""
     assert isinstance(task, Pause)
     if tr.branch is None:
         try:
-            duration = _renderer(step).pause_duration(task, tr)
+            duration = _renderer(step).pause_duration(task, tr) if task.duration is not None else None
         except (RenderError, ValueError) as exc:
             step.fail_taskrun(tr, task, str(exc), step.now)
             return
         tr.branch = "paused"
-        tr.retryAt = step.now + duration
+        tr.retryAt = step.now + duration if duration is not None else None
         tr.set_state(State.PAUSED, step.now)
         step.touched = True
     if tr.state == State.PAUSED:
-        if tr.retryAt is not None and step.now < tr.retryAt:
+        if tr.retryAt is None or step.now < tr.retryAt:
             return
         tr.retryAt, tr.branch = None, "resumed"
         tr.set_state(State.RUNNING, step.now)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from flowpods.core.records import SpanRecord, WorkItem
-from flowpods.core.status import ExecutionStatus, State
+from flowpods.core.status import ExecutionStatus, State, TaskRun
 from flowpods.core.workdir import Step
 
 # --- events: what the adapters observed ----------------------------------------------------------------
@@ -29,6 +29,7 @@ class Start(EventBase):
     kind: Literal["start"] = "start"
     inputs: dict[str, Any] = Field(default_factory=dict)
     queued: bool = False
+    seed: list[TaskRun] = Field(default_factory=list, description="A replay: the original's task runs it starts with")
 
 
 class Admit(EventBase):
@@ -94,6 +95,21 @@ class Kill(EventBase):
     kind: Literal["kill"] = "kill"
 
 
+class Resume(EventBase):
+    """Resume the paused task runs (a request named by `value`, acted on once), with their onResume inputs."""
+
+    kind: Literal["resume"] = "resume"
+    value: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class Restart(EventBase):
+    """Restart a failed execution from its failed task runs (a request named by `value`, acted on once)."""
+
+    kind: Literal["restart"] = "restart"
+    value: str
+
+
 class Tick(EventBase):
     """Time passed (a retry may be due)."""
 
@@ -101,7 +117,7 @@ class Tick(EventBase):
 
 
 Event = Annotated[
-    Start | Admit | AttemptStarted | AttemptFinished | StepReported | ChildFinished | Kill | Tick,
+    Start | Admit | AttemptStarted | AttemptFinished | StepReported | ChildFinished | Kill | Resume | Restart | Tick,
     Field(discriminator="kind"),
 ]
 

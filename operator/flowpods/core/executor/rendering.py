@@ -63,7 +63,7 @@ def render_context(
             "id": run.id,
             "startDate": status.startDate or run.createdAt,
             "state": status.state.value,
-            "originalId": run.id,
+            "originalId": run.originalId or run.id,
         },
         "flow": {"id": flow.id, "namespace": flow.namespace, "revision": run.flowRevision},
         "trigger": run.triggerData,
@@ -146,12 +146,12 @@ class Renderer:
         labels[CORRELATION_LABEL] = correlation_id(self.run)  # the whole chain of subflows shares it
         return StartSubflow(
             taskRunId=tr.id,
-            name=tr.child or ids.child_name(self.run, tr.id, task.flowId),
+            name=tr.child or ids.child_name(self.run, _restarted(tr), task.flowId),
             namespace=task.namespace,
             flowId=task.flowId,
             inputs=inputs,
             labels=labels,
-            traceparent=ids.traceparent_of(self.run, ids.taskrun_span_id(self.run, tr.id)),
+            traceparent=ids.traceparent_of(self.run, ids.taskrun_span_id(self.run, tr.id, tr.generation())),
         )
 
     def branch(self, task: If | Switch, tr: TaskRun) -> tuple[str, dict[str, Any]]:
@@ -210,3 +210,9 @@ class Renderer:
         return {
             out.id: coerce(Input(id=out.id, type=out.type), render(out.value, context)) for out in self.flow.outputs
         }
+
+
+def _restarted(tr: TaskRun) -> str:
+    """The task run's id, marked with its restart count once reopened: a restarted Subflow starts a new child."""
+    generation = tr.generation()
+    return tr.id if generation == 0 else f"{tr.id}~{generation}"

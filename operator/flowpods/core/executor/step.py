@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from flowpods.core import ids
+from flowpods.core.controls import MAX_CONTROLS
 from flowpods.core.executor.messages import Action, Decision, EventBase, KillSubflow, StopTask
 from flowpods.core.executor.rules import allowed_warning, failed_state
 from flowpods.core.model import SLA, Flow, TaskBase
-from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core.status import Change, Control, ExecutionStatus, RunInfo, State, TaskRun
 
 ACTIVE = (State.RUNNING, State.PAUSED)  # an execution that still drives its tasks
 
@@ -58,6 +59,13 @@ class Step:
         self.created.append(_label(tr))
         self.touched = True
         return tr
+
+    def adopt(self, tr: TaskRun) -> None:
+        """Take in a task run that ended elsewhere (a replay's copy): found by the walk, never run again."""
+        self.status.taskRuns.append(tr)
+        self._index[(tr.taskId, tr.parentId, tr.value, tr.iteration)] = tr
+        self._scopes.add((tr.parentId, tr.value))
+        self.touched = True
 
     def finish_taskrun(self, tr: TaskRun, state: State, at: datetime) -> None:
         if tr.state.terminal:
@@ -115,6 +123,12 @@ class Step:
             self.finish_taskrun(tr, State.KILLED, at)
 
     # -- the execution --------------------------------------------------------------------------------
+
+    def record_control(self, control: str, value: str, at: datetime, result: str, done: bool = True) -> None:
+        """Record a control request and what it did, so that the same request is never acted on twice."""
+        self.status.controls.append(Control(control=control, value=value, at=at, result=result, done=done))
+        del self.status.controls[:-MAX_CONTROLS]
+        self.touched = True
 
     def end_execution(self, state: State, at: datetime, reason: str | None) -> None:
         self.status.set_state(state, at)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flowpods.core import controls, ids
 from flowpods.core.executor import rules
 from flowpods.core.executor.messages import (
     Admit,
@@ -18,14 +19,17 @@ from flowpods.core.executor.messages import (
     ChildFinished,
     EventBase,
     Kill,
+    Restart,
+    Resume,
     Start,
     StepReported,
     Tick,
 )
 from flowpods.core.executor.step import ACTIVE, Step
 from flowpods.core.inputs import resolve_inputs
-from flowpods.core.model import FlowError, Subflow, WorkingDirectory
-from flowpods.core.status import Attempt, State, TaskRun
+from flowpods.core.model import FlowError, Pause, Subflow, WorkingDirectory
+from flowpods.core.spans import derive_spans
+from flowpods.core.status import Attempt, FrozenSpan, State, TaskRun
 from flowpods.core.workdir import steps_of
 
 
@@ -42,6 +46,8 @@ def start(step: Step, event: Start) -> None:
         step.end_execution(State.FAILED, event.at, f"invalid inputs: {exc}")
         return
     status.set_state(State.QUEUED if event.queued else State.RUNNING, event.at)
+    for tr in event.seed:  # a replay starts with the task runs before the one it replays from
+        step.adopt(tr.model_copy(deep=True))
 
 
 def admit(step: Step, event: Admit) -> None:
@@ -177,6 +183,72 @@ def kill(step: Step, event: Kill) -> None:
     step.end_execution(State.KILLED, event.at, "killed")
 
 
+def resume(step: Step, event: Resume) -> None:
+    """Resume every paused task run with its onResume inputs (`outputs.<pauseId>.onResume`); the Pause then
+    runs its tasks and succeeds, whatever its `behavior` (which applies only when its duration passes)."""
+    status = step.status
+    if status.acted_on("resume", event.value):
+        return
+    problem = controls.resume_problem(status)
+    if problem is None:
+        try:
+            inputs = controls.resume_inputs(step.flow, status, event.inputs)
+        except FlowError as exc:
+            problem = f"invalid onResume inputs: {exc}"
+    if problem is not None:
+        step.record_control("resume", event.value, event.at, f"not resumed: {problem}", done=False)
+        return
+    resumed = controls.paused(status)
+    for tr in resumed:
+        tr.retryAt, tr.branch = None, "resumed"
+        tr.outputs = {"onResume": inputs[tr.id]}
+        tr.set_state(State.RUNNING, event.at)
+    step.record_control("resume", event.value, event.at, "resumed " + ", ".join(tr.taskId for tr in resumed))
+
+
+def restart(step: Step, event: Restart) -> None:
+    """Kestra's restart: the execution is RESTARTED, then runs again from its failed task runs, which get a
+    new attempt (a new pod; a Subflow a new child); successful task runs are kept. What the restart reopens
+    keeps the spans it had (frozen, exported once) and gets new ones."""
+    status = step.status
+    if status.acted_on("restart", event.value):
+        return
+    problem = controls.restart_problem(step.flow, status)
+    if problem is not None:
+        step.record_control("restart", event.value, event.at, f"not restarted: {problem}", done=False)
+        return
+    reopen = controls.to_restart(step.flow, status)
+    _freeze_spans(step, reopen)
+    for tr in reopen:
+        tr.set_state(State.RESTARTED, event.at)
+        tr.error, tr.closedIn, tr.retryAt = None, None, None
+        task = step.flow.task(tr.taskId)
+        if isinstance(task, Subflow):
+            tr.child, tr.outputs = None, {}
+        elif isinstance(task, Pause):
+            tr.branch, tr.outputs = None, {}
+        elif not task.runs_in_worker:
+            tr.set_state(State.RUNNING, event.at)
+    status.restarts += 1
+    status.error, status.closedIn, status.outputs = None, None, {}
+    status.set_state(State.RESTARTED, event.at)
+    status.set_state(State.RUNNING, event.at)
+    names = ", ".join(tr.taskId for tr in reopen)
+    step.record_control("restart", event.value, event.at, f"restarted {names}")
+
+
+def _freeze_spans(step: Step, reopen: list[TaskRun]) -> None:
+    """Keep the spans a restart reopens (the RUN span, the reopened flowables' spans) as they were derived,
+    so each is exported exactly once with the change that completed it; the reopened ones get new ids."""
+    status, run = step.status, step.run
+    wanted = {ids.run_span_id(run, status.generation())}
+    wanted |= {ids.taskrun_span_id(run, tr.id, tr.generation()) for tr in reopen}
+    for closed_in, span in derive_spans(run, step.flow, status):
+        if span.span_id in wanted:
+            status.frozen.append(FrozenSpan(closedIn=closed_in, span=span))
+            wanted.discard(span.span_id)
+
+
 def tick(step: Step, event: Tick) -> None:
     """Time passed: nothing to record (the drivers start the retries, resumes and SLAs now due)."""
 
@@ -191,6 +263,8 @@ TRANSITIONS: dict[type[EventBase], Transition] = {
     StepReported: step_reported,
     ChildFinished: child_finished,
     Kill: kill,
+    Resume: resume,
+    Restart: restart,
     Tick: tick,
 }
 
