@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from flowpods.core import compaction, export, metrics
 from flowpods.core.engine import AttemptFinished, ChildFinished, Decision, Kill, RunTask, Start, Tick, advance
+from flowpods.core.executor import Resume
 from flowpods.core.model import Flow
 from flowpods.core.records import SpanRecord
 from flowpods.core.spans import derive_spans
@@ -118,6 +119,9 @@ def test_compaction_changes_no_decision_and_every_span_is_exported_once(flow: Fl
             step([Kill(at=now)])
             continue
         pending = sorted(outstanding) + sorted(("child", tr) for tr in children)
+        if not pending and wake[0] is None and any(tr.state == State.PAUSED for tr in full_status.taskRuns):
+            step([Resume(at=now, value=str(n))])  # a Pause without duration waits for a resume
+            continue
         if not pending:
             assert wake[0] is not None, "nothing under way: a retry or a pause is due later"
             now = max(now, wake[0])
