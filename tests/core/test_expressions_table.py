@@ -733,7 +733,7 @@ cases(FSEC, [
     ("Bearer {{ secret('API_KEY') }}", "Bearer [[flowpods-secret:API_KEY]]"),
     ("{{ secret('bad name!') }}", Err("invalid secret name")),
 ])  # fmt: skip
-FU = "Function reference > kv, read, fileURI, fileSize, fileExists, errorLogs, http...: unsupported, named"
+FU = "Function reference > kv, read, fileURI, fileSize, fileExists, http...: unsupported, named"
 cases(FU, [
     ("{{ kv('my-key') }}", Err("kv() is not supported by flowpods")),
     ("{{ kv('my-key').field ?? null }}", Err("kv() is not supported by flowpods")),
@@ -741,7 +741,6 @@ cases(FU, [
     ("{{ fileURI('f') }}", Err("fileURI() is not supported")),
     ("{{ fileSize('f') }}", Err("fileSize() is not supported")),
     ("{{ fileExists('f') }}", Err("fileExists() is not supported")),
-    ("{{ errorLogs() }}", Err("errorLogs() is not supported")),
     ("{{ http(uri='http://x') }}", Err("http() is not supported")),
     ("{{ randomPort() }}", Err("randomPort() is not supported")),
 ])  # fmt: skip

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowpods.core.inputs import resolve_declared
-from flowpods.core.model import Flow, Flowable, FlowError, Pause
+from flowpods.core.model import Flow, Flowable, FlowError, Pause, WaitFor
 from flowpods.core.status import ExecutionStatus, State, TaskRun
 
 ANNOTATION_RESUME = "flowpods.io/resume"
@@ -41,6 +41,9 @@ def restart_problem(flow: Flow, status: ExecutionStatus) -> str | None:
         # its ended task runs and changes are kept in short form (core/compaction.py): what a restart reopens
         # and the spans it freezes are no longer there in full
         return "its status was compacted (a large execution): restarting it is not supported yet; replay it instead"
+    if any(isinstance(task, WaitFor) for task in flow.all_tasks()):
+        # its iterations re-run the same task runs: which of them a restart should reopen is not decided yet
+        return "a flow with a WaitFor cannot be restarted yet; replay it instead"
     if not to_restart(flow, status):
         return "no task run failed: there is nothing to restart"
     return None

@@ -14,11 +14,20 @@ from jinja2 import Template, TemplateError
 
 from flowpods.core.expressions import limits
 from flowpods.core.expressions.environment import KestraEnvironment, environment, render_template
-from flowpods.core.expressions.functions import NOW_KEY, SECRET_MARKER, secret_marker
+from flowpods.core.expressions.functions import ERROR_LOGS_KEY, NOW_KEY, SECRET_MARKER, secret_marker
 from flowpods.core.expressions.operators import KestraError
 from flowpods.core.truth import is_truthy
 
-__all__ = ["NOW_KEY", "SECRET_MARKER", "RenderError", "is_truthy", "render", "render_string", "secret_marker"]
+__all__ = [
+    "ERROR_LOGS_KEY",
+    "NOW_KEY",
+    "SECRET_MARKER",
+    "RenderError",
+    "is_truthy",
+    "render",
+    "render_string",
+    "secret_marker",
+]
 
 
 class RenderError(ValueError):

@@ -219,3 +219,17 @@ class TestReplay:
             replay_problem(flow, decision.status, None)
             == "the execution is RUNNING: only an execution that ended can be replayed"
         )
+
+
+def test_a_flow_with_a_waitfor_is_not_restarted_yet() -> None:
+    """Its iterations re-run the same task runs (found by the executor's property test): refused, with why."""
+    flow = make_flow([{"id": "w", "type": "WaitFor", "condition": "false", "tasks": [log("inner")],
+                       "checkFrequency": {"maxIterations": 1}}])  # fmt: skip
+    sim = Simulation(flow)
+    sim.finish("inner", success=False)
+    assert sim.status.state == State.FAILED
+    assert (
+        controls.restart_problem(flow, sim.status) == "a flow with a WaitFor cannot be restarted yet; replay it instead"
+    )
+    sim.send(Restart(at=sim.now, value="1"))
+    assert sim.status.state == State.FAILED and sim.status.restarts == 0

@@ -18,8 +18,8 @@ from flowpods.core.executor.messages import RunTask, StartSubflow
 from flowpods.core.inputs import coerce, nested
 from flowpods.core.model import SLA, Each, Flow, If, Input, Pause, ScriptTask, Subflow, Switch, TaskBase
 from flowpods.core.records import WorkItem
-from flowpods.core.status import ExecutionStatus, RunInfo, TaskRun
-from flowpods.core.templating import NOW_KEY, RenderError, is_truthy, render, render_string
+from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
+from flowpods.core.templating import ERROR_LOGS_KEY, NOW_KEY, RenderError, is_truthy, render, render_string
 
 CORRELATION_LABEL = "system.correlationId"
 MAX_PARENTS = 100  # parents of a task run, nearest first (a cycle in a hand-edited status must end)
@@ -71,6 +71,20 @@ def render_context(
         "envs": {},
         "globals": {},
         NOW_KEY: now,
+        ERROR_LOGS_KEY: [
+            {
+                "namespace": flow.namespace,
+                "flowId": flow.id,
+                "executionId": run.id,
+                "taskId": tr.taskId,
+                "taskRunId": tr.id,
+                "attemptNumber": max(tr.attempt_count - 1, 0),
+                "level": "ERROR",
+                "message": tr.error,
+            }
+            for tr in status.taskRuns
+            if tr.error and tr.state in (State.FAILED, State.KILLED, State.WARNING)
+        ],
     }
     if task is not None:
         context["task"] = {"id": task.id, "type": task.kind}

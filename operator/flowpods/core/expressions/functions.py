@@ -25,9 +25,10 @@ from flowpods.core.expressions.filters import _defined, _text, jq
 from flowpods.core.expressions.operators import KestraError, inclusive_range
 from flowpods.core.expressions.printing import ZonedDateTime, to_json
 
-__all__ = ["FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
+__all__ = ["ERROR_LOGS_KEY", "FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
 
 NOW_KEY = "_kx_now"  # the context key holding the render time (a datetime)
+ERROR_LOGS_KEY = "_kx_error_logs"  # the context key holding errorLogs()'s entries (the failed task runs' errors)
 SECRET_MARKER = re.compile(r"\[\[flowpods-secret:([A-Za-z0-9_.\-]{1,253})\]\]")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,253}")
 
@@ -128,6 +129,14 @@ def current_each_output(context: Context, outputs: Any) -> Any:
     return current
 
 
+@pass_context
+def error_logs(context: Context) -> list[Any]:
+    """Kestra's errorLogs(): the execution's ERROR entries. flowpods keeps no task logs in the executor, so the
+    entries are the failed task runs' error messages (one per failed task run), with Kestra's field names."""
+    entries = context.get(ERROR_LOGS_KEY)
+    return list(entries) if isinstance(entries, list) else []
+
+
 def _max(*args: Any) -> Any:
     return max(args[0]) if len(args) == 1 else max(args)
 
@@ -152,7 +161,6 @@ UNSUPPORTED = {
     "fileEmpty": "it reads Kestra's internal storage",
     "isFileEmpty": "it reads Kestra's internal storage",
     "fromIon": "Ion parsing needs internal storage files",
-    "errorLogs": "task logs are not kept by the executor",
     "tasksWithState": "not implemented yet",
     "http": "rendering never makes network calls",
     "credential": "an Enterprise Edition feature",
@@ -168,6 +176,7 @@ FUNCTIONS: dict[str, Any] = {
     "max": _max,
     "min": _min,
     "now": now,
+    "errorLogs": error_logs,
     "fromJson": from_json,
     "json": from_json,
     "jsonDecode": from_json,
