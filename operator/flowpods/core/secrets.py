@@ -32,13 +32,14 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9_]", "_", name)
 
 
-def names(value: Any) -> list[str]:
-    """The secrets a rendered value refers to, sorted, each once."""
+def names(value: Any, pattern: re.Pattern[str] = SECRET_MARKER) -> list[str]:
+    """The secrets a value refers to, sorted, each once: by default the markers a rendered value holds (another
+    `pattern` finds them in an unrendered one)."""
     found: set[str] = set()
 
     def walk(node: Any) -> None:
         if isinstance(node, str):
-            found.update(SECRET_MARKER.findall(node))
+            found.update(pattern.findall(node))
         elif isinstance(node, list):
             for item in node:
                 walk(item)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from flowpods.core import secrets
 from flowpods.core.model import Flow, TaskBase, WorkingDirectory
 from flowpods.core.records import WorkItem
 from flowpods.core.templating import NOW_KEY, render
@@ -96,18 +97,4 @@ def render_step(step: Step, earlier: dict[str, dict[str, Any]], working_dir: str
 def secret_names(step: Step) -> list[str]:
     """The secrets an unrendered step may refer to (`secret('NAME')` with a literal name): the pod gets each
     as an optional variable, since the step is rendered only in the pod."""
-    found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, str):
-            found.update(_SECRET_CALL.findall(node))
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-        elif isinstance(node, dict):
-            for key, item in node.items():
-                walk(key)
-                walk(item)
-
-    walk(step.work.task)
-    return sorted(found)
+    return secrets.names(step.work.task, _SECRET_CALL)
