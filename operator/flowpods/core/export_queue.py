@@ -1,0 +1,204 @@
+"""Which execution's spans to send next, off the reconcile path: the pure bookkeeping of the background export.
+
+The operator's reconcile only commits; a background worker sends the spans (core/export.py has the protocol).
+This queue is what keeps that exactly once within one process:
+
+- **one plan in flight per execution**: `take` hands out an execution's plan only when none of its plans is
+  in flight, planned from the newest committed status it was given (`committed`) and the watermark this
+  process saw confirmed (`confirmed`), so no two plans of one execution ever hold the same change;
+- **the confirmed watermark is remembered until it is stored**: a status PUT carries it (`carried`); a write
+  of its own (`store_alone`) only for a finished execution, or when no commit carried it for `linger`;
+- **a failed export is retried with a back-off**, per execution, and never blocks a commit.
+
+Not thread-safe: the shell holds one lock around every call. Time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from flowpods.core import export
+from flowpods.core.model import Flow
+from flowpods.core.status import ExecutionStatus, RunInfo
+
+
+@dataclass(frozen=True)
+class Job:
+    """One export to make: the spans of `status` above max(its watermark, `confirmed`)."""
+
+    uid: str
+    key: Hashable
+    run: RunInfo
+    flow: Flow | None
+    status: ExecutionStatus
+    confirmed: int
+
+    def plan(self) -> export.ExportPlan | None:
+        """Derived outside the queue's lock (it is the costly part): the job's data does not change."""
+        return export.plan(self.run, self.flow, self.status, self.confirmed)
+
+
+@dataclass
+class _Track:
+    key: Hashable
+    run: RunInfo
+    flow: Flow | None
+    status: ExecutionStatus  # the newest committed status given
+    confirmed: int = 0  # the last change whose spans this process's exporter confirmed
+    confirmed_at: datetime | None = None  # since when `confirmed` is above the stored watermark
+    in_flight: bool = False
+    failures: int = 0  # failed exports in a row
+    asked: bool = False  # a write of the watermark was asked for (`due`) and not seen stored yet
+
+    @property
+    def stored(self) -> int:
+        return self.status.exported
+
+    @property
+    def pending(self) -> bool:
+        """Committed changes whose spans are neither stored as exported nor confirmed by this process."""
+        return max(self.stored, self.confirmed) < self.status.last_change
+
+    @property
+    def unstored(self) -> bool:
+        return self.confirmed > self.stored
+
+    @property
+    def settled(self) -> bool:
+        """Finished, and every span stored as exported: nothing more to send or store."""
+        return self.status.state.terminal and not self.in_flight and self.stored >= self.status.last_change
+
+
+@dataclass
+class ExportQueue:
+    """The executions with spans to send or a watermark to store (module docstring)."""
+
+    linger: timedelta = timedelta(seconds=5)  # how long a confirmed watermark may wait for a commit to carry it
+    retry: timedelta = timedelta(seconds=0.5)  # the first back-off after a failed export, doubled after each one
+    max_retry: timedelta = timedelta(seconds=10)
+    _tracks: dict[str, _Track] = field(default_factory=dict)
+    _ready: dict[str, None] = field(default_factory=dict)  # uids to plan, oldest first (an ordered set)
+    _waiting: dict[str, datetime] = field(default_factory=dict)  # uid -> when a failed export is tried again
+    # uid -> the last change of a settled execution: a status read later that is not newer sends nothing
+    _settled: dict[str, tuple[Hashable, int]] = field(default_factory=dict)
+
+    def committed(self, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> None:
+        """`status` is stored (a commit, or a status read back): plan from it if it is the newest one seen."""
+        track = self._tracks.get(run.uid)
+        if track is None:
+            settled = self._settled.get(run.uid)
+            if settled is not None and status.last_change <= settled[1]:
+                return  # an old copy (a stale read) of an execution whose spans are all stored as exported
+            self._settled.pop(run.uid, None)
+            track = self._tracks[run.uid] = _Track(key, run, flow, status)
+        elif (status.last_change, status.exported) >= (track.status.last_change, track.stored):
+            track.run, track.flow, track.status = run, flow, status
+        if not track.unstored:
+            track.confirmed_at, track.asked = None, False
+        if track.settled and not track.unstored:
+            self._settle(run.uid)
+        elif track.pending and not track.in_flight and run.uid not in self._waiting:
+            self._ready[run.uid] = None
+
+    def take(self, now: datetime) -> Job | None:
+        """The next export to make, marked in flight until `finished`; None when there is none now."""
+        for uid, at in list(self._waiting.items()):
+            if at <= now:
+                del self._waiting[uid]
+                self._ready[uid] = None
+        while self._ready:
+            uid = next(iter(self._ready))
+            del self._ready[uid]
+            track = self._tracks.get(uid)
+            if track is None or track.in_flight or not track.pending:
+                continue
+            track.in_flight = True
+            return Job(uid, track.key, track.run, track.flow, track.status, track.confirmed)
+        return None
+
+    def finished(self, job: Job, upto: int | None, ok: bool, now: datetime) -> int:
+        """The job's export ended: confirmed up to change `upto` (None: there was nothing to send), or failed.
+        How many exports of the execution failed in a row (0 after a success)."""
+        track = self._tracks.get(job.uid)
+        if track is None:
+            return 0
+        track.in_flight = False
+        if not ok:
+            track.failures += 1
+            delay = min(self.retry * 2 ** (track.failures - 1), self.max_retry)
+            self._waiting[job.uid] = now + delay
+            return track.failures
+        track.failures = 0
+        if upto is not None and upto > track.confirmed:
+            track.confirmed = upto
+        if track.unstored and track.confirmed_at is None:
+            track.confirmed_at = now
+        if track.pending:
+            self._ready[job.uid] = None
+        elif track.settled and not track.unstored:
+            self._settle(job.uid)
+        return 0
+
+    def confirmed(self, uid: str) -> int:
+        track = self._tracks.get(uid)
+        return track.confirmed if track is not None else 0
+
+    def carried(self, uid: str, status: ExecutionStatus) -> int:
+        """The watermark a commit of `status` stores: the stored one, or what this process saw confirmed of it."""
+        return max(status.exported, min(self.confirmed(uid), status.last_change))
+
+    def store_alone(self, uid: str, status: ExecutionStatus, now: datetime) -> int | None:
+        """The watermark to store with a write of its own now (`status` was read, nothing else to commit):
+        at once for a finished execution, else once it waited `linger` for a commit to carry it."""
+        track = self._tracks.get(uid)
+        target = self.carried(uid, status)
+        if track is None or target <= status.exported:
+            return None
+        if status.state.terminal or (track.confirmed_at is not None and now >= track.confirmed_at + self.linger):
+            return target
+        return None
+
+    def due(self, now: datetime) -> list[Hashable]:
+        """The executions to reconcile now so that they store their confirmed watermark (asked once each)."""
+        keys = []
+        for track in self._tracks.values():
+            if not track.unstored or track.asked or track.confirmed_at is None:
+                continue
+            if track.status.state.terminal or now >= track.confirmed_at + self.linger:
+                track.asked = True
+                keys.append(track.key)
+        return keys
+
+    def next_moment(self) -> datetime | None:
+        """When `take` or `due` may have something that they have not now (a retry, a watermark waiting)."""
+        moments = list(self._waiting.values())
+        moments += [
+            t.confirmed_at + self.linger
+            for t in self._tracks.values()
+            if t.unstored and not t.asked and t.confirmed_at is not None
+        ]
+        return min(moments, default=None)
+
+    def ready(self) -> bool:
+        return bool(self._ready)
+
+    def _settle(self, uid: str) -> None:
+        """Keep only the last change of a settled execution (its status is the view's to hold)."""
+        track = self._tracks.pop(uid)
+        self._ready.pop(uid, None)
+        self._waiting.pop(uid, None)
+        self._settled[uid] = (track.key, track.status.last_change)
+
+    def forget(self, key: Hashable) -> None:
+        """The execution is gone (deleted): nothing of it is kept."""
+        for uid in [uid for uid, track in self._tracks.items() if track.key == key]:
+            del self._tracks[uid]
+            self._ready.pop(uid, None)
+            self._waiting.pop(uid, None)
+        for uid in [uid for uid, (k, _) in self._settled.items() if k == key]:
+            del self._settled[uid]
+
+    def __len__(self) -> int:
+        return len(self._tracks)

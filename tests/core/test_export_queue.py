@@ -1,0 +1,221 @@
+"""The background export's bookkeeping (core/export_queue.py): one plan in flight per execution, the confirmed
+watermark carried by the next commit or stored alone when due, back-off after a failure; and, over random
+interleavings of commits, exports, failures and process kills, every span sent, and sent again only by a kill."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+
+from flowpods.core import export
+from flowpods.core.export_queue import ExportQueue, Job
+from flowpods.core.spans import derive_spans
+from flowpods.core.status import ExecutionStatus
+from tests.core.simulation import RUN, T0, Simulation, log, make_flow
+
+KEY = ("ns", "ex-1")
+SECOND = timedelta(seconds=1)
+
+
+def flow_of_four() -> Simulation:
+    return Simulation(make_flow([{"id": "p", "type": "Parallel", "tasks": [log("a"), log("b")]}, log("c"), log("d")]))
+
+
+def stored(status: ExecutionStatus, exported: int) -> ExecutionStatus:
+    """What a commit stores: the status with its watermark, read back through JSON."""
+    return ExecutionStatus.model_validate_json(status.model_copy(update={"exported": exported}).model_dump_json())
+
+
+def span_ids(sim: Simulation, since: int = 0, upto: int | None = None) -> set[str]:
+    last = sim.status.last_change if upto is None else upto
+    return {r.span_id for n, r in derive_spans(RUN, sim.flow, sim.status) if since < n <= last}
+
+
+def take(queue: ExportQueue, now=T0) -> Job:
+    job = queue.take(now)
+    assert job is not None
+    return job
+
+
+def test_one_plan_in_flight_per_execution_and_the_next_one_starts_where_it_ended() -> None:
+    sim, queue = flow_of_four(), ExportQueue()
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    first = take(queue)
+    plan1 = first.plan()
+    assert plan1 is not None and (plan1.since, plan1.upto) == (0, 1)
+    sim.finish("a")
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))  # committed while the first is in flight
+    assert queue.take(T0) is None, "no second plan of the execution while one is in flight"
+    assert queue.finished(first, plan1.upto, True, T0) == 0
+    second = take(queue)
+    plan2 = second.plan()
+    assert plan2 is not None and (plan2.since, plan2.upto) == (1, 2)
+    ids1, ids2 = {r.span_id for r in plan1.spans}, {r.span_id for r in plan2.spans}
+    assert not ids1 & ids2 and ids1 | ids2 == span_ids(sim)
+
+
+def test_the_newest_committed_status_is_planned_and_an_older_one_read_later_is_ignored() -> None:
+    sim, queue = flow_of_four(), ExportQueue()
+    old = stored(sim.status, 0)
+    sim.finish("a")
+    sim.finish("b")
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    queue.committed(KEY, RUN, sim.flow, old)  # a stale read of the view
+    plan = take(queue).plan()
+    assert plan is not None and plan.upto == sim.status.last_change == 3
+
+
+def test_the_confirmed_watermark_is_carried_by_the_next_commit_and_stored_alone_only_when_due() -> None:
+    sim, queue = flow_of_four(), ExportQueue(linger=timedelta(seconds=5))
+    first = stored(sim.status, 0)
+    queue.committed(KEY, RUN, sim.flow, first)
+    job = take(queue)
+    queue.finished(job, 1, True, T0)
+    assert queue.confirmed(RUN.uid) == 1 and queue.carried(RUN.uid, first) == 1
+    assert queue.store_alone(RUN.uid, first, T0 + SECOND) is None, "a commit may come soon and carry it"
+    assert queue.due(T0 + SECOND) == [] and queue.next_moment() == T0 + 5 * SECOND
+    assert queue.store_alone(RUN.uid, first, T0 + 5 * SECOND) == 1
+    assert queue.due(T0 + 5 * SECOND) == [KEY] and queue.due(T0 + 6 * SECOND) == [], "asked once"
+    sim.finish("a")
+    carried = stored(sim.status, queue.carried(RUN.uid, sim.status))  # the next PUT carries it
+    assert carried.exported == 1
+    queue.committed(KEY, RUN, sim.flow, carried)
+    assert queue.store_alone(RUN.uid, carried, T0 + 60 * SECOND) is None, "stored: nothing to write"
+    assert queue.carried(RUN.uid, stored(sim.status, 0)) <= sim.status.last_change
+
+
+def test_a_finished_execution_stores_its_watermark_at_once_then_is_forgotten() -> None:
+    sim, queue = flow_of_four(), ExportQueue()
+    for task in ("a", "b", "c", "d"):
+        sim.finish(task)
+    assert sim.status.state.terminal
+    last = sim.status.last_change
+    final = stored(sim.status, 0)
+    queue.committed(KEY, RUN, sim.flow, final)
+    job = take(queue)
+    plan = job.plan()
+    assert plan is not None and {r.span_id for r in plan.spans} == span_ids(sim)
+    queue.finished(job, plan.upto, True, T0)
+    assert queue.due(T0) == [KEY], "the end is not waited on: no commit will carry it"
+    assert queue.store_alone(RUN.uid, final, T0) == last
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, last))
+    assert len(queue) == 0 and queue.next_moment() is None
+    queue.committed(KEY, RUN, sim.flow, final)  # read again from a view that lags
+    assert queue.take(T0) is None, "an execution whose spans are all stored is not exported again"
+
+
+def test_a_failed_export_is_retried_with_a_back_off_and_sends_the_same_spans() -> None:
+    sim, queue = flow_of_four(), ExportQueue(retry=timedelta(seconds=1), max_retry=timedelta(seconds=3))
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    job = take(queue)
+    assert queue.finished(job, None, False, T0) == 1
+    sim.finish("a")
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))  # a commit does not cut the back-off short
+    assert queue.take(T0 + 0.5 * SECOND) is None and queue.next_moment() == T0 + SECOND
+    again = take(queue, T0 + SECOND)
+    assert queue.finished(again, None, False, T0 + SECOND) == 2
+    assert queue.take(T0 + 2 * SECOND) is None
+    third = take(queue, T0 + 3 * SECOND)
+    assert queue.finished(third, None, False, T0 + 3 * SECOND) == 3
+    assert queue.next_moment() == T0 + 6 * SECOND, "the back-off stops growing at max_retry"
+    last = take(queue, T0 + 6 * SECOND)
+    plan, plan0 = last.plan(), job.plan()
+    assert plan is not None and plan0 is not None
+    assert {r.span_id for r in plan0.spans} <= {r.span_id for r in plan.spans}, "the same ids, sent again"
+    assert queue.finished(last, plan.upto, True, T0 + 6 * SECOND) == 0 and queue.confirmed(RUN.uid) == 2
+
+
+def test_a_deleted_execution_is_forgotten() -> None:
+    sim, queue = flow_of_four(), ExportQueue()
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    queue.forget(KEY)
+    assert len(queue) == 0 and queue.take(T0) is None
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(seed: int) -> None:
+    """The operator's protocol over one execution, steps chosen at random: a task ends and the change is
+    committed (the PUT carrying `carried`), the export thread takes a plan, the collector confirms it or
+    fails it, a reconcile with nothing to commit stores the watermark when due, time passes, the process is
+    killed (its memory lost, the in-flight plan received or not). The stored watermark never passes a span
+    the collector did not receive; at the end every span was received, and one was received twice only
+    when a kill came between its receipt and the watermark's store."""
+    rng = random.Random(seed)
+    sim = flow_of_four()
+    received: Counter[str] = Counter()
+    etcd = stored(sim.status, 0)
+    queue, in_flight, now, kills = ExportQueue(), None, T0, 0
+    in_flight_plan: export.ExportPlan | None = None
+    queue.committed(KEY, RUN, sim.flow, etcd)
+
+    def commit() -> None:
+        nonlocal etcd
+        etcd = stored(sim.status, queue.carried(RUN.uid, sim.status))
+        queue.committed(KEY, RUN, sim.flow, etcd)
+
+    def check_no_loss() -> None:
+        below = {r.span_id for n, r in derive_spans(RUN, sim.flow, etcd) if n <= etcd.exported}
+        assert below <= set(received), "the stored watermark passed a span the collector did not receive"
+
+    for _ in range(200):
+        step = rng.choice(["task", "take", "answer", "answer", "reconcile", "time", "kill"])
+        if step == "task" and sim.running():
+            sim.finish(rng.choice(sim.running()))
+            commit()
+        elif step == "take" and in_flight is None:
+            in_flight = queue.take(now)
+            in_flight_plan = in_flight.plan() if in_flight is not None else None
+        elif step == "answer" and in_flight is not None:
+            ok = rng.random() < 0.7
+            if ok and in_flight_plan is not None:
+                received.update(r.span_id for r in in_flight_plan.spans)
+            queue.finished(in_flight, in_flight_plan.upto if in_flight_plan else None, ok, now)
+            in_flight = in_flight_plan = None
+        elif step == "reconcile":
+            target = queue.store_alone(RUN.uid, etcd, now)
+            if target is not None:  # the patch: test the watermark read, replace it
+                etcd = stored(etcd, target)
+                queue.committed(KEY, RUN, sim.flow, etcd)
+            else:
+                queue.committed(KEY, RUN, sim.flow, etcd)
+        elif step == "time":
+            now += timedelta(seconds=rng.choice([0.2, 1, 6, 12]))
+        elif step == "kill":
+            kills += 1
+            if in_flight_plan is not None and rng.random() < 0.5:  # the collector got it, no answer came
+                received.update(r.span_id for r in in_flight_plan.spans)
+            queue, in_flight, in_flight_plan = ExportQueue(), None, None
+            queue.committed(KEY, RUN, sim.flow, etcd)  # the next process reads the stored status
+        check_no_loss()
+
+    # no more kills: the execution runs to its end, exports succeed, the watermark is stored
+    if in_flight is not None:
+        queue.finished(in_flight, None, False, now)
+    while sim.running():
+        sim.finish(sim.running()[0])
+        commit()
+    for _ in range(100):
+        now += timedelta(seconds=12)
+        job = queue.take(now)
+        if job is not None:
+            plan = job.plan()
+            if plan is not None:
+                received.update(r.span_id for r in plan.spans)
+            queue.finished(job, plan.upto if plan else None, True, now)
+        target = queue.store_alone(RUN.uid, etcd, now)
+        if target is not None:
+            etcd = stored(etcd, target)
+        queue.committed(KEY, RUN, sim.flow, etcd)
+        check_no_loss()
+        if etcd.exported == sim.status.last_change and len(queue) == 0:
+            break
+    assert sim.status.state.terminal and etcd.exported == sim.status.last_change
+    assert set(received) == span_ids(sim), "every span received"
+    assert len(queue) == 0, "a settled execution is forgotten"
+    twice = {span_id: n - 1 for span_id, n in received.items() if n > 1}
+    assert all(extra <= kills for extra in twice.values()), (kills, twice)
+    if kills == 0:
+        assert not twice, "sent twice without a kill"
