@@ -111,20 +111,20 @@ def test_a_confirmed_export_whose_watermark_could_not_be_stored_is_not_sent_agai
     plan = export.plan(RUN, sim.flow, sim.status, confirmed=confirmed)
     assert plan is not None and (plan.stored, plan.since, plan.upto) == (0, 1, 2)
     assert {r.name for r in plan.spans} == {"EXECUTOR - company.team_f", "TASKRUN a"}, "only the new change"
-    assert export.watermark_patch(plan)[0] == {"op": "test", "path": "/status/exported", "value": 0}
+    assert export.watermark_patch(plan.stored, plan.upto)[0] == {"op": "test", "path": "/status/exported", "value": 0}
     # all confirmed already: an empty plan that only stores the watermark
     sim.status.exported = 0
     only_store = export.plan(RUN, sim.flow, sim.status, confirmed=2)
     assert only_store is not None and only_store.spans == () and export.advance(only_store, True) == 2
 
 
-def test_the_watermark_patch_only_moves_it_from_where_the_plan_started() -> None:
+def test_the_watermark_patch_only_moves_it_from_the_value_read() -> None:
     sim = flow_of_three()
     sim.finish("a")
     sim.status.exported = 1
     plan = export.plan(RUN, sim.flow, sim.status)
     assert plan is not None
-    assert export.watermark_patch(plan) == [
+    assert export.watermark_patch(plan.stored, plan.upto) == [
         {"op": "test", "path": "/status/exported", "value": 1},
         {"op": "replace", "path": "/status/exported", "value": 2},
     ]

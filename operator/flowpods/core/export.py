@@ -6,17 +6,20 @@ so the spans of the changes above the watermark can be derived again at any time
 
 The shell (the operator, the local runner) follows one protocol:
 
-1. commit the new status with the watermark **unchanged** (the changes themselves are durable first);
-2. `plan(...)`: derive the spans above the watermark and send them;
-3. only when the exporter confirmed them, store `advance(plan, confirmed=True)` as the new watermark,
-   with a write that moves it only from the value the plan started at (`watermark_patch`).
+1. commit the new status with the watermark at most at what was confirmed (the changes are durable first);
+2. `plan(...)`: derive the spans above the watermark and send them (the operator: from a background thread,
+   one plan in flight per execution, see `export_queue`);
+3. only when the exporter confirmed them, store the watermark past them: carried by the next commit of the
+   status (whose resourceVersion makes sure it moves from the value read), or with a write of its own that
+   moves it only from the value read (`watermark_patch`).
 
 A crash, a refused call or a failed export anywhere in between leaves the stored watermark where it
 was, so the next reconcile (this process or the next one) sends those spans again with the same ids:
-nothing is lost. A process that had an export confirmed but could not store the watermark (the API server
-away) remembers the confirmed number and passes it as `confirmed`: it stores the watermark later without
-sending those spans again. So the only way a span is sent twice is a process that dies after the exporter
-confirmed it and before the watermark was stored; its successor sends that plan's spans once more.
+nothing is lost. A process that had an export confirmed but has not stored the watermark yet remembers
+the confirmed number and passes it as `confirmed`: it stores the watermark later without sending those
+spans again. So the only way a span is sent twice is a process that dies after the exporter received it
+and before the watermark past it was stored; its successor sends the spans above the stored watermark once
+more.
 """
 
 from __future__ import annotations
@@ -72,10 +75,10 @@ def advance(export: ExportPlan, confirmed: bool) -> int:
     return export.upto if confirmed else export.since
 
 
-def watermark_patch(export: ExportPlan) -> list[dict[str, Any]]:
+def watermark_patch(stored: int, confirmed: int) -> list[dict[str, Any]]:
     """A JSON patch of the status that stores the confirmed watermark, and fails (422) unless the stored one
-    is still the one the plan started from: a stale plan can never move the watermark, back or forth."""
+    is still the one that was read: a stale write can never move the watermark, back or forth."""
     return [
-        {"op": "test", "path": "/status/exported", "value": export.stored},
-        {"op": "replace", "path": "/status/exported", "value": export.upto},
+        {"op": "test", "path": "/status/exported", "value": stored},
+        {"op": "replace", "path": "/status/exported", "value": confirmed},
     ]

@@ -3,8 +3,9 @@
 A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by kopf's watch
 events, and the pods of one execution), decide (the pure executor, admission and start rules), commit
 (the new status, with optimistic concurrency on resourceVersion), act (create pods or child executions
-under deterministic names, so a create repeated after a crash is a harmless 409), export (spans derived
-from the committed status, never from this process's memory). One reconcile at a time per execution.
+under deterministic names, so a create repeated after a crash is a harmless 409). The spans of committed
+changes are sent by a background thread (kube/background_export.py), never on the path between two tasks;
+their watermark rides on the next commit. One reconcile at a time per execution.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
     resources,
 )
+from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
 from flowpods.kube.essence import ChangeHandledOnly
@@ -58,17 +60,7 @@ RECURSION_LIMIT = 30_000
 objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
 30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
 RECONCILE_THREADS = 32  # reconciles wait on the API server most of the time; asyncio's default (6 here) starves
-RETRY_EXPORT_AFTER = 10.0
 EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
-
-
-@dataclass(frozen=True)
-class Export:
-    """Spans above the watermark, to send once the change's pods exist (core/export.py has the protocol)."""
-
-    uid: str
-    execution: str
-    plan: span_export.ExportPlan
 
 
 @dataclass
@@ -78,7 +70,6 @@ class Outcome:
     body: dict[str, Any] | None = None
     wake_at: datetime | None = None
     events: list[notices.Notice] = field(default_factory=list)
-    export: Export | None = None
     finished: bool = False
 
 
@@ -131,15 +122,35 @@ class Operator:
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
-        # per Execution uid: a span watermark the exporter confirmed that is not stored yet (the write failed)
-        self.confirmed: dict[str, int] = {}
+        # the spans of committed changes, sent by a background thread (None: tracing off, or nowhere to send)
+        self.exports: BackgroundExport | None = None
+        if exporter is not None and config.traces != TraceLevel.DISABLED:
+            self.exports = BackgroundExport(exporter, self._wake_from_thread, self._record)
+        self.loop: asyncio.AbstractEventLoop | None = None
         # the last error handling each execution (logged once while it repeats) and how often it was retried
         self.errors: dict[Key, str] = {}
         self.error_retries: dict[Key, int] = {}
 
     # -- the view (kopf's watch events) ----------------------------------------------------------------------
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In kopf's event loop, before the first event: the export thread, which pokes executions in `loop`."""
+        self.loop = loop
+        if self.exports is not None:
+            self.exports.start()
+
+    def stop(self) -> None:
+        if self.exports is not None:
+            self.exports.stop(EXPORT_TIMEOUT)
+
+    def _wake_from_thread(self, key: Hashable) -> None:
+        """The export thread asks for an execution's confirmed span watermark to be stored."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.poke, cast(Key, key))
+
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
+        if event_type == "DELETED" and self.exports is not None:
+            self.exports.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         for key in self.view.saw_execution(event_type, body):
             self.poke(key)
 
@@ -212,6 +223,8 @@ class Operator:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
                     self.view.executions.pop(key, None)
+                    if self.exports is not None:
+                        self.exports.forget(key)
                     break
                 self.view.executions[key] = fresh
                 poke.set()
@@ -402,13 +415,15 @@ class Operator:
     def _carry_out(
         self, subject: Subject, flow: Flow, decision: executor.Decision, events: list[Any], before: ExecutionStatus
     ) -> Outcome:
-        """Commit the decision, then act on it: stop, create, clean up, export."""
+        """Commit the decision (or only a span watermark that is due), then act on it: stop, create, clean up."""
         status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
-        if decision.changed or self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status, before)
-            if status.state.terminal and decision.changed and not before.state.terminal:
+        if decision.changed:
+            outcome.body = self._commit(subject, status, before)
+            if status.state.terminal and not before.state.terminal:
                 outcome.events.append(notices.ended(subject.run.id, status))
+        else:
+            outcome.body = self._store_watermark(subject, before)
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
             gave_up = isinstance(event, executor.AttemptFinished) and (event.imageUnavailable or event.pendingTimedOut)
             if gave_up and event.pod:
@@ -431,7 +446,6 @@ class Operator:
         if status.state.terminal:
             outcome.finished = True
             self._cleanup(subject, status)
-        self._export(outcome)
         return outcome
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
@@ -470,18 +484,15 @@ class Operator:
                 status, actions = decision.status, decision.actions
         with self._fine_step(subject.run, status.changes[-1].n):
             outcome = Outcome()
-            outcome.body, outcome.export = self._commit(subject, status, None)
+            outcome.body = self._commit(subject, status, None)
             outcome.events.append(notices.started(status, subject.run, flow_name))
             self._create(subject, outcome.body, actions)
-            self._export(outcome)
         return outcome
 
     def _finished(self, subject: Subject, status: ExecutionStatus) -> Outcome:
-        """A finished execution: retry a failed export, then clean-up and TTL."""
+        """A finished execution: its span watermark stored once confirmed, then clean-up and TTL."""
         outcome = Outcome(finished=True)
-        if self._export_pending(status):
-            outcome.body, outcome.export = self._commit(subject, status, status)
-            self._export(outcome)
+        outcome.body = self._store_watermark(subject, status)
         if status.triggered == resources.TRIGGERS_PENDING and subject.flow is not None:  # once, after the end
             fired = flow_triggers.fire(self.kube, subject.execution, subject.flow, subject.run, status)
             outcome.body = fired.body
@@ -498,22 +509,18 @@ class Operator:
         return outcome
 
     def _exporting(self) -> bool:
-        return self.exporter is not None and self.config.traces != TraceLevel.DISABLED
+        return self.exports is not None
 
-    def _export_pending(self, status: ExecutionStatus) -> bool:
-        """Spans of committed changes not confirmed yet (an export failed, or the operator died before)."""
-        return self._exporting() and span_export.pending(status)
-
-    def _commit(
-        self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus | None
-    ) -> tuple[dict[str, Any], Export | None]:
-        """Store the status with the span watermark where it was (it moves only once an export is confirmed);
-        the stored body, and the spans to export once this change's pods exist (so tracing adds nothing
-        between one task and the next). Once stored, the metrics of the changes since `before` (the status
-        that was read) are recorded: the commit is their one moment, so a restarted operator never records
-        them again."""
-        if not self._exporting():  # nothing is sent, so nothing can be lost; switching on later sends no old spans
+    def _commit(self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus | None) -> dict[str, Any]:
+        """Store the status, carrying the span watermark this process saw confirmed (never more: the PUT's
+        resourceVersion makes sure the watermark it raises is the one that was read), and hand the stored
+        status to the export thread. Once stored, the metrics of the changes since `before` (the status that
+        was read) are recorded: the commit is their one moment, so a restarted operator never records them
+        again."""
+        if self.exports is None:  # nothing is sent, so nothing can be lost; switching on later sends no old spans
             status = status.model_copy(update={"exported": span_export.last_change(status)})
+        else:
+            status = status.model_copy(update={"exported": self.exports.carried(subject.run.uid, status)})
         status = compaction.compact(subject.flow, status)  # what the stored watermark says is exported
         body = dict(subject.execution)
         body["status"] = resources.status_body(subject.run, status, subject.flow_doc, subject.revision,
@@ -522,48 +529,26 @@ class Operator:
         stored = self.kube.replace_status("executions", body)
         self._record(measures.committed(subject.run, subject.flow, before, status, traced=self._exporting(),
                                         run_ids=self.config.metrics_run_ids))  # fmt: skip
-        if not self._exporting():
-            return stored, None
-        plan = span_export.plan(subject.run, subject.flow, status, self.confirmed.get(subject.run.uid, 0))
-        name = f"{subject.namespace}/{subject.name}"
-        return stored, Export(subject.run.uid, name, plan) if plan is not None else None
+        if self.exports is not None:
+            self.exports.committed((subject.namespace, subject.name), subject.run, subject.flow, status)
+        return stored
 
-    def _export(self, outcome: Outcome) -> None:
-        """Send the spans above the watermark; only once the exporter confirmed them, store the watermark past
-        them, with a patch that moves it only from where the plan started. A failed export leaves it where it
-        was and is tried again later, by this process or the next one, with the same span ids."""
-        export, outcome.export = outcome.export, None
-        if export is None or outcome.body is None:
-            return
-        plan = export.plan
-        ok = not plan.spans or (self.exporter is not None and self.exporter.export(plan.spans))
-        if plan.spans:
-            self._record(measures.exported(sum(1 for span in plan.spans if span.sampled), ok))
-        if not ok:
-            log.warning("exporting %d spans of %s failed; retrying in %ss", len(plan.spans), export.execution,
-                        RETRY_EXPORT_AFTER)  # fmt: skip
-            self._wake(outcome, RETRY_EXPORT_AFTER)
-            return
-        self.confirmed[export.uid] = plan.upto  # sent: never again from this process, even if storing it fails
-        meta = outcome.body["metadata"]
-        try:
-            outcome.body = self.kube.patch_status(
-                "executions", meta["namespace"], meta["name"], span_export.watermark_patch(plan)
-            )
-        except Conflict:  # the stored watermark is not the plan's any more: the next reconcile sees the truth
-            log.warning("the span watermark of %s moved from %d meanwhile", export.execution, plan.stored)
-            return
-        except Exception:
-            log.exception("storing the span watermark %d of %s failed; retrying in %ss", plan.upto,
-                          export.execution, RETRY_AFTER_ERROR)  # fmt: skip
-            self._wake(outcome, RETRY_AFTER_ERROR)
-            return
-        self.confirmed.pop(export.uid, None)
-
-    @staticmethod
-    def _wake(outcome: Outcome, seconds: float) -> None:
-        when = utcnow() + timedelta(seconds=seconds)
-        outcome.wake_at = min(outcome.wake_at, when) if outcome.wake_at is not None else when
+    def _store_watermark(self, subject: Subject, status: ExecutionStatus) -> dict[str, Any] | None:
+        """With nothing else to commit: store the confirmed span watermark with a patch of its own when it is
+        due (the execution finished, or no commit carried it for a while), else hand the status read to the
+        export thread (after a restart, its spans above the stored watermark are sent from it). The patch
+        moves the watermark only from the value read (else 422: Conflict, read again)."""
+        if self.exports is None:
+            return None
+        key = (subject.namespace, subject.name)
+        target = self.exports.store_alone(subject.run.uid, status)
+        if target is None:
+            self.exports.committed(key, subject.run, subject.flow, status)
+            return None
+        patch = span_export.watermark_patch(status.exported, target)
+        stored = self.kube.patch_status("executions", subject.namespace, subject.name, patch)
+        self.exports.committed(key, subject.run, subject.flow, status.model_copy(update={"exported": target}))
+        return stored
 
     def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]) -> None:
         """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
@@ -679,8 +664,18 @@ async def stop_api(**_: Any) -> None:
         API = None
 
 
+@kopf.on.startup()
+async def start_exports(**_: Any) -> None:
+    """The export thread, which pokes executions in this (kopf's) event loop."""
+    if OPERATOR is None:
+        raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
+    OPERATOR.start(asyncio.get_running_loop())
+
+
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
+    if OPERATOR is not None:
+        OPERATOR.stop()
     if OPERATOR is not None and OPERATOR.exporter is not None:
         OPERATOR.exporter.shutdown()
     if OPERATOR is not None and OPERATOR.fine is not None:
