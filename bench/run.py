@@ -736,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--foreach-values", type=int, default=10_000, help="phase foreach: values of the ForEach")
     p.add_argument("--foreach-concurrency", type=int, default=100, help="phase foreach: its concurrencyLimit")
     args = p.parse_args(argv)
+    # a SIGTERM (a background run stopped) ends like an error: the operators and the environment are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     phases = set(args.only.split(","))
     q = args.quick
     started = time.monotonic()
