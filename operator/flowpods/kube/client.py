@@ -61,9 +61,24 @@ def current_namespace() -> str:
 RequestObserver = Callable[[str, int, float], None]  # (HTTP method, status code or 0, seconds)
 
 
+def sized_api_client(pool_size: int) -> client.ApiClient:
+    """A client on the loaded configuration whose connection pool keeps `pool_size` connections: as many as
+    threads that call it at once. The library's default (5 per CPU) is below the operator's reconcile threads,
+    so connections beyond it were closed after each request and their TLS handshakes made again."""
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
 class Kube:
-    def __init__(self, api_client: client.ApiClient | None = None, observe: RequestObserver | None = None):
-        self.api = api_client or client.ApiClient()
+    def __init__(
+        self,
+        api_client: client.ApiClient | None = None,
+        observe: RequestObserver | None = None,
+        pool_size: int | None = None,
+    ):
+        """`pool_size`: the connections kept for reuse (the library's default when None)."""
+        self.api = api_client or (sized_api_client(pool_size) if pool_size is not None else client.ApiClient())
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
         self._observe = observe

@@ -57,6 +57,7 @@ RECURSION_LIMIT = 30_000
 """kopf decodes every watched object with `json`, which recurses once per level: the API server admits
 objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
 30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
+RECONCILE_THREADS = 32  # reconciles wait on the API server most of the time; asyncio's default (6 here) starves
 RETRY_EXPORT_AFTER = 10.0
 EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
 
@@ -645,7 +646,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         def observe(method: str, code: int, seconds: float) -> None:
             record([measures.k8s_request(method, code, seconds)])
 
-    OPERATOR = Operator(config, Kube(observe=observe), exporter, fine, metrics)
+    # every thread that calls the client is one of the reconcile threads (the API's handlers run there too)
+    OPERATOR = Operator(config, Kube(observe=observe, pool_size=RECONCILE_THREADS), exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
@@ -720,9 +722,6 @@ def _plain(body: Any) -> dict[str, Any]:
     """The event's object as a plain dict. Shallow: kopf hands each event a freshly decoded object, and
     the operator never mutates nested parts (it copies what it changes), so a deep copy is wasted CPU."""
     return dict(body)
-
-
-RECONCILE_THREADS = 32  # reconciles wait on the API server most of the time; asyncio's default (6 here) starves
 
 
 async def _operate(config: OperatorConfig) -> None:
