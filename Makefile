@@ -20,7 +20,7 @@ run: venv
 
 ## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
 test: lint testenv-bins images prometheus chromium
-	@# a bound on the whole suite (warm: ~15 min): a process that outlives its test fails CI with a reason, not a hang
+	@# a bound on the whole suite (warm: ~16 min): a process that outlives its test fails CI with a reason, not a hang
 	timeout --kill-after=30 45m $(VENV)/bin/pytest || { rc=$$?; [ $$rc = 124 ] && echo "make test: pytest did not end within 45 min (a hung test or a process left behind)" >&2; exit $$rc; }
 
 ## unit: the core and adapter tests (no cluster)

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +28,10 @@ from typing import Any
 import yaml
 
 from bench import stats
-from bench.watch import GROUP, VERSION, Watcher
+from bench.watch import GROUP, TERMINAL, VERSION, Watcher
+from flowpods.core.compaction import task_run_rows
 from tests import testenv
-from tests.e2e.harness import apply_crds, operator_environ
+from tests.e2e.harness import apply_crds, free_port, operator_environ
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -65,13 +68,22 @@ class LoadSampler(threading.Thread):
 class OperatorProcess:
     """`flowpods operator` for one namespace, optionally under `py-spy record`."""
 
-    def __init__(self, env: testenv.EnvInfo, namespace: str, log_dir: Path, traces: str, profile: Path | None = None):
+    def __init__(
+        self,
+        env: testenv.EnvInfo,
+        namespace: str,
+        log_dir: Path,
+        traces: str,
+        profile: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ):
         self.env, self.namespace, self.log_dir, self.traces, self.profile = env, namespace, log_dir, traces, profile
+        self.settings = {"FLOWPODS_API_PORT": "0", **(settings or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid = 0
 
     def start(self) -> None:
-        environ = operator_environ(self.env, self.namespace, FLOWPODS_API_PORT="0", FLOWPODS_TRACES=self.traces)
+        environ = operator_environ(self.env, self.namespace, FLOWPODS_TRACES=self.traces, **self.settings)
         argv = [FLOWPODS, "operator"]
         if self.profile is not None:
             argv = [
@@ -196,8 +208,10 @@ class Bench:
         self.watchers.append(w)
         return w
 
-    def operator(self, ns: str, traces: str = "DEFAULT", profile: Path | None = None) -> OperatorProcess:
-        op = OperatorProcess(self.env, ns, self.work, traces, profile)
+    def operator(
+        self, ns: str, traces: str = "DEFAULT", profile: Path | None = None, settings: dict[str, str] | None = None
+    ) -> OperatorProcess:
+        op = OperatorProcess(self.env, ns, self.work, traces, profile, settings)
         op.start()
         self.operators.append(op)
         return op
@@ -420,6 +434,123 @@ class Bench:
             "load_after": os.getloadavg()[0],
         }
 
+    # phase 5 (on request: --only foreach): one ForEach of many values, its status and its spans
+
+    def foreach(self, values: int, concurrency: int) -> dict[str, Any]:
+        """A ForEach over `values` values, a pod each (instant), to its end: the status size as it grows, the
+        spans in Jaeger (each once), the operator's CPU and how long /healthz took to answer meanwhile."""
+        ns = self.namespace("bench-foreach")
+        work = {"id": "work", "type": "Log", "message": "{{ taskrun.value }}"}
+        each = {"id": "each", "type": "ForEach", "values": f"{{{{ range(0, {values - 1}) }}}}",
+                "concurrencyLimit": concurrency, "tasks": [work]}  # fmt: skip
+        self.flow(ns, "big", [each, {"id": "after", "type": "Log", "message": "done"}])
+        api_port = free_port()
+        # ended pods are deleted (the node agent polls every pod it keeps), Succeeded ones at once
+        op = self.operator(ns, "DEFAULT", settings={"FLOWPODS_API_PORT": str(api_port),
+                                                     "FLOWPODS_POD_CLEANUP": "on-success"})  # fmt: skip
+        health = HealthSampler(f"http://127.0.0.1:{api_port}/healthz")
+        testenv.wait_for(health.ready, 120, "the operator's API")
+        health.start()
+        cpu0, t0 = op.cpu(), time.monotonic()
+        self.execution(ns, "big-1", "big")
+        samples: list[dict[str, Any]] = []
+        status: dict[str, Any] = {}
+        while time.monotonic() - t0 < 3 * 3600:
+            body = self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "executions", "big-1")
+            status = body.get("status") or {}
+            samples.append({"s": round(time.monotonic() - t0, 1), "bytes": stats.json_size(status),
+                            "state": status.get("state"), "load": os.getloadavg()[0]})  # fmt: skip
+            log(f"foreach: {samples[-1]}")
+            if status.get("state") in TERMINAL:
+                break
+            time.sleep(10)
+        wall, cpu = time.monotonic() - t0, op.cpu() - cpu0
+        rss = op.memory()
+        health.stopping.set()
+        rows = task_run_rows(status)
+        changes = status["changes"][-1]["n"] if status.get("changes") else status["folded"]["lastChange"]
+        # RUN, the ForEach's EXECUTOR span, a TASKRUN per value and for `after` (instant pods run no worker, so
+        # no WORKER span), an EXECUTOR span per change
+        expected = 1 + 1 + values + 1 + changes
+        copies = self.jaeger_span_copies(status.get("traceId", ""), expected)
+        op.stop()
+        return {
+            "values": values,
+            "concurrency": concurrency,
+            "state": status.get("state"),
+            "error": status.get("error"),
+            "wall_s": wall,
+            "values_per_s": values / wall,
+            "cpu_s": cpu,
+            "cpu_ms_per_task_run": cpu / max(len(rows), 1) * 1000,
+            "rss_mb_after": rss.get("VmRSS", 0) / 1024,
+            "task_runs": len(rows),
+            "task_runs_succeeded": sum(1 for row in rows if row["state"] == "SUCCESS"),
+            "changes": changes,
+            "status_bytes_closing": stats.json_size(status),
+            "status_bytes_max_seen": max(sample["bytes"] for sample in samples),
+            "folded_task_runs": (status.get("folded") or {}).get("taskRuns"),
+            "spans_expected": expected,
+            "spans_stored": sum(copies.values()),
+            "spans_distinct": len(copies),
+            "spans_max_copies": max(copies.values(), default=0),
+            "healthz": health.summary(),
+            "samples": samples,
+        }
+
+    def jaeger_span_copies(self, trace_id: str, expected: int, timeout: float = 300) -> dict[str, int]:
+        """How many times Jaeger stores each span of the trace, once it holds `expected` distinct ones (or the
+        timeout passed), and 10 s more so that a span sent twice would have arrived."""
+        deadline, copies = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            copies = jaeger_copies(self.env.jaeger_url, trace_id)
+            if len(copies) >= expected:
+                break
+            time.sleep(10)
+        time.sleep(10)
+        return jaeger_copies(self.env.jaeger_url, trace_id)
+
+
+def jaeger_copies(jaeger_url: str, trace_id: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{jaeger_url}/api/traces/{trace_id}?raw=true", timeout=120) as answer:
+        data = json.load(answer).get("data") or []
+    return dict(Counter(span["spanID"] for span in (data[0]["spans"] if data else [])))
+
+
+class HealthSampler(threading.Thread):
+    """GET /healthz every 200 ms: how long each answer took (a slow one means a blocked event loop)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True, name="healthz")
+        self.url, self.times, self.failures = url, [], 0
+        self.stopping = threading.Event()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url, timeout=5) as answer:
+                return bool(answer.status == 200)
+        except OSError:
+            return False
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            ok = self.ready()
+            self.times.append(time.monotonic() - started)
+            self.failures += 0 if ok else 1
+            self.stopping.wait(0.2)
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.times)
+        return {
+            "checks": len(ordered),
+            "failures": self.failures,
+            "p50_s": stats.percentile(ordered, 50) if ordered else None,
+            "p99_s": stats.percentile(ordered, 99) if ordered else None,
+            "max_s": ordered[-1] if ordered else None,
+            "over_1s": sum(1 for t in ordered if t > 1.0),
+        }
+
 
 # --- phase 5: the local runner -------------------------------------------------------------------------
 
@@ -541,6 +672,19 @@ def table(results: dict[str, Any]) -> str:
                 _ok(mem["rss_mb"] <= 150),
             )
         )
+    each = results.get("foreach")
+    if each:
+        ok = each["state"] == "SUCCESS" and each["spans_distinct"] == each["spans_expected"] == each["spans_stored"]
+        rows.append((f"foreach: {each['values']} values to {each['state']} (s)", f"{each['wall_s']:.0f}", "", ""))
+        rows.append(("foreach: spans stored / distinct / expected", f"{each['spans_stored']} / "
+                     f"{each['spans_distinct']} / {each['spans_expected']}", "each once", _ok(ok)))  # fmt: skip
+        largest = each["status_bytes_max_seen"]
+        rows.append(("foreach: status bytes, closing / largest seen", f"{each['status_bytes_closing']} / {largest}",
+                     "< 1 MiB", _ok(largest < 2**20)))  # fmt: skip
+        rows.append(("foreach: operator CPU per task run (ms)", f"{each['cpu_ms_per_task_run']:.1f}", "", ""))
+        health = each["healthz"]
+        rows.append(("foreach: /healthz p50 / p99 / max (s)", f"{health['p50_s']:.3f} / {health['p99_s']:.3f} / "
+                     f"{health['max_s']:.3f}", "max < 1", _ok(health["max_s"] < 1.0)))  # fmt: skip
     loc = results.get("local")
     if loc:
         hello, per_task = loc["hello_world_s"], loc["per_task_s"]
@@ -583,9 +727,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, to check the bench itself")
     p.add_argument("--profile", action="store_true", help="run the DEFAULT throughput operator under py-spy")
     p.add_argument("--keep", action="store_true", help="keep the environment's state dir (logs) afterwards")
-    p.add_argument("--only", default="local,overhead,throughput,memory", help="comma-separated phases")
+    p.add_argument(
+        "--only",
+        default="local,overhead,throughput,memory",
+        help="comma-separated phases; `foreach` (one ForEach of --foreach-values values, ~1 h) only on request",
+    )
     p.add_argument("--out", help="results JSON (default bench/results/<date>.json)")
+    p.add_argument("--foreach-values", type=int, default=10_000, help="phase foreach: values of the ForEach")
+    p.add_argument("--foreach-concurrency", type=int, default=100, help="phase foreach: its concurrencyLimit")
     args = p.parse_args(argv)
+    # a SIGTERM (a background run stopped) ends like an error: the operators and the environment are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     phases = set(args.only.split(","))
     q = args.quick
     started = time.monotonic()
@@ -606,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         if "local" in phases:
             log("local runner")
             results["local"] = local_runner(2 if q else 5, work)
-        if phases & {"overhead", "throughput", "memory"}:
+        if phases & {"overhead", "throughput", "memory", "foreach"}:
             state = work / "testenv"
             log(f"starting a fresh test environment in {state} (node agent in instant mode)")
             env = testenv.start(state, agent_args=["--instant-message", INSTANT_MESSAGE])
@@ -637,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
                     log(f"throughput floor: {n} concurrent chains of 5 pods (watch-and-create loop)")
                     results["throughput_floor"] = bench.floor_throughput(n, 5)
                     results["uptime_throughput"] = uptime()
+                if "foreach" in phases:
+                    n = 300 if q else args.foreach_values
+                    log(f"foreach: one ForEach of {n} values, {args.foreach_concurrency} at once")
+                    results["foreach"] = bench.foreach(n, args.foreach_concurrency)
+                    results["uptime_foreach"] = uptime()
                 if "memory" in phases:
                     n = 100 if q else 1000
                     log(f"memory: {n} executions in flight (node cordoned, pods Pending)")

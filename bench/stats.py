@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter
@@ -18,6 +19,11 @@ def percentile(values: Sequence[float], p: float) -> float:
     rank = (len(ordered) - 1) * p / 100
     low, high = math.floor(rank), math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def json_size(value: object) -> int:
+    """Bytes of a value as the API server stores it (compact JSON)."""
+    return len(json.dumps(value, separators=(",", ":")))
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,5 +1,7 @@
 """Templating: Kestra's variables, and an undefined variable is an error naming the expression."""
 
+import time
+
 import pytest
 
 from flowpods.core.templating import RenderError, is_truthy, render, render_string
@@ -49,6 +51,20 @@ def test_a_rendering_over_its_time_budget_fails_naming_the_limit(monkeypatch):
     with pytest.raises(RenderError) as caught:
         render_string("{% for i in range(1, 3) %}{{ i }}{% endfor %}", {})
     assert "limit MAX_SECONDS" in str(caught.value)
+
+
+def test_the_time_budget_counts_the_rendering_threads_cpu_not_the_wall_clock(monkeypatch):
+    """A reconcile thread that waits for a core on a busy machine is not cut short; one that computes is."""
+    from flowpods.core.expressions import limits
+
+    monkeypatch.setattr(limits, "MAX_SECONDS", 0.2)
+    with limits.budget() as budget:
+        time.sleep(0.4)  # twice the budget of wall time, next to no CPU
+        budget.check_time()
+        spent = time.thread_time()
+        with pytest.raises(limits.LimitExceeded, match="CPU time"):
+            while time.thread_time() - spent < 0.5:
+                budget.check_time()
 
 
 def test_huge_numbers_are_a_render_error_or_printed_as_java_does_never_an_overflow():

@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests import testenv  # noqa: E402
-from tests.e2e.harness import crds, operator  # noqa: E402, F401 - fixtures for every e2e test
+from tests.e2e.harness import crds, operator, parent_example, parent_runs  # noqa: E402, F401 - fixtures for every e2e test
 
 _ENV: testenv.EnvInfo | None = None
 

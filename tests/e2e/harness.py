@@ -7,12 +7,14 @@ real kubelet (the locally built worker image) or the node agent (this venv's `fl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,44 @@ def operator(testenv_info, crds, namespace, tmp_path) -> Iterator[OperatorProces
     yield process
     process.stop()
     print(f"--- operator log ({process.log_path}) ---\n{process.log_tail(120)}")
+
+
+@pytest.fixture(scope="session")
+def parent_example(testenv_info, crds, core_v1, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """examples/parent.yaml (with hello-world.yaml) applied with kubectl and run twice (parent-1, parent-2) in a
+    namespace of its own, by an operator serving the API with trace links to the env's Jaeger: one setup for
+    every test about these runs (test_operator's subflow test, the run view). The runs are started, not waited
+    for (`parent_runs` waits), so a test that needs only the operator goes on meanwhile."""
+    from kubernetes import client
+
+    namespace = f"parent-example-{uuid.uuid4().hex[:6]}"
+    meta = client.V1ObjectMeta(name=namespace, labels={"flowpods.io/test": "true"})
+    core_v1.create_namespace(client.V1Namespace(metadata=meta))
+    process = OperatorProcess(testenv_info, namespace, tmp_path_factory.mktemp("parent-example"),
+                              {"FLOWPODS_JAEGER_URL": testenv_info.jaeger_url})  # fmt: skip
+    process.start()
+    try:
+        testenv.kubectl_apply(testenv_info, example("hello-world.yaml") + "\n---\n" + example("parent.yaml"),
+                              namespace=namespace)  # fmt: skip
+        for name in ("parent-1", "parent-2"):
+            testenv.kubectl_apply(testenv_info, execution_yaml(name, "parent"), namespace=namespace)
+        process.wait_api_ready()
+        yield {"namespace": namespace, "api": process}
+    finally:
+        process.stop()
+        print(f"--- operator log ({process.log_path}) ---\n{process.log_tail(60)}")
+        with contextlib.suppress(Exception):  # the env may already be gone
+            core_v1.delete_namespace(namespace)
+
+
+@pytest.fixture(scope="session")
+def parent_runs(parent_example, custom_objects) -> list[dict[str, Any]]:
+    """parent-1 and parent-2 of `parent_example`, both ended SUCCESS."""
+    process, namespace = parent_example["api"], parent_example["namespace"]
+    done = [wait_for_state(custom_objects, namespace, n, timeout=120, operator=process)
+            for n in ("parent-1", "parent-2")]  # fmt: skip
+    assert [r["status"]["state"] for r in done] == ["SUCCESS", "SUCCESS"], [r["status"] for r in done]
+    return done
 
 
 def example(name: str) -> str:

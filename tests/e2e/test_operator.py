@@ -83,12 +83,11 @@ def test_hello_world_runs_in_a_pod_and_leaves_one_trace(operator, apply_yaml, cu
     assert "hello-1" in listing and "SUCCESS" in listing and status["traceId"] in listing
 
 
-def test_subflow_child_run_hangs_under_the_parent_subflow_span(operator, apply_yaml, custom_objects, jaeger,
-                                                                namespace):  # fmt: skip
-    apply_yaml(example("hello-world.yaml"))
-    apply_yaml(example("parent.yaml"))
-    apply_yaml(execution_yaml("parent-1", "parent"))
-    status = wait_for_state(custom_objects, namespace, "parent-1", operator=operator)["status"]
+def test_subflow_child_run_hangs_under_the_parent_subflow_span(parent_example, parent_runs, custom_objects, jaeger):
+    """On parent-1 of the shared runs of examples/parent.yaml (harness.parent_example: applied with kubectl, in a
+    namespace of their own; the run view reads the same runs)."""
+    namespace = parent_example["namespace"]
+    status = parent_runs[0]["status"]
     assert status["state"] == "SUCCESS", status.get("message")
     sub = next(t for t in status["taskRuns"] if t["taskId"] == "subflow")
     child = get_execution(custom_objects, namespace, sub["child"])

@@ -33,7 +33,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from flowpods.cli.main import main
 from tests import testenv
-from tests.e2e.harness import GROUP, REPO, VERSION, OperatorProcess, example, execution_yaml, wait_for_state
+from tests.e2e.harness import GROUP, REPO, VERSION
 
 SHOTS = REPO / "docs" / "run-view"
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,33 +47,17 @@ def parse(value: str) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def site(testenv_info, crds, core_v1, custom_objects, tmp_path_factory) -> Iterator[dict[str, Any]]:
-    """One namespace with an operator serving the API (two runs of examples/parent.yaml done in it), and a
-    second namespace that no operator watches, for the 2,000-task execution written directly."""
-    suffix = uuid.uuid4().hex[:6]
-    namespace, bulk = f"runview-{suffix}", f"runview-bulk-{suffix}"
-    for name in (namespace, bulk):
-        meta = k8s.V1ObjectMeta(name=name, labels={"flowpods.io/test": "true"})
-        core_v1.create_namespace(k8s.V1Namespace(metadata=meta))
-    process = OperatorProcess(testenv_info, namespace, tmp_path_factory.mktemp("runview"),
-                              {"FLOWPODS_JAEGER_URL": testenv_info.jaeger_url})  # fmt: skip
-    process.start()
+def site(parent_example, core_v1) -> Iterator[dict[str, Any]]:
+    """The namespace of the shared runs of examples/parent.yaml (harness.parent_example: its operator serves the
+    API; `parent_runs` waits for the runs), and a second namespace that no operator watches, for the 2,000-task
+    execution written directly."""
+    bulk = f"runview-bulk-{uuid.uuid4().hex[:6]}"
+    core_v1.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=bulk, labels={"flowpods.io/test": "true"})))
     try:
-        testenv.kubectl_apply(testenv_info, example("hello-world.yaml") + "\n---\n" + example("parent.yaml"),
-                              namespace=namespace)  # fmt: skip
-        for name in ("parent-1", "parent-2"):
-            testenv.kubectl_apply(testenv_info, execution_yaml(name, "parent"), namespace=namespace)
-        process.wait_api_ready()
-        runs = [wait_for_state(custom_objects, namespace, n, timeout=120, operator=process)
-                for n in ("parent-1", "parent-2")]  # fmt: skip
-        assert [r["status"]["state"] for r in runs] == ["SUCCESS", "SUCCESS"], [r["status"] for r in runs]
-        yield {"namespace": namespace, "bulk": bulk, "api": process, "runs": runs}
+        yield {"namespace": parent_example["namespace"], "bulk": bulk, "api": parent_example["api"]}
     finally:
-        process.stop()
-        print(f"--- operator log ---\n{process.log_tail(60)}")
-        for name in (namespace, bulk):
-            with contextlib.suppress(Exception):
-                core_v1.delete_namespace(name)
+        with contextlib.suppress(Exception):
+            core_v1.delete_namespace(bulk)
 
 
 @pytest.fixture(scope="module")
@@ -160,74 +144,6 @@ def shot(driver: WebDriver, name: str) -> None:
     driver.save_screenshot(str(SHOTS / name))
 
 
-def test_list_and_the_parent_execution_in_a_browser(site, browser, testenv_info, jaeger, custom_objects):
-    api, namespace = site["api"], site["namespace"]
-    page = httpx.get(f"{api.api_url}/ui/", timeout=30)
-    assert page.status_code == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
-    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
-    assert page.headers["X-Content-Type-Options"] == "nosniff"
-
-    log_in(browser, api.api_url, namespace, testenv_info.admin_token)
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a[data-name='parent-2']"), what="the list")
-    listed = [e.get_attribute("data-name") for e in browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")]
-    children = [n for n in listed if n.startswith("hello-world-")]
-    assert {"parent-1", "parent-2"} <= set(listed) and len(children) == 2, listed
-    Select(browser.find_element(By.ID, "f-sort")).select_by_value("duration-desc")
-
-    def durations(d: WebDriver) -> list[float]:
-        return d.execute_script("return [...document.querySelectorAll('#executions td[data-seconds]')]"
-                                ".map(e => parseFloat(e.dataset.seconds))")  # fmt: skip
-
-    wait(browser, lambda d: (s := durations(d)) == sorted(s, reverse=True) and len(s) == 4, what="sorted by duration")
-    browser.find_element(By.ID, "f-flow").send_keys("parent")
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tbody tr")) == 2, what="the filter")
-    shot(browser, "list.png")
-    assert testenv_info.admin_token not in browser.current_url
-    assert browser.execute_script("return sessionStorage.getItem('flowpods.token')") == testenv_info.admin_token
-    assert browser.execute_script("return localStorage.length") == 0
-
-    open_execution(browser, "parent-1")
-    status = site["runs"][0]["status"]
-    child_name = next(t["child"] for t in status["taskRuns"] if t["taskId"] == "subflow")
-    drawn = rows(browser)
-    assert [r["name"] for r in drawn] == ["hello", "subflow", f"▸ subflow {child_name}", "hello"]
-
-    # the bars are the stored times: the hello attempt's phases start and end where its status says
-    created = parse(site["runs"][0]["metadata"]["creationTimestamp"])
-    end = parse(status["history"][-1]["at"])
-    (attempt,) = next(t for t in status["taskRuns"] if t["taskId"] == "hello")["attempts"]
-    segs = drawn[0]["segs"]
-    assert [s["phase"] for s in segs] == ["queued", "starting", "working"], segs
-    marks = [attempt["createdAt"], attempt["scheduledAt"], attempt["startedAt"]]
-    assert [parse(s["start"]) for s in segs] == [parse(m) for m in marks]
-    assert parse(segs[-1]["end"]) == parse(attempt["endedAt"])
-    total = (end - created).total_seconds()
-    for seg in segs:
-        expected = (parse(seg["start"]) - created).total_seconds() / total * 100
-        assert abs(seg["left"] - expected) < 0.01, (seg, expected)
-    # one sequence through the subflow: every row is on the critical path
-    assert all("critical" in r["cls"] for r in drawn), [r["cls"] for r in drawn]
-
-    link = browser.find_element(By.ID, "jaeger-link").get_attribute("href")
-    assert link == f"{testenv_info.jaeger_url}/trace/{status['traceId']}"
-    trace = jaeger.wait_for_trace(status["traceId"], timeout=60)
-    assert any(s["operationName"] == "RUN parent" for s in trace["spans"])
-
-    click(browser, "#timeline .row[data-index='0']")
-    wait(browser, lambda d: d.find_element(By.ID, "detail-title").text.startswith("hello"), what="the detail")
-    click(browser, "#detail .show-logs")
-    wait(browser, lambda d: "I'm your father" in d.find_element(By.CSS_SELECTOR, "#detail pre.logs").text, 30,
-         "the task's log from its pod")  # fmt: skip
-    assert browser.find_elements(By.ID, "kill") == [], "no kill button on an execution that ended"
-    shot(browser, "execution.png")
-
-    Select(wait(browser, lambda d: d.find_element(By.ID, "compare-with"), what="compare")).select_by_value("parent-2")
-    browser.find_element(By.ID, "compare-go").click()
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) >= 2, what="comparison")
-    compared = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")]
-    assert compared[0].startswith("hello") and compared[1].startswith("subflow"), compared
-
-
 def bulk_status(created: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
     """A realistic stored status of a ForEach over 2,000 values, written as the operator writes one: a Log task
     per value with real-looking attempt times (some retried, the last ones still queued or running)."""
@@ -271,6 +187,7 @@ def bulk_status(created: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
     return flow, status
 
 
+# First: it needs no run of examples/parent.yaml, so it goes on while they run.
 def test_a_2000_task_execution_opens_windowed_and_rights_decide_what_is_shown(site, browser, testenv_info,
                                                                                   custom_objects, kubectl):  # fmt: skip
     """The 2,000-task execution is written directly (running 2,000 pods would take too long here): an Execution
@@ -340,6 +257,74 @@ subjects: [{{kind: User, name: {testenv.TEST_USER}, apiGroup: rbac.authorization
     assert browser.find_element(By.ID, "kill").is_displayed()
 
 
+def test_list_and_the_parent_execution_in_a_browser(site, parent_runs, browser, testenv_info, jaeger):
+    api, namespace = site["api"], site["namespace"]
+    page = httpx.get(f"{api.api_url}/ui/", timeout=30)
+    assert page.status_code == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+
+    log_in(browser, api.api_url, namespace, testenv_info.admin_token)
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "a[data-name='parent-2']"), what="the list")
+    listed = [e.get_attribute("data-name") for e in browser.find_elements(By.CSS_SELECTOR, "#executions tbody tr")]
+    children = [n for n in listed if n.startswith("hello-world-")]
+    assert {"parent-1", "parent-2"} <= set(listed) and len(children) == 2, listed
+    Select(browser.find_element(By.ID, "f-sort")).select_by_value("duration-desc")
+
+    def durations(d: WebDriver) -> list[float]:
+        return d.execute_script("return [...document.querySelectorAll('#executions td[data-seconds]')]"
+                                ".map(e => parseFloat(e.dataset.seconds))")  # fmt: skip
+
+    wait(browser, lambda d: (s := durations(d)) == sorted(s, reverse=True) and len(s) == 4, what="sorted by duration")
+    browser.find_element(By.ID, "f-flow").send_keys("parent")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#executions tbody tr")) == 2, what="the filter")
+    shot(browser, "list.png")
+    assert testenv_info.admin_token not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('flowpods.token')") == testenv_info.admin_token
+    assert browser.execute_script("return localStorage.length") == 0
+
+    open_execution(browser, "parent-1")
+    status = parent_runs[0]["status"]
+    child_name = next(t["child"] for t in status["taskRuns"] if t["taskId"] == "subflow")
+    drawn = rows(browser)
+    assert [r["name"] for r in drawn] == ["hello", "subflow", f"▸ subflow {child_name}", "hello"]
+
+    # the bars are the stored times: the hello attempt's phases start and end where its status says
+    created = parse(parent_runs[0]["metadata"]["creationTimestamp"])
+    end = parse(status["history"][-1]["at"])
+    (attempt,) = next(t for t in status["taskRuns"] if t["taskId"] == "hello")["attempts"]
+    segs = drawn[0]["segs"]
+    assert [s["phase"] for s in segs] == ["queued", "starting", "working"], segs
+    marks = [attempt["createdAt"], attempt["scheduledAt"], attempt["startedAt"]]
+    assert [parse(s["start"]) for s in segs] == [parse(m) for m in marks]
+    assert parse(segs[-1]["end"]) == parse(attempt["endedAt"])
+    total = (end - created).total_seconds()
+    for seg in segs:
+        expected = (parse(seg["start"]) - created).total_seconds() / total * 100
+        assert abs(seg["left"] - expected) < 0.01, (seg, expected)
+    # one sequence through the subflow: every row is on the critical path
+    assert all("critical" in r["cls"] for r in drawn), [r["cls"] for r in drawn]
+
+    link = browser.find_element(By.ID, "jaeger-link").get_attribute("href")
+    assert link == f"{testenv_info.jaeger_url}/trace/{status['traceId']}"
+    trace = jaeger.wait_for_trace(status["traceId"], timeout=60)
+    assert any(s["operationName"] == "RUN parent" for s in trace["spans"])
+
+    click(browser, "#timeline .row[data-index='0']")
+    wait(browser, lambda d: d.find_element(By.ID, "detail-title").text.startswith("hello"), what="the detail")
+    click(browser, "#detail .show-logs")
+    wait(browser, lambda d: "I'm your father" in d.find_element(By.CSS_SELECTOR, "#detail pre.logs").text, 30,
+         "the task's log from its pod")  # fmt: skip
+    assert browser.find_elements(By.ID, "kill") == [], "no kill button on an execution that ended"
+    shot(browser, "execution.png")
+
+    Select(wait(browser, lambda d: d.find_element(By.ID, "compare-with"), what="compare")).select_by_value("parent-2")
+    browser.find_element(By.ID, "compare-go").click()
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")) >= 2, what="comparison")
+    compared = [r.text for r in browser.find_elements(By.CSS_SELECTOR, "#compare-table tbody tr")]
+    assert compared[0].startswith("hello") and compared[1].startswith("subflow"), compared
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """The `flowpods` command in this process (the same code as the installed one, without its start-up cost
     on a loaded machine), on the environment's kubeconfig (KUBECONFIG, set for the session)."""
@@ -348,7 +333,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_cli_list_get_and_logs(site, testenv_info, capsys):
+def test_cli_list_get_and_logs(site, parent_runs, testenv_info, capsys):
     namespace = site["namespace"]
     assert os.environ["KUBECONFIG"] == str(testenv_info.kubeconfig)
     code, out, err = cli(capsys, "list", "-n", namespace, "--flow", "parent")
@@ -362,7 +347,7 @@ def test_cli_list_get_and_logs(site, testenv_info, capsys):
     assert code == 0, err
     with capsys.disabled():
         print(f"\n$ flowpods get parent-1 -n {namespace}\n{out}")
-    status = site["runs"][0]["status"]
+    status = parent_runs[0]["status"]
     assert f"trace id: {status['traceId']}" in out
     for name in ("RUN parent", "TASKRUN hello", "EXECUTOR - io.kestra.plugin.core.flow.Subflow", "RUN hello-world"):
         assert name in out, out

@@ -39,6 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("nodeagent")
@@ -215,6 +216,10 @@ class Agent:
         self.kube, self.node, self.pods_dir, self.api_port = kube, node, pods_dir, api_port
         self.instant = instant
         self.workers: dict[str, PodWorker] = {}
+        # finished pods (uid -> API path) wait for their deletion without a thread each: 10,000 kept pods made
+        # 10,000 threads, and the process ran out of them
+        self.finished: dict[str, str] = {}
+        self.removals = ThreadPoolExecutor(4, thread_name_prefix="remove")
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------ node
@@ -356,6 +361,12 @@ class Agent:
     def on_pod(self, kind: str, pod: dict) -> None:
         uid = pod["metadata"]["uid"]
         with self.lock:
+            if uid in self.finished:
+                if kind == "DELETED":
+                    self.finished.pop(uid)
+                elif pod["metadata"].get("deletionTimestamp"):
+                    self.removals.submit(remove_pod, self.kube, self.finished.pop(uid), uid)
+                return
             worker = self.workers.get(uid)
             if kind == "DELETED":
                 if worker:
@@ -366,11 +377,20 @@ class Agent:
                 worker = PodWorker(self, pod)
                 self.workers[uid] = worker
                 worker.start()
-        worker.update(pod)
+            worker.update(pod)  # under the lock: keep_finished sees a deletion either here or in `finished`
 
     def forget(self, uid: str) -> None:
         with self.lock:
             self.workers.pop(uid, None)
+
+    def keep_finished(self, worker: PodWorker) -> None:
+        """A pod that ended waits for its deletion here, not in its thread (which ends)."""
+        with self.lock:
+            self.workers.pop(worker.uid, None)
+            if not worker.deleting.is_set():
+                self.finished[worker.uid] = worker.path
+                return
+        worker.remove()  # its deletion came while it was being handed over
 
     def shutdown(self) -> None:
         STOP.set()
@@ -391,6 +411,19 @@ class Container:
         self.started_at: str | None = None
         self.restarts = 0
         self.last_state: dict = {}
+
+
+def remove_pod(kube: Kube, path: str, uid: str) -> None:
+    """Remove a deleted pod's object (grace 0, this uid only), as a kubelet does once its containers ended."""
+    try:
+        kube.call(
+            "DELETE",
+            path,
+            {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+        )
+    except ApiError as e:
+        if e.code not in (404, 409):
+            log.warning("delete %s: %s", path, e)
 
 
 class PodWorker(threading.Thread):
@@ -699,30 +732,13 @@ class PodWorker(threading.Thread):
                     log.exception("report failed")
         if self.deleting.is_set():
             self.remove()
+            self.agent.forget(self.uid)
         else:
-            # Terminal: wait for deletion to remove the pod object, as kubelet does. Rare wake-ups: thousands
-            # of finished pods each waking every second kept a core busy.
-            while not STOP.is_set() and not self.deleting.wait(30):
-                pass
-            if self.deleting.is_set():
-                self.remove()
-        self.agent.forget(self.uid)
+            # Terminal: the pod object is removed once it is deleted, as kubelet does (Agent.on_pod)
+            self.agent.keep_finished(self)
 
     def remove(self) -> None:
-        try:
-            self.kube.call(
-                "DELETE",
-                self.path,
-                {
-                    "kind": "DeleteOptions",
-                    "apiVersion": "v1",
-                    "gracePeriodSeconds": 0,
-                    "preconditions": {"uid": self.uid},
-                },
-            )
-        except ApiError as e:
-            if e.code not in (404, 409):
-                log.warning("delete %s/%s: %s", self.ns, self.name, e)
+        remove_pod(self.kube, self.path, self.uid)
 
     def lifecycle(self) -> None:
         self.started_mono = time.monotonic()

@@ -433,6 +433,10 @@ class Api:
             raise ApiError(404, f"execution '{name}' not found in namespace '{namespace}'")
         return body
 
+    async def _execution(self, namespace: str, name: str) -> dict[str, Any]:
+        """The Execution as the API server has it now, or a 404."""
+        return self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+
     async def _current(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The operator's in-memory view when it has the execution, else the API server."""
         if self.view is not None and (body := self.view(namespace, name)) is not None:
@@ -556,7 +560,7 @@ class Api:
     async def get(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "get", name)
-        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        body = await self._execution(namespace, name)
         return web.json_response(summary(body, self.settings.jaeger_url))
 
     async def follow(self, request: web.Request) -> web.StreamResponse:
@@ -594,7 +598,7 @@ class Api:
     async def kill(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "create", name)
-        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        body = await self._execution(namespace, name)
         if is_terminal(body):
             raise ApiError(409, f"execution '{name}' already ended {body['status']['state']}")
         await asyncio.to_thread(self.kube.annotate, "executions", namespace, name, {ANNOTATION_KILL: "true"})
@@ -607,7 +611,7 @@ class Api:
     async def _control_target(self, request: web.Request) -> tuple[str, str, dict[str, Any], ExecutionStatus]:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self._authorize(request, namespace, "update", name)
-        body = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        body = await self._execution(namespace, name)
         return namespace, name, body, resources.stored_status(body) or ExecutionStatus()
 
     def _accepted(self, body: dict[str, Any], message: str) -> web.Response:
@@ -683,7 +687,7 @@ class Api:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         wait_seconds(request.query)
         await self._authorize(request, namespace, "create")
-        original = self._found(await asyncio.to_thread(self.kube.get, "executions", namespace, name), namespace, name)
+        original = await self._execution(namespace, name)
         flow_name = resources.flow_ref(original)
         flow = load_flow(await asyncio.to_thread(self.kube.get, "flows", namespace, flow_name), namespace, flow_name)
         taskrun_id = request.query.get("taskRunId") or None

@@ -240,9 +240,7 @@ class RunView:
         views = []
         for each in (name, other):
             await self.api._authorize(request, namespace, "get", each)
-            body = self.api._found(
-                await asyncio.to_thread(self.api.kube.get, "executions", namespace, each), namespace, each
-            )
+            body = await self.api._execution(namespace, each)
             views.append(await asyncio.to_thread(self._view, namespace, body, utcnow()))
         tasks = compare(views[0].rows, views[1].rows)
         return web.json_response({"a": name, "b": other, "tasks": [t.model_dump(mode="json") for t in tasks]})
@@ -327,9 +325,7 @@ class RunView:
         """The last lines of an attempt's pod log, while the pod exists (flowpods keeps no logs of its own)."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self.api._authorize(request, namespace, "get", name)
-        body = self.api._found(
-            await asyncio.to_thread(self.api.kube.get, "executions", namespace, name), namespace, name
-        )
+        body = await self.api._execution(namespace, name)
         task_id, pod_name = self._attempt_pod(request, body)
         if pod_name is None:
             return web.json_response(
@@ -372,9 +368,7 @@ class RunView:
         """Why an attempt waits: the pod's conditions, its containers' waiting reasons and its Events."""
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         await self.api._authorize(request, namespace, "get", name)
-        body = self.api._found(
-            await asyncio.to_thread(self.api.kube.get, "executions", namespace, name), namespace, name
-        )
+        body = await self.api._execution(namespace, name)
         task_id, pod_name = self._attempt_pod(request, body)
         pod = await asyncio.to_thread(self.api.kube.get_pod, namespace, pod_name) if pod_name else None
         events = await asyncio.to_thread(self.api.kube.pod_events, namespace, pod_name) if pod_name else []

@@ -65,8 +65,10 @@ def step_index(task: WorkingDirectory, task_id: str) -> int | None:
 
 
 def context_to_json(context: dict[str, Any]) -> dict[str, Any]:
-    """The render context as JSON (dates as ISO text), for the pod."""
-    dumped = _JSON.dump_python(context, mode="json")
+    """The render context as JSON (dates as ISO text), for the pod; values computed on demand (errorLogs()'s
+    entries) are computed here, since the pod cannot ask."""
+    resolved = {key: value() if callable(value) else value for key, value in context.items()}
+    dumped = _JSON.dump_python(resolved, mode="json")
     assert isinstance(dumped, dict)
     return dumped
 

@@ -71,20 +71,7 @@ def render_context(
         "envs": {},
         "globals": {},
         NOW_KEY: now,
-        ERROR_LOGS_KEY: [
-            {
-                "namespace": flow.namespace,
-                "flowId": flow.id,
-                "executionId": run.id,
-                "taskId": tr.taskId,
-                "taskRunId": tr.id,
-                "attemptNumber": max(tr.attempt_count - 1, 0),
-                "level": "ERROR",
-                "message": tr.error,
-            }
-            for tr in status.taskRuns
-            if tr.error and tr.state in (State.FAILED, State.KILLED, State.WARNING)
-        ],
+        ERROR_LOGS_KEY: lambda: error_log_entries(flow, run, status),  # read only by errorLogs(): lazily
     }
     if task is not None:
         context["task"] = {"id": task.id, "type": task.kind}
@@ -104,6 +91,25 @@ def render_context(
         if parents:
             context["parent"], context["parents"] = parents[0], parents
     return context
+
+
+def error_log_entries(flow: Flow, run: RunInfo, status: ExecutionStatus) -> list[dict[str, Any]]:
+    """errorLogs()'s entries: one per failed task run. Computed when a template calls errorLogs(), not for
+    every rendering: a ForEach of 10,000 values would walk all its task runs for each one it starts."""
+    return [
+        {
+            "namespace": flow.namespace,
+            "flowId": flow.id,
+            "executionId": run.id,
+            "taskId": tr.taskId,
+            "taskRunId": tr.id,
+            "attemptNumber": max(tr.attempt_count - 1, 0),
+            "level": "ERROR",
+            "message": tr.error,
+        }
+        for tr in status.taskRuns
+        if tr.error and tr.state in (State.FAILED, State.KILLED, State.WARNING)
+    ]
 
 
 class Renderer:

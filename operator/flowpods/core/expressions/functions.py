@@ -28,7 +28,8 @@ from flowpods.core.expressions.printing import ZonedDateTime, to_json
 __all__ = ["ERROR_LOGS_KEY", "FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
 
 NOW_KEY = "_kx_now"  # the context key holding the render time (a datetime)
-ERROR_LOGS_KEY = "_kx_error_logs"  # the context key holding errorLogs()'s entries (the failed task runs' errors)
+ERROR_LOGS_KEY = "_kx_error_logs"  # the context key of errorLogs()'s entries (the failed task runs' errors), or of
+# a function that returns them
 SECRET_MARKER = re.compile(r"\[\[flowpods-secret:([A-Za-z0-9_.\-]{1,253})\]\]")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,253}")
 
@@ -134,6 +135,8 @@ def error_logs(context: Context) -> list[Any]:
     """Kestra's errorLogs(): the execution's ERROR entries. flowpods keeps no task logs in the executor, so the
     entries are the failed task runs' error messages (one per failed task run), with Kestra's field names."""
     entries = context.get(ERROR_LOGS_KEY)
+    if callable(entries):  # the executor's context computes them only when asked
+        entries = entries()
     return list(entries) if isinstance(entries, list) else []
 
 
