@@ -6,8 +6,10 @@ This queue is what keeps that exactly once within one process:
 - **one plan in flight per execution**: `take` hands out an execution's plan only when none of its plans is
   in flight, planned from the newest committed status it was given (`committed`) and the watermark this
   process saw confirmed (`confirmed`), so no two plans of one execution ever hold the same change;
-- **the confirmed watermark is remembered until it is stored**: a status PUT carries it (`carried`); a write
-  of its own (`store_alone`) only for a finished execution, or when no commit carried it for `linger`;
+- **the confirmed watermark is remembered until it is stored**: a status PUT under way carries it
+  (`carried`); else a write of its own (`store_alone`) right after the confirmation (`linger`, 0 by default:
+  a kill between the collector's answer and the stored watermark resends those spans, so that window is
+  kept as short as a write);
 - **a failed export is retried with a back-off**, per execution, and never blocks a commit.
 
 Not thread-safe: the shell holds one lock around every call. Time is passed in.
@@ -75,7 +77,7 @@ class _Track:
 class ExportQueue:
     """The executions with spans to send or a watermark to store (module docstring)."""
 
-    linger: timedelta = timedelta(seconds=5)  # how long a confirmed watermark may wait for a commit to carry it
+    linger: timedelta = timedelta(0)  # how long a confirmed watermark may wait for a commit to carry it
     retry: timedelta = timedelta(seconds=0.5)  # the first back-off after a failed export, doubled after each one
     max_retry: timedelta = timedelta(seconds=10)
     _tracks: dict[str, _Track] = field(default_factory=dict)
