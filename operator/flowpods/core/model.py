@@ -59,9 +59,13 @@ class FlowError(ValueError):
 
 
 class Strict(BaseModel):
-    """Unknown fields are errors: a typo must not silently change what a flow does."""
+    """Unknown fields are errors: a typo must not silently change what a flow does.
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    Schemas are built on first use (`defer_build`): the task models are recursive (flowable tasks hold
+    `AnyTask`), and building each one at import rebuilt the whole union again and again, 0.2-0.3 s of every
+    `flowpods run` and worker start; deferred, the Flow's schema is built once, when the first flow is read."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 # --- durations ----------------------------------------------------------------------------------------
@@ -387,7 +391,7 @@ CONTAINER_RUNNERS = frozenset({
 class TaskRunner(BaseModel):
     """Kestra's `taskRunner`: its type decides where the commands run; its other settings are Kestra's."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     type: str
 
     @field_validator("type")
@@ -778,7 +782,7 @@ class _FileStorageTask(TaskBase):
     """Kestra tasks that read or write Kestra's internal storage."""
 
     not_yet = FILE_STORAGE
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
 
 class ForEachItem(_FileStorageTask):
@@ -897,10 +901,6 @@ AnyTask = Annotated[
     ),
 ]
 
-for _cls in (Flowable, Sequential, AllowFailure, Parallel, If, Switch, Each, ForEach, EachSequential, EachParallel,
-             DagTask, Dag, Pause, WaitFor, WorkingDirectory):  # fmt: skip
-    _cls.model_rebuild()
-
 
 # --- flows --------------------------------------------------------------------------------------------
 
@@ -908,7 +908,7 @@ for _cls in (Flowable, Sequential, AllowFailure, Parallel, If, Switch, Each, For
 class Condition(BaseModel):
     """A Kestra condition (ExecutionStatus, ExecutionFlow, Expression, ...): its fields depend on its type."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     type: str = Field(min_length=1)
 
 

@@ -45,7 +45,7 @@ from flowpods.kube.essence import ChangeHandledOnly
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
-from flowpods.kube.view import View
+from flowpods.kube.view import View, pod_essence, without_managed_fields
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
@@ -686,12 +686,12 @@ def shutdown(**_: Any) -> None:
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "executions")
 async def execution_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _operator().saw_execution(type, _plain(body))
+    _operator().saw_execution(type, without_managed_fields(_plain(body)))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT})
 async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _operator().saw_pod(type, _plain(body))
+    _operator().saw_pod(type, pod_essence(_plain(body)))
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "flows")

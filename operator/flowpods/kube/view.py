@@ -98,6 +98,31 @@ class View:
         return None
 
 
+POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "ownerReferences",
+                "creationTimestamp", "deletionTimestamp")  # fmt: skip
+
+
+def pod_essence(body: Body) -> Body:
+    """What the operator reads of a worker pod: its metadata without `managedFields`, its node and its status.
+    The view holds every pod of every execution in flight; the rest of a pod (its spec: containers, env,
+    volumes; the managed fields) was most of its size and nothing reads it."""
+    meta = body.get("metadata") or {}
+    essence: Body = {"metadata": {k: meta[k] for k in POD_METADATA if k in meta}, "status": body.get("status") or {}}
+    node = (body.get("spec") or {}).get("nodeName")
+    if node:
+        essence["spec"] = {"nodeName": node}
+    return essence
+
+
+def without_managed_fields(body: Body) -> Body:
+    """An object as the view keeps it: `metadata.managedFields` is the API server's bookkeeping, read by
+    nobody here, and a status PUT that omits it keeps what is stored."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return body
+    return {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
 def owner(body: Body) -> str | None:
     """The Execution that owns this pod or child execution."""
     owners = body["metadata"].get("ownerReferences") or []

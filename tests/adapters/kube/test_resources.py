@@ -275,3 +275,25 @@ def test_a_flow_trigger_execution_records_the_trigger_and_links_to_the_ending_ru
     broken = {**created, "metadata": {**created["metadata"], "annotations": {"flowpods.io/link": "nope"}}}
     assert run_info(broken, listener, 1, T0).links == []
     assert status_body(run, sim.status, {"id": "g"}, 1)["triggered"] == TRIGGERS_PENDING
+
+
+def test_the_view_keeps_of_a_pod_what_observing_it_reads():
+    """The view holds `pod_essence` of each pod: observing it says what observing the whole pod says."""
+    from flowpods.kube.view import pod_essence
+
+    pod = pod_for(first_action())
+    managed = [{"manager": "flowpods", "fieldsV1": {"f:spec": {"f:containers": {}}}}]
+    pod["metadata"].update(
+        uid="u-1", resourceVersion="7", creationTimestamp="2026-01-01T00:00:00Z", managedFields=managed
+    )
+    pod["spec"]["nodeName"] = "node-1"
+    terminated = {"exitCode": 0, "startedAt": "2026-01-01T00:00:02Z", "finishedAt": "2026-01-01T00:00:03Z",
+                  "message": json.dumps({"outputs": {"a": 1}, "error": None})}  # fmt: skip
+    for phase, state in (("Running", {"running": {"startedAt": "2026-01-01T00:00:02Z"}}),
+                         ("Succeeded", {"terminated": terminated})):  # fmt: skip
+        pod["status"] = pod_status(phase, state)["status"]
+        essence = pod_essence(pod)
+        assert observe_pod(essence, ATTEMPT, T0) == observe_pod(pod, ATTEMPT, T0) is not None
+        assert "managedFields" not in essence["metadata"] and essence["spec"] == {"nodeName": "node-1"}
+        assert essence["metadata"]["labels"] == pod["metadata"]["labels"]
+        assert len(json.dumps(essence)) < len(json.dumps(pod)) / 2

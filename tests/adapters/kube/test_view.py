@@ -78,3 +78,14 @@ class TestWhatMetricsRead:
         view.saw_pod("ADDED", body("c", 3, owner="ex"))
         view.saw_pod("DELETED", body("c", 4, owner="ex"))
         assert sorted(view.pod_phases()) == ["Running", "Succeeded"]
+
+
+def test_the_view_drops_managed_fields_and_keeps_the_rest():
+    from flowpods.kube.view import without_managed_fields
+
+    execution = body("ex", 3, status={"state": "RUNNING"})
+    execution["metadata"]["managedFields"] = [{"manager": "flowpods", "operation": "Update"}]
+    kept = without_managed_fields(execution)
+    assert "managedFields" not in kept["metadata"] and "managedFields" in execution["metadata"]
+    assert kept["status"] == execution["status"] and kept["metadata"]["resourceVersion"] == "3"
+    assert without_managed_fields(kept) is kept
