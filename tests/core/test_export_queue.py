@@ -219,3 +219,23 @@ def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(se
     assert all(extra <= kills for extra in twice.values()), (kills, twice)
     if kills == 0:
         assert not twice, "sent twice without a kill"
+
+
+def test_a_running_execution_whose_spans_are_all_sent_is_held_without_its_status() -> None:
+    """The queue holds the status and flow of an execution only while it has spans to send (memory: one
+    status per execution in flight); a newer commit gives them back, and a stale read sends nothing."""
+    sim, queue = flow_of_four(), ExportQueue()
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    job = take(queue)
+    plan = job.plan()
+    assert plan is not None
+    queue.finished(job, plan.upto, True, T0)
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, plan.upto))  # the watermark stored
+    track = queue._tracks[RUN.uid]
+    assert track.status is None and track.flow is None and not track.pending
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))  # a stale read, from before the watermark
+    assert queue.take(T0) is None
+    sim.finish("a")
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, plan.upto))
+    again = take(queue).plan()
+    assert again is not None and (again.since, again.upto) == (plan.upto, sim.status.last_change)

@@ -44,24 +44,40 @@ class Job:
 
 @dataclass
 class _Track:
+    """One execution's export state. The status (and flow) it plans from is held only while it has spans to
+    send: an execution in flight whose spans are all sent keeps only numbers (1,000 executions held their
+    statuses here, 20 MB)."""
+
     key: Hashable
     run: RunInfo
     flow: Flow | None
-    status: ExecutionStatus  # the newest committed status given
+    status: ExecutionStatus | None  # the newest committed status given, while it has spans to send
+    last_change: int  # of the newest committed status given
+    stored: int  # the watermark stored with it
+    terminal: bool  # whether it had ended
     confirmed: int = 0  # the last change whose spans this process's exporter confirmed
     confirmed_at: datetime | None = None  # since when `confirmed` is above the stored watermark
     in_flight: bool = False
     failures: int = 0  # failed exports in a row
     asked: bool = False  # a write of the watermark was asked for (`due`) and not seen stored yet
 
-    @property
-    def stored(self) -> int:
-        return self.status.exported
+    @classmethod
+    def of(cls, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> _Track:
+        return cls(key, run, flow, status, status.last_change, status.exported, status.state.terminal)
+
+    def hold(self, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> None:
+        self.run, self.flow, self.status = run, flow, status
+        self.last_change, self.stored, self.terminal = status.last_change, status.exported, status.state.terminal
+
+    def lighten(self) -> None:
+        """Let go of the status and the flow once nothing is left to plan from them."""
+        if not self.pending and not self.in_flight:
+            self.status = self.flow = None
 
     @property
     def pending(self) -> bool:
         """Committed changes whose spans are neither stored as exported nor confirmed by this process."""
-        return max(self.stored, self.confirmed) < self.status.last_change
+        return max(self.stored, self.confirmed) < self.last_change
 
     @property
     def unstored(self) -> bool:
@@ -70,7 +86,7 @@ class _Track:
     @property
     def settled(self) -> bool:
         """Finished, and every span stored as exported: nothing more to send or store."""
-        return self.status.state.terminal and not self.in_flight and self.stored >= self.status.last_change
+        return self.terminal and not self.in_flight and self.stored >= self.last_change
 
 
 @dataclass
@@ -94,15 +110,17 @@ class ExportQueue:
             if settled is not None and status.last_change <= settled[1]:
                 return  # an old copy (a stale read) of an execution whose spans are all stored as exported
             self._settled.pop(run.uid, None)
-            track = self._tracks[run.uid] = _Track(key, run, flow, status)
-        elif (status.last_change, status.exported) >= (track.status.last_change, track.stored):
-            track.run, track.flow, track.status = run, flow, status
+            track = self._tracks[run.uid] = _Track.of(key, run, flow, status)
+        elif (status.last_change, status.exported) >= (track.last_change, track.stored):
+            track.hold(run, flow, status)
         if not track.unstored:
             track.confirmed_at, track.asked = None, False
         if track.settled and not track.unstored:
             self._settle(run.uid)
         elif track.pending and not track.in_flight and run.uid not in self._waiting:
             self._ready[run.uid] = None
+        else:
+            track.lighten()
 
     def take(self, now: datetime) -> Job | None:
         """The next export to make, marked in flight until `finished`; None when there is none now."""
@@ -116,6 +134,7 @@ class ExportQueue:
             track = self._tracks.get(uid)
             if track is None or track.in_flight or not track.pending:
                 continue
+            assert track.status is not None  # held while pending
             track.in_flight = True
             return Job(uid, track.key, track.run, track.flow, track.status, track.confirmed)
         return None
@@ -141,6 +160,8 @@ class ExportQueue:
             self._ready[job.uid] = None
         elif track.settled and not track.unstored:
             self._settle(job.uid)
+        else:
+            track.lighten()
         return 0
 
     def confirmed(self, uid: str) -> int:
@@ -168,7 +189,7 @@ class ExportQueue:
         for track in self._tracks.values():
             if not track.unstored or track.asked or track.confirmed_at is None:
                 continue
-            if track.status.state.terminal or now >= track.confirmed_at + self.linger:
+            if track.terminal or now >= track.confirmed_at + self.linger:
                 track.asked = True
                 keys.append(track.key)
         return keys
@@ -191,7 +212,7 @@ class ExportQueue:
         track = self._tracks.pop(uid)
         self._ready.pop(uid, None)
         self._waiting.pop(uid, None)
-        self._settled[uid] = (track.key, track.status.last_change)
+        self._settled[uid] = (track.key, track.last_change)
 
     def forget(self, key: Hashable) -> None:
         """The execution is gone (deleted): nothing of it is kept."""
