@@ -411,7 +411,7 @@ class Bench:
                 list(pool.map(lambda n: self.execution(ns, n, "sleepy"), names))
             pods.wait(
                 lambda seen: sum(1 for n in seen if n.startswith("held-")) >= executions,
-                600,
+                max(600, executions // 5),
                 f"{executions} pods in {ns}",
             )
             t1 = time.monotonic()
@@ -735,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="results JSON (default bench/results/<date>.json)")
     p.add_argument("--foreach-values", type=int, default=10_000, help="phase foreach: values of the ForEach")
     p.add_argument("--foreach-concurrency", type=int, default=100, help="phase foreach: its concurrencyLimit")
+    p.add_argument("--memory-executions", type=int, default=1000, help="phase memory: executions held in flight")
     args = p.parse_args(argv)
     # a SIGTERM (a background run stopped) ends like an error: the operators and the environment are stopped
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -795,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["foreach"] = bench.foreach(n, args.foreach_concurrency)
                     results["uptime_foreach"] = uptime()
                 if "memory" in phases:
-                    n = 100 if q else 1000
+                    n = 100 if q else args.memory_executions
                     log(f"memory: {n} executions in flight (node cordoned, pods Pending)")
                     results["memory"] = bench.memory(n)
                     results["uptime_memory"] = uptime()
