@@ -101,6 +101,10 @@ class ExportQueue:
     _waiting: dict[str, datetime] = field(default_factory=dict)  # uid -> when a failed export is tried again
     # uid -> the last change of a settled execution: a status read later that is not newer sends nothing
     _settled: dict[str, tuple[Hashable, int]] = field(default_factory=dict)
+    # uids whose confirmed watermark waits to be asked for (`due`): every pass of the export thread looks at
+    # these, not at every execution (at 10,000 in flight a scan of all of them per export was quadratic)
+    _unasked: dict[str, None] = field(default_factory=dict)
+    _by_key: dict[Hashable, set[str]] = field(default_factory=dict)  # for `forget`, which gets a key
 
     def committed(self, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> None:
         """`status` is stored (a commit, or a status read back): plan from it if it is the newest one seen."""
@@ -111,10 +115,12 @@ class ExportQueue:
                 return  # an old copy (a stale read) of an execution whose spans are all stored as exported
             self._settled.pop(run.uid, None)
             track = self._tracks[run.uid] = _Track.of(key, run, flow, status)
+            self._by_key.setdefault(key, set()).add(run.uid)
         elif (status.last_change, status.exported) >= (track.last_change, track.stored):
             track.hold(run, flow, status)
         if not track.unstored:
             track.confirmed_at, track.asked = None, False
+            self._unasked.pop(run.uid, None)
         if track.settled and not track.unstored:
             self._settle(run.uid)
         elif track.pending and not track.in_flight and run.uid not in self._waiting:
@@ -156,6 +162,7 @@ class ExportQueue:
             track.confirmed = upto
         if track.unstored and track.confirmed_at is None:
             track.confirmed_at = now
+            self._unasked[job.uid] = None
         if track.pending:
             self._ready[job.uid] = None
         elif track.settled and not track.unstored:
@@ -186,11 +193,14 @@ class ExportQueue:
     def due(self, now: datetime) -> list[Hashable]:
         """The executions to reconcile now so that they store their confirmed watermark (asked once each)."""
         keys = []
-        for track in self._tracks.values():
-            if not track.unstored or track.asked or track.confirmed_at is None:
+        for uid in list(self._unasked):
+            track = self._tracks.get(uid)
+            if track is None or not track.unstored or track.asked or track.confirmed_at is None:
+                del self._unasked[uid]
                 continue
             if track.terminal or now >= track.confirmed_at + self.linger:
                 track.asked = True
+                del self._unasked[uid]
                 keys.append(track.key)
         return keys
 
@@ -199,8 +209,8 @@ class ExportQueue:
         moments = list(self._waiting.values())
         moments += [
             t.confirmed_at + self.linger
-            for t in self._tracks.values()
-            if t.unstored and not t.asked and t.confirmed_at is not None
+            for t in map(self._tracks.get, self._unasked)
+            if t is not None and t.unstored and not t.asked and t.confirmed_at is not None
         ]
         return min(moments, default=None)
 
@@ -212,16 +222,17 @@ class ExportQueue:
         track = self._tracks.pop(uid)
         self._ready.pop(uid, None)
         self._waiting.pop(uid, None)
+        self._unasked.pop(uid, None)
         self._settled[uid] = (track.key, track.last_change)
 
     def forget(self, key: Hashable) -> None:
         """The execution is gone (deleted): nothing of it is kept."""
-        for uid in [uid for uid, track in self._tracks.items() if track.key == key]:
-            del self._tracks[uid]
+        for uid in self._by_key.pop(key, set()):
+            self._tracks.pop(uid, None)
             self._ready.pop(uid, None)
             self._waiting.pop(uid, None)
-        for uid in [uid for uid, (k, _) in self._settled.items() if k == key]:
-            del self._settled[uid]
+            self._unasked.pop(uid, None)
+            self._settled.pop(uid, None)
 
     def __len__(self) -> int:
         return len(self._tracks)
