@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from flowpods.core.records import TASKRUN_ENV, TERMINATION_LOG_ENV, WorkItem
@@ -25,7 +26,7 @@ def attempt(tmp_path: Path, name: str, work: str, **extra: str) -> tuple[warm.Wo
 
 
 def test_each_attempt_is_a_process_of_its_own_and_a_kill_ends_only_it(tmp_path: Path) -> None:
-    sleeper, sleeper_result, _ = attempt(tmp_path, "sleeper", item("nap", "Sleep", {"duration": "PT60S"}))
+    sleeper, sleeper_result, sleeper_log = attempt(tmp_path, "sleeper", item("nap", "Sleep", {"duration": "PT60S"}))
     script = item("env", "io.kestra.plugin.scripts.shell.Commands",
                   {"commands": ['echo "mine=$MINE pwd=$(pwd)"', "echo oops >&2"]})  # fmt: skip
     shell, shell_result, shell_log = attempt(tmp_path, "shell", script, MINE="one")
@@ -37,6 +38,11 @@ def test_each_attempt_is_a_process_of_its_own_and_a_kill_ends_only_it(tmp_path: 
     assert "oops" in text, "its stderr goes to its log too"
     assert json.loads(shell_result.read_text())["outputs"]["exitCode"] == 0
 
+    started = time.monotonic()  # a SIGTERM before the attempt began is a kill of its process, not a cancel
+    while time.monotonic() - started < 60 and not (
+        sleeper_log.exists() and "attempt 1 of task run tr-nap" in sleeper_log.read_text()
+    ):
+        time.sleep(0.05)
     sleeper.terminate()
     assert sleeper.wait(60) == 143, "SIGTERM cancels the attempt as in a pod (exit 128 + 15)"
     assert "cancelled" in json.loads(sleeper_result.read_text())["error"]
