@@ -53,19 +53,19 @@ FLOWS = {
             commands:
               - '[ {{ taskrun.attemptsCount }} -ge 1 ] || exit 1'
     """,
-    # one at a time, each run held until the test removes its gate file
+    # one at a time, each run held for `hold` seconds
     "single": """
         id: single
         namespace: company.team
         concurrency: {limit: 1}
         inputs:
-          - id: gate
-            type: STRING
+          - id: hold
+            type: INT
         tasks:
           - id: wait
             type: io.kestra.plugin.scripts.shell.Commands
             commands:
-              - 'while [ -e "{{ inputs.gate }}" ]; do sleep 0.1; done'
+              - 'sleep {{ inputs.hold }}'
     """,
 }
 
@@ -103,12 +103,10 @@ def test_prometheus_scrapes_run_metrics_with_an_exemplar_that_leads_to_the_trace
         apply_yaml(flow_yaml(name))
     wait_until(prometheus.targets_up, 60, "prometheus to scrape the operator")
 
-    # a queued run: the first holds the flow's only place until its gate is removed
-    gate = tmp_path / "gate-1"
-    gate.touch()
-    apply_yaml(execution_yaml("single-1", "single", {"gate": str(gate)}))
+    # a queued run: the first holds the flow's only place for 20 s once its container runs
+    apply_yaml(execution_yaml("single-1", "single", {"hold": 20}))
     wait_for_state(custom_objects, namespace, "single-1", {"RUNNING"}, operator=operator)
-    apply_yaml(execution_yaml("single-2", "single", {"gate": str(tmp_path / "no-gate")}))
+    apply_yaml(execution_yaml("single-2", "single", {"hold": 0}))
     wait_for_state(custom_objects, namespace, "single-2", {"QUEUED"}, operator=operator)
     eventually(prometheus, 'flowpods_executions_waiting{cicd_pipeline_name="single",flowpods_state="QUEUED"}', 1)
     eventually(prometheus, 'cicd_pipeline_run_active{cicd_pipeline_name="single",cicd_pipeline_run_state="pending"}', 1)
@@ -116,12 +114,11 @@ def test_prometheus_scrapes_run_metrics_with_an_exemplar_that_leads_to_the_trace
         prometheus, 'cicd_pipeline_run_active{cicd_pipeline_name="single",cicd_pipeline_run_state="executing"}', 1
     )
     wait_until(lambda: (prometheus.value('cicd_worker_count{cicd_worker_state="busy"}') or 0) >= 1, 60, "a busy worker")
-    gate.unlink()
 
     for name in ("ok", "broken", "flaky"):
         apply_yaml(execution_yaml(f"{name}-1", name))
     ended = {
-        name: wait_for_state(custom_objects, namespace, name, operator=operator)["status"]
+        name: wait_for_state(custom_objects, namespace, name, operator=operator, timeout=120)["status"]
         for name in ("ok-1", "broken-1", "flaky-1", "single-1", "single-2")
     }
     assert ended["ok-1"]["state"] == "SUCCESS" and ended["flaky-1"]["state"] == "SUCCESS"
@@ -209,11 +206,11 @@ def test_a_restarted_operator_rebuilds_gauges_and_counts_no_finished_run_again(
         apply_yaml(flow_yaml(name))
     apply_yaml(execution_yaml("ok-1", "ok"))
     assert wait_for_state(custom_objects, namespace, "ok-1", operator=operator)["status"]["state"] == "SUCCESS"
-    gate = tmp_path / "gate"
-    gate.touch()
-    apply_yaml(execution_yaml("single-1", "single", {"gate": str(gate)}))
+    # single-1 holds the flow's one place for 60 s once its container runs, far longer than the restart below
+    # takes (a gate file on this machine would not be seen from the pod's container on the real node)
+    apply_yaml(execution_yaml("single-1", "single", {"hold": 60}))
     wait_for_state(custom_objects, namespace, "single-1", {"RUNNING"}, operator=operator)
-    apply_yaml(execution_yaml("single-2", "single", {"gate": str(tmp_path / "no-gate")}))
+    apply_yaml(execution_yaml("single-2", "single", {"hold": 0}))
     wait_for_state(custom_objects, namespace, "single-2", {"QUEUED"}, operator=operator)
     ok_runs = (
         "cicd_pipeline_run_duration_seconds_count",
@@ -234,9 +231,11 @@ def test_a_restarted_operator_rebuilds_gauges_and_counts_no_finished_run_again(
     assert sample(operator, *ok_runs) is None
     assert get_execution(custom_objects, namespace, "ok-1")["status"]["state"] == "SUCCESS"
 
-    gate.unlink()
     for name in ("single-1", "single-2"):
-        assert wait_for_state(custom_objects, namespace, name, operator=operator)["status"]["state"] == "SUCCESS"
+        assert (
+            wait_for_state(custom_objects, namespace, name, operator=operator, timeout=180)["status"]["state"]
+            == "SUCCESS"
+        )
     single = (
         "cicd_pipeline_run_duration_seconds_count",
         {"cicd_pipeline_name": "single", "cicd_pipeline_run_state": "executing"},

@@ -1299,6 +1299,16 @@ def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def build_validators() -> None:
+    """Build every model's validator now instead of on first use (`defer_build`). A long-running process
+    calls it at start, so that no reconcile or watch handler builds one while others run: the operator
+    behaves as it did when they were built at import, and only short-lived processes (`flowpods run`)
+    build just what they use."""
+    for value in list(globals().values()):
+        if isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == __name__:
+            value.model_rebuild(force=True)
+
+
 def parse_flow(data: dict[str, Any]) -> Flow:
     """Validate a flow document; raise FlowError whose problems name the task id and the field."""
     if not isinstance(data, dict):

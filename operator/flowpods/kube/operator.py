@@ -30,7 +30,7 @@ from flowpods.core import admission, compaction, executor, notices, start, workd
 from flowpods.core import export as span_export
 from flowpods.core import metrics as measures
 from flowpods.core.clock import utcnow
-from flowpods.core.model import Flow
+from flowpods.core.model import Flow, build_validators
 from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.kube import flowtriggers as flow_triggers
@@ -617,6 +617,7 @@ def _operator() -> Operator:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global OPERATOR
+    build_validators()
     config = OperatorConfig.from_env()
     load_client_config()
     exporter = SpanRecordExporter.from_env(default_service="flowpods", timeout=EXPORT_TIMEOUT)
