@@ -3,9 +3,9 @@
 A reconcile commits and hands the stored status over (`committed`); it never waits for the collector. This
 thread takes one execution at a time from `core.export_queue` (never two plans of one execution at once),
 derives and sends its spans, and records what the exporter confirmed. Storing the watermark is the
-reconcile's: a status PUT carries it (`carried`), or, for a finished execution or after `linger` without a
-commit, a write of its own that `wake` asks for (the execution's loop is poked; no write here, so no write
-of this thread ever races a commit). A collector away costs retries with a back-off here, nothing on the path.
+reconcile's: a status PUT made meanwhile carries it (`carried`), else a write of its own that `wake` asks for
+right after the confirmation (`linger` 0; the execution's loop is poked; no write here, so no write of this
+thread ever races a commit). A collector away costs retries with a back-off here, nothing on the path.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ events, and the pods of one execution), decide (the pure executor, admission and
 (the new status, with optimistic concurrency on resourceVersion), act (create pods or child executions
 under deterministic names, so a create repeated after a crash is a harmless 409). The spans of committed
 changes are sent by a background thread (kube/background_export.py), never on the path between two tasks;
-their watermark rides on the next commit. One reconcile at a time per execution.
+their watermark is stored right after the collector's answer, by the execution's own reconcile (or by a commit
+made meanwhile). One reconcile at a time per execution.
 """
 
 from __future__ import annotations
