@@ -28,6 +28,7 @@ class View:
 
     def saw_execution(self, event_type: str | None, body: Body) -> list[Key]:
         """Record an Execution; the executions it concerns: itself and its parent."""
+        body = without_managed_fields(body)
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         parent = owner(body)
@@ -69,9 +70,10 @@ class View:
         return key
 
     def remember(self, key: Key, body: Body) -> None:
-        """Keep the newer of what the view holds and `body` (a watch event may arrive after a write's answer)."""
+        """Keep the newer of what the view holds and `body` (a watch event may arrive after a write's answer,
+        which carries the managed fields too)."""
         if newer(body, self.executions.get(key)):
-            self.executions[key] = body
+            self.executions[key] = without_managed_fields(body)
 
     def run_states(self) -> list[tuple[str, State | None]]:
         """(flow id, state) of every Execution in view; None before its first status (CREATED). Called from the

@@ -89,3 +89,21 @@ def test_the_view_drops_managed_fields_and_keeps_the_rest():
     assert "managedFields" not in kept["metadata"] and "managedFields" in execution["metadata"]
     assert kept["status"] == execution["status"] and kept["metadata"]["resourceVersion"] == "3"
     assert without_managed_fields(kept) is kept
+
+
+def test_neither_an_event_nor_a_writes_answer_puts_managed_fields_in_the_view():
+    view = View()
+    managed = [{"manager": "flowpods", "operation": "Update"}]
+    event = body("ex", 3, status={"state": "RUNNING"})
+    event["metadata"]["managedFields"] = managed
+    child = body("child", 4, owner="ex")
+    child["metadata"]["managedFields"] = managed
+    view.saw_execution("MODIFIED", event)
+    view.saw_execution("ADDED", child)
+    assert "managedFields" not in view.executions[("team", "ex")]["metadata"]
+    assert "managedFields" not in view.children[("team", "ex")]["child"]["metadata"]
+    answer = body("ex", 5, status={"state": "SUCCESS"})
+    answer["metadata"]["managedFields"] = managed
+    view.remember(("team", "ex"), answer)
+    kept = view.executions[("team", "ex")]
+    assert "managedFields" not in kept["metadata"] and kept["status"]["state"] == "SUCCESS"
