@@ -7,6 +7,7 @@ the execution is named from its due time, so a restart or a second operator crea
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Any
 
@@ -25,8 +26,9 @@ class Scheduler:
         self.kube = kube
         self.tasks: dict[Key, tuple[int | None, asyncio.Task[None]]] = {}
 
-    def sync(self, key: Key, body: dict[str, Any] | None) -> None:
-        """Start, restart or stop the Flow's schedule task to match its spec (None: the Flow is gone)."""
+    def sync(self, key: Key, body: dict[str, Any] | None, context: contextvars.Context | None = None) -> None:
+        """Start, restart or stop the Flow's schedule task to match its spec (None: the Flow is gone).
+        `context`: the one the task runs in (else the caller's, which in a watch handler holds its event)."""
         generation = body["metadata"].get("generation") if body else None
         current = self.tasks.get(key)
         if current is not None and current[0] == generation and body is not None:
@@ -42,7 +44,7 @@ class Scheduler:
             return
         if not schedule.schedules(flow):
             return
-        task = asyncio.create_task(self._run(key, flow), name=f"schedule {key[0]}/{key[1]}")
+        task = asyncio.create_task(self._run(key, flow), name=f"schedule {key[0]}/{key[1]}", context=context)
         self.tasks[key] = (generation, task)
 
     async def _run(self, key: Key, flow: Flow) -> None:
