@@ -257,7 +257,7 @@ class Operator:
                     if self.exports is not None:
                         self.exports.forget(key)
                     break
-                self.view.executions[key] = fresh
+                self.view.remember(key, fresh)
                 poke.set()
                 continue
             except Exception as exc:
