@@ -298,10 +298,16 @@ def test_list_and_the_parent_execution_in_a_browser(site, parent_runs, browser, 
     marks = [attempt["createdAt"], attempt["scheduledAt"], attempt["startedAt"]]
     assert [parse(s["start"]) for s in segs] == [parse(m) for m in marks]
     assert parse(segs[-1]["end"]) == parse(attempt["endedAt"])
-    total = (end - created).total_seconds()
+
+    # as the page computes them: JavaScript's Date keeps milliseconds (the stored microseconds are dropped),
+    # and the style's percentage is read back with 6 significant digits
+    def js_ms(moment: datetime) -> int:
+        return int(moment.timestamp()) * 1000 + moment.microsecond // 1000
+
+    total_ms = max(js_ms(end) - js_ms(created), 1)
     for seg in segs:
-        expected = (parse(seg["start"]) - created).total_seconds() / total * 100
-        assert abs(seg["left"] - expected) < 0.01, (seg, expected)
+        expected = (js_ms(parse(seg["start"])) - js_ms(created)) / total_ms * 100
+        assert abs(seg["left"] - expected) < 0.001, (seg, expected)
     # one sequence through the subflow: every row is on the critical path
     assert all("critical" in r["cls"] for r in drawn), [r["cls"] for r in drawn]
 
