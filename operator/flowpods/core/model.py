@@ -7,7 +7,7 @@ it only says what a valid flow is, and says precisely what is wrong with an inva
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, get_args
@@ -1299,11 +1299,14 @@ def flow_document(resource: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def build_validators() -> None:
-    """Build the Flow's validator (every task's schema inside it) now instead of on first use (`defer_build`).
-    The operator calls it at start, so that no reconcile builds it while others run. Only the Flow's: building
-    each task model's own validator too held 40 MB more (the recursive ones each hold the whole union)."""
-    Flow.model_rebuild(force=True)
+def build_validators(models: Iterable[type[BaseModel]] = (Flow,)) -> None:
+    """Build these models' validators now instead of on first use (`defer_build`); by default the Flow's
+    (every task's schema inside it). The operator calls it at start, so that no reconcile builds it while
+    others run; the local fork server for the worker's task types, so that no forked attempt builds its own.
+    The operator builds only the Flow's: each task model's own validator too held 40 MB more (the recursive
+    ones each hold the whole union)."""
+    for model in models:
+        model.model_rebuild(force=True)
 
 
 def parse_flow(data: dict[str, Any]) -> Flow:

@@ -63,6 +63,7 @@ from flowpods.core.model import (
     ScriptTask,
     Sleep,
     TaskBase,
+    build_validators,
     describe_errors,
 )
 from flowpods.core.records import (
@@ -281,8 +282,7 @@ def prepare() -> None:
     """Build the validators of the task types a worker runs. The model builds them on first use
     (`defer_build`); the local runner's fork server calls this once, so that an attempt forked from it
     validates its task at once, as before that change."""
-    for cls in {cls for cls in TYPE_ALIASES.values() if cls.runs_in_worker}:
-        cls.model_rebuild(force=True)
+    build_validators({cls for cls in TYPE_ALIASES.values() if cls.runs_in_worker})
 
 
 def validate_task(item: WorkItem) -> TaskBase:
