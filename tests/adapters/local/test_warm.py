@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 from flowpods.core.records import TASKRUN_ENV, TERMINATION_LOG_ENV, WorkItem
 from flowpods.local import warm
+from tests.testenv import wait_for
 
 
 def item(task_id: str, task_type: str, task: dict) -> str:
@@ -38,11 +38,8 @@ def test_each_attempt_is_a_process_of_its_own_and_a_kill_ends_only_it(tmp_path: 
     assert "oops" in text, "its stderr goes to its log too"
     assert json.loads(shell_result.read_text())["outputs"]["exitCode"] == 0
 
-    started = time.monotonic()  # a SIGTERM before the attempt began is a kill of its process, not a cancel
-    while time.monotonic() - started < 60 and not (
-        sleeper_log.exists() and "attempt 1 of task run tr-nap" in sleeper_log.read_text()
-    ):
-        time.sleep(0.05)
+    # a SIGTERM before the attempt began is a kill of its process, not a cancel
+    wait_for(lambda: "attempt 1 of task run tr-nap" in sleeper_log.read_text(), 60, "the sleeper's start", 0.05)
     sleeper.terminate()
     assert sleeper.wait(60) == 143, "SIGTERM cancels the attempt as in a pod (exit 128 + 15)"
     assert "cancelled" in json.loads(sleeper_result.read_text())["error"]
