@@ -44,11 +44,11 @@ from flowpods.kube import (
 from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
-from flowpods.kube.essence import ChangeHandledOnly
+from flowpods.kube.essence import ChangeHandledOnly, slim_event
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
-from flowpods.kube.view import View, pod_essence
+from flowpods.kube.view import View, pod_essence, without_managed_fields
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
@@ -717,13 +717,17 @@ def shutdown(**_: Any) -> None:
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "executions")
-async def execution_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _operator().saw_execution(type, _plain(body))
+async def execution_event(type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
+    kept = without_managed_fields(_plain(body))
+    slim_event(event, kept)
+    _operator().saw_execution(type, kept)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT})
-async def pod_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    _operator().saw_pod(type, pod_essence(_plain(body)))
+async def pod_event(type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
+    kept = pod_essence(_plain(body))
+    slim_event(event, kept)
+    _operator().saw_pod(type, kept)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "flows")
