@@ -125,7 +125,9 @@ class Operator:
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.view = View()
         self.scheduler = Scheduler(self.kube)
-        self.pokes: dict[Key, asyncio.Event] = {}
+        # per execution, only while there is something to do: poked and not yet reconciled, its reconcile loop,
+        # its wake-up timer (an operator runs for months: what each execution leaves here must go with it)
+        self.poked: set[Key] = set()
         self.loops: dict[Key, asyncio.Task[None]] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
@@ -160,8 +162,11 @@ class Operator:
             self.loop.call_soon_threadsafe(self.poke, cast(Key, key), context=self._fresh_context())
 
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
-        if event_type == "DELETED" and self.exports is not None:
-            self.exports.forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+        if event_type == "DELETED":
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            self._forget(key)
+            if self.exports is not None:
+                self.exports.forget(key)
         for key in self.view.saw_execution(event_type, body):
             self.poke(key)
 
@@ -210,7 +215,7 @@ class Operator:
     # -- the per-execution loop -------------------------------------------------------------------------
 
     def poke(self, key: Key) -> None:
-        self.pokes.setdefault(key, asyncio.Event()).set()
+        self.poked.add(key)
         task = self.loops.get(key)
         if task is None or task.done():
             self.loops[key] = asyncio.create_task(
@@ -221,7 +226,16 @@ class Operator:
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
         delay = max((when - utcnow()).total_seconds(), 0.0)
-        self.timers[key] = asyncio.get_running_loop().call_later(delay, self.poke, key, context=self._fresh_context())
+        self.timers[key] = asyncio.get_running_loop().call_later(delay, self._wake, key, context=self._fresh_context())
+
+    def _wake(self, key: Key) -> None:
+        self.timers.pop(key, None)
+        self.poke(key)
+
+    def _forget(self, key: Key) -> None:
+        """The execution was deleted: its timer goes (a poke already made runs, finds nothing and ends)."""
+        if (timer := self.timers.pop(key, None)) is not None:
+            timer.cancel()
 
     def _fresh_context(self) -> contextvars.Context:
         """A copy of the context every reconcile loop, timer and schedule task runs in: kopf's variables that
@@ -242,9 +256,8 @@ class Operator:
         return self.context.copy()
 
     async def _loop(self, key: Key) -> None:
-        poke = self.pokes[key]
-        while poke.is_set():
-            poke.clear()
+        while key in self.poked:
+            self.poked.discard(key)
             body = self.view.executions.get(key)
             if body is None:
                 break
@@ -258,7 +271,7 @@ class Operator:
                         self.exports.forget(key)
                     break
                 self.view.remember(key, fresh)
-                poke.set()
+                self.poked.add(key)
                 continue
             except Exception as exc:
                 outcome = await self._on_error(key, body, exc)

@@ -1,0 +1,57 @@
+"""What the operator keeps per execution outside its view (poked, loop, wake-up timer) lasts only while there is
+something to do: an operator runs for months, and each execution used to leave an asyncio.Event and its fired
+timer behind for good."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from flowpods.core.clock import utcnow
+from flowpods.kube.config import OperatorConfig
+from flowpods.kube.operator import Operator
+
+KEY = ("ns", "e1")
+EXECUTION = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
+             "metadata": {"name": "e1", "namespace": "ns", "uid": "u-e1", "resourceVersion": "1"}}  # fmt: skip
+
+
+def operator() -> Operator:
+    return Operator(OperatorConfig.from_env({}), None, None)  # type: ignore[arg-type]  # (no request made)
+
+
+def test_a_poked_execution_leaves_nothing_once_its_loop_ended() -> None:
+    async def scenario() -> None:
+        op = operator()
+        op.poke(KEY)  # not in view (deleted meanwhile, say): the loop finds nothing to reconcile and ends
+        assert KEY in op.poked
+        await op.loops[KEY]
+        assert (op.poked, op.loops, op.timers) == (set(), {}, {})
+
+    asyncio.run(scenario())
+
+
+def test_a_fired_wake_up_timer_is_forgotten() -> None:
+    async def scenario() -> None:
+        op = operator()
+        op.poke_at(KEY, utcnow() + timedelta(milliseconds=50))
+        assert KEY in op.timers
+        for _ in range(100):  # the timer fires, pokes, and the loop it starts ends (nothing in view)
+            await asyncio.sleep(0.01)
+            if not op.timers and not op.loops:
+                break
+        assert (op.poked, op.loops, op.timers) == (set(), {}, {})
+
+    asyncio.run(scenario())
+
+
+def test_a_deleted_execution_takes_its_pending_timer_with_it() -> None:
+    async def scenario() -> None:
+        op = operator()
+        op.poke_at(KEY, utcnow() + timedelta(hours=1))
+        timer = op.timers[KEY]
+        op.saw_execution("DELETED", EXECUTION)
+        assert timer.cancelled() and op.timers == {}
+        assert KEY not in op.poked and KEY not in op.loops  # a deletion pokes nobody
+
+    asyncio.run(scenario())
