@@ -36,8 +36,7 @@ def operator_environ(env: testenv.EnvInfo, namespace: str, **settings: str) -> d
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBECONFIG"))}
     environ.update(
         KUBECONFIG=str(env.kubeconfig),
-        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{env.otlp_grpc_port}",
-        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{env.otlp_http_port}",  # the default protocol, http/protobuf
         OTEL_SERVICE_NAME="flowpods",
         FLOWPODS_NAMESPACES=namespace,
         FLOWPODS_HEALTH_PORT="0",

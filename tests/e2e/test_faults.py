@@ -83,7 +83,7 @@ def collector(testenv_info, tmp_path_factory) -> Iterator[Collector]:
 def faulty(testenv_info, crds, namespace, tmp_path, collector, apply_yaml) -> Iterator[OperatorProcess]:
     """The flows applied and an operator for the namespace, exporting (and its pods) to the module's Jaeger."""
     apply_yaml(FLOWS)
-    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_grpc_endpoint,
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.otlp_grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "FLOWPODS_WORKER_OTLP_ENDPOINT": collector.pod_otlp_grpc_endpoint}  # fmt: skip
     process = OperatorProcess(testenv_info, namespace, tmp_path, extra_env=endpoint)
     process.start()

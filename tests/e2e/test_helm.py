@@ -163,8 +163,14 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
     with_jaeger = helm.template("flowpods-system", "--set", "jaeger.enabled=true")
     env = {e["name"]: e.get("value") for e in one(with_jaeger, "Deployment", "flowpods")["spec"]["template"]["spec"]
            ["containers"][0]["env"]}  # fmt: skip
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://flowpods-jaeger.flowpods-system.svc:4317"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://flowpods-jaeger.flowpods-system.svc:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"  # OpenTelemetry's default
     assert env["FLOWPODS_WORKER_OTLP_ENDPOINT"] == env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    over_grpc = helm.template("flowpods-system", "--set", "jaeger.enabled=true", "--set", "otlp.protocol=grpc")
+    env = {e["name"]: e.get("value") for e in one(over_grpc, "Deployment", "flowpods")["spec"]["template"]["spec"]
+           ["containers"][0]["env"]}  # fmt: skip
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://flowpods-jaeger.flowpods-system.svc:4317"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
     jaeger = one(with_jaeger, "Deployment", "flowpods-jaeger")["spec"]["template"]["spec"]["containers"][0]
     assert jaeger["image"] == "jaegertracing/jaeger:2.13.0"
     ports = {p["name"]: p["port"] for p in one(with_jaeger, "Service", "flowpods-jaeger")["spec"]["ports"]}
@@ -301,7 +307,7 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
     operator_sa, worker_sa = f"{release}-flowpods", f"{release}-flowpods-worker"
     helm("install", release, str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
          "--set", f"watchNamespaces={{{namespace}}}",
-         "--set", f"otlp.endpoint=http://{env.pod_host}:{env.otlp_grpc_port}",
+         "--set", f"otlp.endpoint=http://{env.pod_host}:{env.otlp_http_port}",
          "--set", f"api.port={api_port}",
          "--set", f"operator.healthPort={health_port}",
          "--set", f"api.jaegerUrl={env.jaeger_url}",
@@ -425,7 +431,7 @@ def test_the_charts_jaeger_runs_as_a_pod_and_gets_the_spans_through_its_service_
     operator_selector = f"{INSTANCE}={release},app.kubernetes.io/component=operator"
     (operator_pod,) = core_v1.list_namespaced_pod(namespace, label_selector=operator_selector).items
     operator_env = {e.name: e.value for e in operator_pod.spec.containers[0].env}
-    by_name = f"http://{service}.{namespace}.svc:4317"  # the chart's default: the Service's DNS name
+    by_name = f"http://{service}.{namespace}.svc:4318"  # the chart's default: the Service's DNS name, OTLP/HTTP
     assert operator_env["OTEL_EXPORTER_OTLP_ENDPOINT"] == by_name
     assert operator_env["FLOWPODS_WORKER_OTLP_ENDPOINT"] == by_name
 

@@ -158,14 +158,14 @@ def test_kill_stops_a_script_in_its_own_image(real, operator, apply_yaml, custom
 INSTRUMENTED = """
 import os
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagate import extract
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 provider = TracerProvider(resource=Resource.create({"service.name": "user-program"}))
-provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_OTLP_ENDPOINT
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))  # OTEL_EXPORTER_OTLP_ENDPOINT (OTLP/HTTP)
 parent = extract({"traceparent": os.environ["TRACEPARENT"]})
 with provider.get_tracer("orders").start_as_current_span("load orders", context=parent) as span:
     span.set_attribute("orders.count", 3)

@@ -50,7 +50,10 @@ def main() -> int:
             print(f"testenv: failed to start: {e}", file=sys.stderr)
             return 1
         print(f"testenv up in {time.monotonic() - t0:.1f}s (state: {state}, logs: {info.log_dir})")
-        print(f"  kube-apiserver {info.api_url}   jaeger {info.jaeger_url}   OTLP {info.otlp_grpc_endpoint}")
+        print(
+            f"  kube-apiserver {info.api_url}   jaeger {info.jaeger_url}   "
+            f"OTLP {info.otlp_http_endpoint} (gRPC {info.otlp_grpc_endpoint})"
+        )
         if info.real_node:
             print(f"use it:  python -m tests.testenv shell  (its network), then: source {state / 'env'}")
         else:

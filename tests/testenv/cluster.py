@@ -160,7 +160,7 @@ class EnvInfo:
     def worker_settings(self) -> dict[str, str]:
         """What a `flowpods operator` needs so that its worker pods run here and their spans reach Jaeger:
         the locally built image on the real node, this venv's `flowpods worker` with the node agent."""
-        settings = {"FLOWPODS_WORKER_OTLP_ENDPOINT": f"http://{self.pod_host}:{self.otlp_grpc_port}"}
+        settings = {"FLOWPODS_WORKER_OTLP_ENDPOINT": f"http://{self.pod_host}:{self.otlp_http_port}"}
         if self.real_node:
             settings["FLOWPODS_WORKER_IMAGE"] = "flowpods:dev"
         else:
@@ -228,8 +228,8 @@ class EnvInfo:
             "FLOWPODS_TEST_USER_TOKEN": self.user_token,
             "FLOWPODS_TEST_USER_KUBECONFIG": str(self.user_kubeconfig),
             "FLOWPODS_JAEGER_URL": self.jaeger_url,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_grpc_endpoint,
-            "FLOWPODS_OTLP_HTTP_ENDPOINT": self.otlp_http_endpoint,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": self.otlp_http_endpoint,  # OTLP/HTTP, OpenTelemetry's default protocol
+            "FLOWPODS_OTLP_GRPC_ENDPOINT": self.otlp_grpc_endpoint,
             "FLOWPODS_TEST_NODE": self.node_name,
             "FLOWPODS_TESTENV_NODE": self.node,
             **self.worker_settings(),

@@ -63,12 +63,12 @@ automountServiceAccountToken: false on every worker pod). */}}
 {{- printf "%s-jaeger" (include "flowpods.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The operator's OTLP endpoint: the value, else the in-cluster Jaeger when enabled, else none. */}}
+{{/* The operator's OTLP endpoint: the value, else the in-cluster Jaeger's port for the protocol when enabled, else none. */}}
 {{- define "flowpods.otlpEndpoint" -}}
 {{- if .Values.otlp.endpoint }}
 {{- .Values.otlp.endpoint }}
 {{- else if .Values.jaeger.enabled }}
-{{- printf "http://%s.%s.svc:4317" (include "flowpods.jaegerName" .) .Release.Namespace }}
+{{- printf "http://%s.%s.svc:%d" (include "flowpods.jaegerName" .) .Release.Namespace (ternary 4317 4318 (eq .Values.otlp.protocol "grpc")) }}
 {{- end }}
 {{- end }}
 

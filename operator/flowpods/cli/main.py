@@ -30,7 +30,7 @@ named if a subflow is not found.
 FLOW is a Flow resource (apiVersion/kind/metadata/spec) or a plain Kestra flow file (id, namespace,
 tasks at the top). At the end the trace tree is printed, the slowest task marked. When
 OTEL_EXPORTER_OTLP_ENDPOINT is set, the spans are also exported over OTLP (OTEL_EXPORTER_OTLP_PROTOCOL:
-grpc, the default, or http/protobuf).
+http/protobuf, the default, or grpc).
 
 Exit status: 0 when the execution ends SUCCESS or WARNING, 1 when it fails or is killed, 2 when the
 flow or an input is invalid.

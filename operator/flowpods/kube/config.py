@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, field_validator
 
-from flowpods.telemetry.otel import TraceLevel, trace_level
+from flowpods.telemetry.otel import DEFAULT_PROTOCOL, TraceLevel, trace_level
 
 
 class PodCleanup(StrEnum):
@@ -65,7 +65,8 @@ class OperatorConfig(BaseModel):
         description="FLOWPODS_WORKER_OTLP_ENDPOINT: worker pods' OTLP endpoint (default: OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
     worker_otlp_protocol: str = Field(
-        default="grpc", description="FLOWPODS_WORKER_OTLP_PROTOCOL (default: OTEL_EXPORTER_OTLP_PROTOCOL or grpc)"
+        default=DEFAULT_PROTOCOL,
+        description="FLOWPODS_WORKER_OTLP_PROTOCOL (default: OTEL_EXPORTER_OTLP_PROTOCOL or http/protobuf)",
     )
     traces: TraceLevel = Field(default=TraceLevel.DEFAULT, description="FLOWPODS_TRACES: DEFAULT, DISABLED or FINE")
     pod_cleanup: PodCleanup = Field(default=PodCleanup.KEEP, description="FLOWPODS_POD_CLEANUP")
@@ -113,7 +114,7 @@ class OperatorConfig(BaseModel):
             "worker_otlp_protocol": get("FLOWPODS_WORKER_OTLP_PROTOCOL")
             or get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
             or get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "grpc",
+            or DEFAULT_PROTOCOL,
             "traces": trace_level(environ),
         }
         optional = {

@@ -43,7 +43,7 @@ from prometheus_client.samples import Exemplar
 from flowpods import __version__
 from flowpods.core import metrics as facts
 from flowpods.core.metrics import Measurement
-from flowpods.telemetry.otel import PROTOCOLS, service_resource
+from flowpods.telemetry.otel import DEFAULT_PROTOCOL, PROTOCOLS, service_resource
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,11 @@ class MetricsSettings:
         if unknown:
             log.warning("OTEL_METRICS_EXPORTER: unknown exporters %s ignored", ", ".join(sorted(unknown)))
         protocol = (
-            (environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+            (
+                environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+                or DEFAULT_PROTOCOL
+            )
             .strip()
             .lower()
         )

@@ -42,6 +42,9 @@ TRACES_ENV = "FLOWPODS_TRACES"
 DEFAULT_SERVICE = "flowpods"
 SCOPE = InstrumentationScope("flowpods", __version__)
 PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "http/protobuf"
+"""The OTLP exporter specification's default. gRPC is there when asked for; its library (grpcio) alone took
+13 MB of the operator's memory and 80 ms more to import in each worker pod (docs/benchmarks.md)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -69,16 +72,16 @@ def trace_level(environ: Mapping[str, str] = os.environ) -> TraceLevel:
 
 
 def otlp_protocol(environ: Mapping[str, str] = os.environ) -> str:
-    """The OTLP protocol for traces: the signal-specific variable wins, grpc is the spec's default."""
+    """The OTLP protocol for traces: the signal-specific variable wins, else the generic one, else the default."""
     raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-    protocol = (raw or "grpc").strip().lower()
+    protocol = (raw or DEFAULT_PROTOCOL).strip().lower()
     if protocol not in PROTOCOLS:
         supported = " or ".join(PROTOCOLS)
         raise ValueError(f"unsupported OTLP protocol {raw!r}: flowpods exports traces over {supported}")
     return protocol
 
 
-def otlp_traces_endpoint(environ: Mapping[str, str] = os.environ, protocol: str = "grpc") -> str | None:
+def otlp_traces_endpoint(environ: Mapping[str, str] = os.environ, protocol: str = DEFAULT_PROTOCOL) -> str | None:
     """The traces endpoint, or None. Over HTTP a generic endpoint gets `/v1/traces` appended (OTLP spec)."""
     specific = (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or "").strip()
     if specific:

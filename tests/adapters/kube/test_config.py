@@ -29,6 +29,13 @@ def test_values_from_the_environment():
     assert (config.worker_otlp_endpoint, config.worker_otlp_protocol) == ("http://collector:4318", "http/protobuf")
 
 
+def test_workers_export_over_http_protobuf_unless_told_otherwise():
+    assert OperatorConfig.from_env({}).worker_otlp_protocol == "http/protobuf"
+    assert OperatorConfig.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}).worker_otlp_protocol == "grpc"
+    told = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "FLOWPODS_WORKER_OTLP_PROTOCOL": "http/protobuf"}
+    assert OperatorConfig.from_env(told).worker_otlp_protocol == "http/protobuf"
+
+
 def test_a_traces_only_endpoint_is_not_handed_to_workers_as_a_generic_one():
     config = OperatorConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"})
     assert config.worker_otlp_endpoint is None

@@ -139,7 +139,11 @@ def test_otlp_over_http_sends_the_metrics_with_their_exemplars():
 def test_settings_follow_the_standard_variables():
     default = MetricsSettings.from_env({})
     assert default.prometheus and default.prometheus_port == 9464 and default.otlp_endpoint is None
-    grpc = MetricsSettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"})
+    by_default = MetricsSettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"})
+    assert (by_default.otlp_protocol, by_default.otlp_endpoint) == ("http/protobuf", "http://collector:4318/v1/metrics")
+    grpc = MetricsSettings.from_env(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    )
     assert grpc.otlp_endpoint == "http://collector:4317"
     http_ = MetricsSettings.from_env(
         {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}

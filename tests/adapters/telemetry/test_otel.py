@@ -132,11 +132,18 @@ def test_no_endpoint_means_no_exporter() -> None:
     assert SpanRecordExporter.from_env({}) is None
 
 
-def test_grpc_is_the_default_and_http_scheme_is_insecure() -> None:
-    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"})
+def test_http_protobuf_is_the_default_as_opentelemetry_specifies() -> None:
+    exporter = exporter_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"})
+    assert isinstance(exporter, HttpExporter)
+    assert exporter._endpoint == "http://jaeger:4318/v1/traces"
+
+
+def test_grpc_when_asked_and_its_http_scheme_is_insecure() -> None:
+    over_grpc = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    exporter = exporter_from_env({**over_grpc, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317"})
     assert isinstance(exporter, GrpcExporter)
     assert exporter._insecure is True
-    secure = exporter_from_env({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example:4317"})
+    secure = exporter_from_env({**over_grpc, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://collector.example:4317"})
     assert isinstance(secure, GrpcExporter)
     assert secure._insecure is False
 
