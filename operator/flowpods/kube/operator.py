@@ -163,10 +163,7 @@ class Operator:
 
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
         if event_type == "DELETED":
-            key = (body["metadata"]["namespace"], body["metadata"]["name"])
-            self._forget(key)
-            if self.exports is not None:
-                self.exports.forget(key)
+            self._forget((body["metadata"]["namespace"], body["metadata"]["name"]))
         for key in self.view.saw_execution(event_type, body):
             self.poke(key)
 
@@ -233,9 +230,12 @@ class Operator:
         self.poke(key)
 
     def _forget(self, key: Key) -> None:
-        """The execution was deleted: its timer goes (a poke already made runs, finds nothing and ends)."""
+        """The execution is gone: its timer and its span bookkeeping go with it (a poke already made runs,
+        finds nothing in view and ends)."""
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
+        if self.exports is not None:
+            self.exports.forget(key)
 
     def _fresh_context(self) -> contextvars.Context:
         """A copy of the context every reconcile loop, timer and schedule task runs in: kopf's variables that
@@ -267,8 +267,7 @@ class Operator:
                 fresh = await asyncio.to_thread(self.kube.get, "executions", *key)
                 if fresh is None:
                     self.view.executions.pop(key, None)
-                    if self.exports is not None:
-                        self.exports.forget(key)
+                    self._forget(key)
                     break
                 self.view.remember(key, fresh)
                 self.poked.add(key)
