@@ -43,7 +43,7 @@ from prometheus_client.samples import Exemplar
 from flowpods import __version__
 from flowpods.core import metrics as facts
 from flowpods.core.metrics import Measurement
-from flowpods.telemetry.otel import DEFAULT_PROTOCOL, PROTOCOLS, service_resource
+from flowpods.telemetry.otel import otlp_protocol, service_resource
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +72,7 @@ class MetricsSettings:
         unknown = chosen - {"prometheus", "otlp", "none"}
         if unknown:
             log.warning("OTEL_METRICS_EXPORTER: unknown exporters %s ignored", ", ".join(sorted(unknown)))
-        protocol = (
-            (
-                environ.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
-                or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or DEFAULT_PROTOCOL
-            )
-            .strip()
-            .lower()
-        )
-        if protocol not in PROTOCOLS:
-            raise ValueError(
-                f"unsupported OTLP protocol {protocol!r}: flowpods exports metrics over grpc or http/protobuf"
-            )
+        protocol = otlp_protocol(environ, "metrics")
         endpoint = None
         if "otlp" in chosen and "none" not in chosen:
             endpoint = (environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or "").strip() or None

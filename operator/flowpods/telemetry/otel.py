@@ -71,13 +71,14 @@ def trace_level(environ: Mapping[str, str] = os.environ) -> TraceLevel:
 # --- configuration (pure) ------------------------------------------------------------------------------
 
 
-def otlp_protocol(environ: Mapping[str, str] = os.environ) -> str:
-    """The OTLP protocol for traces: the signal-specific variable wins, else the generic one, else the default."""
-    raw = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+def otlp_protocol(environ: Mapping[str, str] = os.environ, signal: str = "traces") -> str:
+    """The OTLP protocol for a signal (traces, metrics): the signal-specific variable wins, else the generic
+    one, else the default."""
+    raw = environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     protocol = (raw or DEFAULT_PROTOCOL).strip().lower()
     if protocol not in PROTOCOLS:
         supported = " or ".join(PROTOCOLS)
-        raise ValueError(f"unsupported OTLP protocol {raw!r}: flowpods exports traces over {supported}")
+        raise ValueError(f"unsupported OTLP protocol {raw!r}: flowpods exports {signal} over {supported}")
     return protocol
 
 
