@@ -89,6 +89,10 @@ class OperatorConfig(BaseModel):
     max_executions_per_root: int = Field(
         default=1000, ge=1, description="FLOWPODS_MAX_EXECUTIONS_PER_ROOT: subflow executions one root may start"
     )
+    reconcile_threads: int = Field(
+        default=16, ge=1, le=256, description="FLOWPODS_RECONCILE_THREADS: executions reconciled at once (threads, "
+        "and API server connections kept open)"
+    )  # fmt: skip
     metrics_run_ids: bool = Field(
         default=False,
         description="FLOWPODS_METRICS_RUN_IDS: add run and task-run ids to metric attributes (high cardinality)",
@@ -130,6 +134,7 @@ class OperatorConfig(BaseModel):
             "max_executions_per_root": "FLOWPODS_MAX_EXECUTIONS_PER_ROOT",
             "pending_timeout_seconds": "FLOWPODS_PENDING_TIMEOUT",
             "metrics_run_ids": "FLOWPODS_METRICS_RUN_IDS",
+            "reconcile_threads": "FLOWPODS_RECONCILE_THREADS",
         }
         for field, name in optional.items():
             if get(name) is not None:

@@ -28,6 +28,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 from kopf._core.engines import posting as kopf_posting
+from pydantic import ValidationError
 
 from flowpods.core import admission, compaction, executor, notices, start, workdir
 from flowpods.core import export as span_export
@@ -62,7 +63,6 @@ RECURSION_LIMIT = 30_000
 """kopf decodes every watched object with `json`, which recurses once per level: the API server admits
 objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
 30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
-RECONCILE_THREADS = 32  # reconciles wait on the API server most of the time; asyncio's default (6 here) starves
 EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
 # what `kopf.event` reads (kopf sets them in each watch handler's context; no public API hands them out)
 KOPF_EVENT_VARIABLES: tuple[contextvars.ContextVar[Any], ...] = (
@@ -676,7 +676,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             record([measures.k8s_request(method, code, seconds)])
 
     # every thread that calls the client is one of the reconcile threads (the API's handlers run there too)
-    OPERATOR = Operator(config, Kube(observe=observe, pool_size=RECONCILE_THREADS), exporter, fine, metrics)
+    OPERATOR = Operator(config, Kube(observe=observe, pool_size=config.reconcile_threads), exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
@@ -769,7 +769,7 @@ def _plain(body: Any) -> dict[str, Any]:
 
 async def _operate(config: OperatorConfig) -> None:
     asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(RECONCILE_THREADS, thread_name_prefix="reconcile")
+        ThreadPoolExecutor(config.reconcile_threads, thread_name_prefix="reconcile")
     )
     await kopf.operator(
         standalone=True,
@@ -789,8 +789,13 @@ def run(config: OperatorConfig | None = None, api: StartService | None = None) -
         if problem:
             print(f"flowpods operator: refusing to start: {problem}", file=sys.stderr)
             return 2
+        try:
+            config = OperatorConfig.from_env()
+        except ValidationError as exc:
+            print(f"flowpods operator: refusing to start: a setting is invalid (see the variable named in each "
+                  f"field's description, docs/operations.md): {exc}", file=sys.stderr)  # fmt: skip
+            return 2
     START_API = api
-    config = config or OperatorConfig.from_env()
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise

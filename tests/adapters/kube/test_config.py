@@ -1,5 +1,8 @@
 """The operator's configuration from environment variables."""
 
+import pytest
+from pydantic import ValidationError
+
 from flowpods.kube.config import OperatorConfig, PodCleanup
 from flowpods.telemetry.otel import TraceLevel
 
@@ -9,6 +12,7 @@ def test_defaults():
     assert config.namespaces == [] and config.worker_command == ["flowpods", "worker"]
     assert config.worker_otlp_endpoint is None and config.pod_cleanup == PodCleanup.KEEP
     assert config.traces == TraceLevel.DEFAULT and config.execution_ttl_seconds is None
+    assert config.reconcile_threads == 16
 
 
 def test_values_from_the_environment():
@@ -19,14 +23,21 @@ def test_values_from_the_environment():
             "FLOWPODS_POD_CLEANUP": "on-success",
             "FLOWPODS_EXECUTION_TTL": "3600",
             "FLOWPODS_TRACES": "disabled",
+            "FLOWPODS_RECONCILE_THREADS": "24",
             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         }
     )
     assert config.namespaces == ["a", "b"] and config.worker_command == ["/venv/bin/flowpods", "worker"]
     assert config.pod_cleanup == PodCleanup.ON_SUCCESS and config.execution_ttl_seconds == 3600
-    assert config.traces == TraceLevel.DISABLED
+    assert config.traces == TraceLevel.DISABLED and config.reconcile_threads == 24
     assert (config.worker_otlp_endpoint, config.worker_otlp_protocol) == ("http://collector:4318", "http/protobuf")
+
+
+@pytest.mark.parametrize("threads", ["0", "-1", "1000", "many"])
+def test_reconcile_threads_out_of_range_are_refused(threads):
+    with pytest.raises(ValidationError, match="reconcile_threads"):
+        OperatorConfig.from_env({"FLOWPODS_RECONCILE_THREADS": threads})
 
 
 def test_workers_export_over_http_protobuf_unless_told_otherwise():
@@ -73,6 +84,22 @@ def test_the_operator_refuses_to_start_with_a_loopback_worker_endpoint(tmp_path)
     )
     assert proc.returncode == 2, proc.stderr
     assert "refusing to start" in proc.stderr and "FLOWPODS_WORKER_OTLP_ENDPOINT" in proc.stderr
+
+
+def test_the_operator_refuses_to_start_with_an_invalid_setting(tmp_path):
+    """Exit 2 and the setting named, not a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "FLOWPODS_", "KUBERNETES_"))}
+    env.update(FLOWPODS_RECONCILE_THREADS="0", FLOWPODS_TRACES="DISABLED", KUBECONFIG=str(tmp_path / "none"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowpods", "operator"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "refusing to start" in proc.stderr and "reconcile_threads" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_the_api_counts_as_unreachable_only_past_the_threshold():
