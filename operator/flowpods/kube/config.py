@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from flowpods.telemetry.otel import DEFAULT_PROTOCOL, TraceLevel, trace_level
 
@@ -142,3 +142,15 @@ class OperatorConfig(BaseModel):
         if get("FLOWPODS_WORKER_COMMAND"):
             values["worker_command"] = (get("FLOWPODS_WORKER_COMMAND") or "").split()
         return cls.model_validate(values)
+
+
+def invalid_settings(exc: ValidationError) -> str:
+    """The settings `OperatorConfig.from_env` refused, by their variables' names (each field's description
+    starts with its variable) and without their values (an endpoint may carry credentials)."""
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        info = OperatorConfig.model_fields.get(field)
+        name = (info.description or field).split(":")[0].split(" ")[0] if info else field
+        problems.append(f"{name}: {error['msg']}")
+    return "; ".join(problems)

@@ -44,7 +44,7 @@ from flowpods.kube import (
 )
 from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
-from flowpods.kube.config import OperatorConfig, PodCleanup, loopback_worker_endpoint
+from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings, loopback_worker_endpoint
 from flowpods.kube.essence import ChangeHandledOnly, slim_event
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
@@ -792,8 +792,8 @@ def run(config: OperatorConfig | None = None, api: StartService | None = None) -
         try:
             config = OperatorConfig.from_env()
         except ValidationError as exc:
-            print(f"flowpods operator: refusing to start: a setting is invalid (see the variable named in each "
-                  f"field's description, docs/operations.md): {exc}", file=sys.stderr)  # fmt: skip
+            print(f"flowpods operator: refusing to start: {invalid_settings(exc)} (see docs/operations.md)",
+                  file=sys.stderr)  # fmt: skip
             return 2
     START_API = api
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from flowpods.kube.config import OperatorConfig, PodCleanup
+from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings
 from flowpods.telemetry.otel import TraceLevel
 
 
@@ -38,6 +38,15 @@ def test_values_from_the_environment():
 def test_reconcile_threads_out_of_range_are_refused(threads):
     with pytest.raises(ValidationError, match="reconcile_threads"):
         OperatorConfig.from_env({"FLOWPODS_RECONCILE_THREADS": threads})
+
+
+def test_refused_settings_are_named_by_their_variables_without_their_values():
+    with pytest.raises(ValidationError) as refused:
+        OperatorConfig.from_env({"FLOWPODS_API_PORT": "secret-8080", "FLOWPODS_POD_CLEANUP": "sometimes"})
+    said = invalid_settings(refused.value)
+    assert "FLOWPODS_API_PORT: Input should be a valid integer" in said
+    assert "FLOWPODS_POD_CLEANUP: Input should be 'keep', 'on-success' or 'on-completion'" in said
+    assert "secret" not in said and "sometimes" not in said
 
 
 def test_workers_export_over_http_protobuf_unless_told_otherwise():
@@ -98,7 +107,7 @@ def test_the_operator_refuses_to_start_with_an_invalid_setting(tmp_path):
         [sys.executable, "-m", "flowpods", "operator"], env=env, capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2, proc.stderr
-    assert "refusing to start" in proc.stderr and "reconcile_threads" in proc.stderr
+    assert "refusing to start: FLOWPODS_RECONCILE_THREADS: Input should be greater than or equal to 1" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
