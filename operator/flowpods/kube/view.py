@@ -46,7 +46,8 @@ class View:
         return [(meta["namespace"], parent), key]
 
     def saw_pod(self, event_type: str | None, body: Body) -> list[Key]:
-        """Record a worker pod (a deleted one is remembered as deleted); the execution that owns it."""
+        """Record a worker pod (a deleted one is remembered as deleted); the execution that owns it, unless the
+        pod's progress is what the view held (see `progress`)."""
         meta = body["metadata"]
         execution = owner(body)
         if execution is None:
@@ -55,8 +56,12 @@ class View:
         if event_type == "DELETED":
             self.pods[key].pop(meta["name"], None)
             self.deleted_pods[key].add(meta["name"])
-        elif newer(body, self.pods[key].get(meta["name"])):
+            return [key]
+        held = self.pods[key].get(meta["name"])
+        if newer(body, held):
             self.pods[key][meta["name"]] = body
+            if held is not None and progress(held) == progress(body):
+                return []
         return [key]
 
     def saw_flow(self, event_type: str | None, body: Body) -> Key:
@@ -129,6 +134,21 @@ def owner(body: Body) -> str | None:
     """The Execution that owns this pod or child execution."""
     owners = body["metadata"].get("ownerReferences") or []
     return next((o["name"] for o in owners if o.get("kind") == "Execution"), None)
+
+
+def progress(pod: Body) -> tuple[Any, ...]:
+    """What the observation of a pod's attempt decides on (`resources.observe`): the pod's phase and reason, and
+    each container's state (waiting and why, running, terminated). A pod first seen, or whose progress changed,
+    pokes its execution; any other change (scheduled, conditions, addresses) tells it nothing new, and was a
+    reconcile with nothing to do. The node and the times are read from the pod when a change is observed, and
+    a pod's pending deadline runs from its creation (the first sighting's reconcile sets its timer)."""
+    status = pod.get("status") or {}
+    containers = tuple(
+        (c.get("name"), tuple(sorted(state)), (state.get("waiting") or {}).get("reason"))
+        for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+        for state in [c.get("state") or {}]
+    )
+    return status.get("phase"), status.get("reason"), containers
 
 
 def newer(body: Body, than: Body | None) -> bool:

@@ -49,6 +49,42 @@ class TestPods:
         view.saw_pod("DELETED", body("p", 2, owner="ex"))
         assert view.pods[("team", "ex")] == {} and view.deleted_pods[("team", "ex")] == {"p"}
 
+    def test_a_pod_pokes_its_execution_when_first_seen_and_when_its_progress_changes(self) -> None:
+        view = View()
+        ex = [("team", "ex")]
+
+        def pod(version: int, **status: Any) -> dict[str, Any]:
+            return body("p", version, owner="ex", status=status)
+
+        def waiting(reason: str) -> list[dict[str, Any]]:
+            return [{"name": "task", "state": {"waiting": {"reason": reason}}}]
+
+        assert view.saw_pod("ADDED", pod(1, phase="Pending")) == ex  # first seen: its pending deadline starts
+        scheduled = pod(2, phase="Pending", conditions=[{"type": "PodScheduled", "status": "True"}])
+        assert view.saw_pod("MODIFIED", scheduled) == []
+        assert view.pods[ex[0]]["p"]["status"]["conditions"]  # recorded all the same
+        assert view.saw_pod("MODIFIED", pod(3, phase="Pending", containerStatuses=waiting("ContainerCreating"))) == ex
+        assert view.saw_pod("MODIFIED", pod(4, phase="Pending", containerStatuses=waiting("ContainerCreating"),
+                                            podIP="10.0.0.7")) == []  # fmt: skip
+        assert view.saw_pod("MODIFIED", pod(5, phase="Pending", containerStatuses=waiting("ErrImagePull"))) == ex
+        running = [{"name": "task", "state": {"running": {"startedAt": "2026-11-26T12:00:00Z"}}}]
+        assert view.saw_pod("MODIFIED", pod(6, phase="Running", containerStatuses=running)) == ex
+        done = [{"name": "task", "state": {"terminated": {"exitCode": 0}}}]
+        assert view.saw_pod("MODIFIED", pod(7, phase="Running", containerStatuses=done)) == ex
+        assert view.saw_pod("MODIFIED", pod(8, phase="Succeeded", containerStatuses=done)) == ex
+        assert view.saw_pod("MODIFIED", pod(9, phase="Failed", reason="DeadlineExceeded",
+                                            containerStatuses=done)) == ex  # fmt: skip
+        assert view.saw_pod("DELETED", pod(10, phase="Failed", reason="DeadlineExceeded", containerStatuses=done)) == ex
+
+    def test_a_step_of_a_working_directory_s_pod_is_progress(self) -> None:
+        view = View()
+        steps = [{"name": "step-0", "state": {"terminated": {"exitCode": 0}}},
+                 {"name": "step-1", "state": {"waiting": {"reason": "PodInitializing"}}}]  # fmt: skip
+        view.saw_pod("ADDED", body("p", 1, owner="ex", status={"phase": "Pending", "initContainerStatuses": steps}))
+        steps = [steps[0], {"name": "step-1", "state": {"running": {}}}]
+        started = body("p", 2, owner="ex", status={"phase": "Pending", "initContainerStatuses": steps})
+        assert view.saw_pod("MODIFIED", started) == [("team", "ex")]
+
 
 class TestFlows:
     def test_the_flow_resource_is_found_by_its_kestra_namespace_and_id(self) -> None:
