@@ -86,9 +86,9 @@ class FakeKube:
         self.writes.append(stored)
         return copy.deepcopy(stored)
 
-    def create_pod(self, body: dict[str, Any]) -> bool:
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any] | None:
         self.created.append(body)
-        return True
+        return {**copy.deepcopy(body), "status": {"phase": "Pending"}}
 
     def create(self, plural: str, body: dict[str, Any]) -> bool:
         self.created.append(body)

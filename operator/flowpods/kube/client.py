@@ -196,13 +196,13 @@ class Kube:
 
     # -- pods -----------------------------------------------------------------------------------------
 
-    def create_pod(self, body: dict[str, Any]) -> bool:
+    def create_pod(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create; the pod as stored, None when it already exists (creates are idempotent by name)."""
         try:
-            self._request("POST", self._pod_path(body["metadata"]["namespace"]), body)
-            return True
+            return self._request("POST", self._pod_path(body["metadata"]["namespace"]), body)
         except ApiException as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
 
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:

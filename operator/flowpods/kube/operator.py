@@ -80,6 +80,7 @@ class Outcome:
     wake_at: datetime | None = None
     events: list[notices.Notice] = field(default_factory=list)
     finished: bool = False
+    pods: list[dict[str, Any]] = field(default_factory=list)  # the pods it created, as their creates answered
 
 
 @dataclass
@@ -356,6 +357,8 @@ class Operator:
         return [*measures.runs(self.view.run_states()), *measures.workers(self.view.pod_phases())]
 
     def _after(self, key: Key, outcome: Outcome) -> None:
+        for pod in outcome.pods:
+            self.view.created_pod(key, pod)
         if outcome.body is not None:
             self.view.remember(key, outcome.body)
             if outcome.finished:
@@ -484,8 +487,8 @@ class Operator:
                 return resources.pod_name(subject.name, tr.id, tr.attempts[-1].number) not in subject.pods
             return tr.child is not None and tr.child not in subject.children
 
-        self._create(subject, outcome.body or subject.execution,
-                     executor.pending_actions(flow, subject.run, status, subject.now, lost))  # fmt: skip
+        outcome.pods = self._create(subject, outcome.body or subject.execution,
+                                    executor.pending_actions(flow, subject.run, status, subject.now, lost))  # fmt: skip
         if status.state.terminal:
             outcome.finished = True
             self._cleanup(subject, status)
@@ -529,7 +532,7 @@ class Operator:
             outcome = Outcome()
             outcome.body = self._commit(subject, status, None)
             outcome.events.append(notices.started(status, subject.run, flow_name))
-            self._create(subject, outcome.body, actions)
+            outcome.pods = self._create(subject, outcome.body, actions)
         return outcome
 
     def _finished(self, subject: Subject, status: ExecutionStatus) -> Outcome:
@@ -593,17 +596,24 @@ class Operator:
         self.exports.committed(key, subject.run, subject.flow, status.model_copy(update={"exported": target}))
         return stored
 
-    def _create(self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]) -> None:
-        """Create the pods and child executions the actions ask for (a repeated create is a harmless 409)."""
+    def _create(
+        self, subject: Subject, body: dict[str, Any], actions: Sequence[executor.Action]
+    ) -> list[dict[str, Any]]:
+        """Create the pods and child executions the actions ask for (a repeated create is a harmless 409); the
+        pods created, as the API server answered."""
+        created: list[dict[str, Any]] = []
         for action in actions:
             if isinstance(action, executor.RunTask):
-                self.kube.create_pod(resources.build_pod(self.config, body, subject.run, subject.flow_name, action))
+                pod_body = resources.build_pod(self.config, body, subject.run, subject.flow_name, action)
+                if (pod := self.kube.create_pod(pod_body)) is not None:
+                    created.append(pod_essence(pod))
             elif isinstance(action, executor.StartSubflow):
                 flow_name = (
                     self.view.flow_resource_for(subject.namespace, action.namespace, action.flowId) or action.flowId
                 )
                 root = self._lineage(body)[1]
                 self.kube.create("executions", resources.child_execution(body, action, flow_name, root))
+        return created
 
     def _lineage(self, execution: dict[str, Any]) -> tuple[int, str]:
         """How deep in a chain of subflows the execution is, and the name of the chain's root, from the

@@ -64,6 +64,16 @@ class View:
                 return []
         return [key]
 
+    def created_pod(self, key: Key, body: Body) -> None:
+        """Record a pod the operator created, as its create answered: the execution's next reconcile may come
+        before the pod's own watch event (the echo of the status write made just before), and would otherwise
+        read the pod from the API server (half a pod read per task run in the bench). What the watch said
+        already wins: a newer version of the pod, or its deletion."""
+        name = body["metadata"]["name"]
+        if key not in self.executions or name in self.deleted_pods.get(key, ()):
+            return  # the execution or the pod is already gone
+        self.pods[key].setdefault(name, body)
+
     def saw_flow(self, event_type: str | None, body: Body) -> Key:
         """Record a Flow; its key (its schedules may have changed)."""
         meta = body["metadata"]

@@ -84,6 +84,30 @@ class TestPods:
         steps = [steps[0], {"name": "step-1", "state": {"running": {}}}]
         started = body("p", 2, owner="ex", status={"phase": "Pending", "initContainerStatuses": steps})
         assert view.saw_pod("MODIFIED", started) == [("team", "ex")]
+    def test_a_pod_the_operator_created_is_in_view_before_its_watch_event(self) -> None:
+        view = View()
+        view.saw_execution("ADDED", body("ex", 1))
+        view.created_pod(("team", "ex"), body("p", 2, owner="ex", status={"phase": "Pending"}))
+        assert view.pods[("team", "ex")]["p"]["status"] == {"phase": "Pending"}
+        view.saw_pod("MODIFIED", body("p", 3, owner="ex", status={"phase": "Running"}))
+        assert view.pods[("team", "ex")]["p"]["status"] == {"phase": "Running"}
+
+    def test_what_the_watch_said_wins_over_a_create_s_answer(self) -> None:
+        view = View()
+        view.saw_execution("ADDED", body("ex", 1))
+        view.saw_pod("MODIFIED", body("p", 3, owner="ex", status={"phase": "Running"}))  # came first
+        view.created_pod(("team", "ex"), body("p", 2, owner="ex", status={"phase": "Pending"}))
+        assert view.pods[("team", "ex")]["p"]["status"] == {"phase": "Running"}
+        view.saw_pod("DELETED", body("p", 4, owner="ex"))
+        view.created_pod(("team", "ex"), body("p", 2, owner="ex", status={"phase": "Pending"}))
+        assert view.pods[("team", "ex")] == {} and view.deleted_pods[("team", "ex")] == {"p"}
+
+    def test_a_create_s_answer_does_not_bring_back_a_deleted_execution(self) -> None:
+        view = View()
+        view.saw_execution("ADDED", body("ex", 1))
+        view.saw_execution("DELETED", body("ex", 2))
+        view.created_pod(("team", "ex"), body("p", 2, owner="ex"))
+        assert ("team", "ex") not in view.pods and ("team", "ex") not in view.deleted_pods
 
 
 class TestFlows:
