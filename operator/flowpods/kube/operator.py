@@ -359,6 +359,10 @@ class Operator:
     def _after(self, key: Key, outcome: Outcome) -> None:
         for pod in outcome.pods:
             self.view.created_pod(key, pod)
+        if outcome.pods:
+            # the next pass (the one the echo of the status write asks for anyway) starts the new pods' pending
+            # deadlines: their own watch events may not poke, their progress being what their creates answered
+            self.poked.add(key)
         if outcome.body is not None:
             self.view.remember(key, outcome.body)
             if outcome.finished:

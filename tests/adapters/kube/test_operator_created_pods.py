@@ -10,8 +10,10 @@ from typing import Any
 import kopf
 import pytest
 
+from flowpods.core.clock import utcnow
 from flowpods.kube.config import OperatorConfig
 from flowpods.kube.operator import Operator
+from flowpods.kube.view import pod_essence
 
 KEY = ("ns", "e1")
 FLOW = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Flow", "metadata": {"name": "greet", "namespace": "ns",
@@ -54,6 +56,7 @@ class FakeKube:
         self.version += 1
         stored = copy.deepcopy(body)
         stored["metadata"]["resourceVersion"] = str(self.version)
+        stored["metadata"]["creationTimestamp"] = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
         stored["status"] = {"phase": "Pending"}
         self.pods[body["metadata"]["name"]] = stored
         return copy.deepcopy(stored)
@@ -79,6 +82,8 @@ def test_the_reconcile_after_a_create_finds_the_pod_in_view_without_reading_it()
         (pod,) = kube.pods.values()
         assert op.view.pods[KEY][pod["metadata"]["name"]]["status"] == {"phase": "Pending"}
         assert "spec" not in op.view.pods[KEY][pod["metadata"]["name"]]  # its essence, as a watch event's
+        assert KEY in op.timers  # its pending deadline, though no watch event of the pod came
+        assert not op.view.saw_pod("ADDED", pod_essence(pod))  # and its own, the same progress, pokes nothing
         op.saw_execution("MODIFIED", kube.writes[-1])  # the status write's watch event, before the pod's
         assert KEY in op.poked
         await settle(op)

@@ -84,6 +84,7 @@ class TestPods:
         steps = [steps[0], {"name": "step-1", "state": {"running": {}}}]
         started = body("p", 2, owner="ex", status={"phase": "Pending", "initContainerStatuses": steps})
         assert view.saw_pod("MODIFIED", started) == [("team", "ex")]
+
     def test_a_pod_the_operator_created_is_in_view_before_its_watch_event(self) -> None:
         view = View()
         view.saw_execution("ADDED", body("ex", 1))
