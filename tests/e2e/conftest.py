@@ -26,10 +26,13 @@ _ENV: testenv.EnvInfo | None = None
 
 
 def pytest_collection_modifyitems(config, items):
-    """Everything under tests/e2e is an e2e test."""
+    """Everything under tests/e2e is an e2e test, and all of them run in one pytest-xdist worker (`make test`
+    runs `-n 2 --dist loadgroup`): they share one environment, and one that stops the API server must have it
+    to itself. The other worker runs the unit tests meanwhile."""
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.xdist_group("testenv"))
 
 
 @pytest.hookimpl(hookwrapper=True)
