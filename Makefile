@@ -20,10 +20,9 @@ run: venv
 
 ## test: lint, unit tests and end-to-end tests on a real control plane, a real kubelet node and Jaeger
 test: lint testenv-bins images prometheus chromium
-	@# two pytest-xdist workers: one runs the end-to-end tests in order on their one environment, the other the unit
-	@# tests beside them (tests/e2e/conftest.py groups them). A bound on the whole suite: a process that outlives its
-	@# test fails CI with a reason, not a hang
-	timeout --kill-after=30 45m $(VENV)/bin/pytest -n 2 --dist loadgroup || { rc=$$?; [ $$rc = 124 ] && echo "make test: pytest did not end within 45 min (a hung test or a process left behind)" >&2; exit $$rc; }
+	@# two pytest-xdist workers, each with an environment of its own (tests/e2e/conftest.py), a test file at a time.
+	@# A bound on the whole suite: a process that outlives its test fails CI with a reason, not a hang
+	timeout --kill-after=30 45m $(VENV)/bin/pytest -n 2 --dist loadfile || { rc=$$?; [ $$rc = 124 ] && echo "make test: pytest did not end within 45 min (a hung test or a process left behind)" >&2; exit $$rc; }
 
 ## unit: the core and adapter tests (no cluster)
 unit: venv

@@ -26,13 +26,10 @@ _ENV: testenv.EnvInfo | None = None
 
 
 def pytest_collection_modifyitems(config, items):
-    """Everything under tests/e2e is an e2e test, and all of them run in one pytest-xdist worker (`make test`
-    runs `-n 2 --dist loadgroup`): they share one environment, and one that stops the API server must have it
-    to itself. The other worker runs the unit tests meanwhile."""
+    """Everything under tests/e2e is an e2e test."""
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("testenv"))
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,6 +41,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def _reusable(state: Path) -> testenv.EnvInfo | None:
+    """`make testenv`'s environment, for one pytest process only: under pytest-xdist (`make test`), the first
+    worker's. Each other worker starts its own, so that a test that stops the API server has it to itself."""
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return None
     if os.environ.get("FLOWPODS_TESTENV_FRESH") or not (state / "state.json").exists():
         return None
     try:
@@ -56,9 +57,9 @@ def _reusable(state: Path) -> testenv.EnvInfo | None:
 
 @pytest.fixture(scope="session")
 def testenv_info(tmp_path_factory) -> testenv.EnvInfo:
-    """The running environment: reuses `make testenv` (.testenv/) when healthy, else starts one
-    for this session in a temp dir and stops it at the end. Missing binaries fail the test. With the
-    real node, this process (and so every test and its children) joins the sandbox's network."""
+    """The running environment: reuses `make testenv` (.testenv/) when healthy, else starts one for this
+    session (each pytest-xdist worker's own) in a temp dir and stops it at the end. Missing binaries fail the
+    test. With the real node, this process (and so every test and its children) joins the sandbox's network."""
     global _ENV
     missing = testenv.missing_binaries()
     if missing:

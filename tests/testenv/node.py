@@ -437,7 +437,7 @@ def import_images(info: EnvInfo, archives: list[Path]) -> None:
 def cleanup(info: EnvInfo, holder: int | None) -> None:
     """After the kubelet and containerd are stopped: every process left in the sandbox (containers,
     shims; only this environment starts processes there) and then the holder, which takes the
-    namespaces, mounts, bridge and routes with it; and the empty cgroups runc made."""
+    namespaces, mounts, bridge and routes with it; and the empty cgroups runc made for its containers."""
     if holder is None:
         return
     try:
@@ -463,10 +463,22 @@ def cleanup(info: EnvInfo, holder: int | None) -> None:
         time.sleep(1)
     with contextlib.suppress(ProcessLookupError):
         os.kill(holder, signal.SIGKILL)
+    ours = own_containers(info)
     for parent in Path("/sys/fs/cgroup").glob("*/k8s.io"):
         for child in parent.iterdir():
-            if child.is_dir():
+            if child.is_dir() and child.name in ours:
                 with contextlib.suppress(OSError):
                     child.rmdir()
-        with contextlib.suppress(OSError):
-            parent.rmdir()
+
+
+def own_containers(info: EnvInfo) -> set[str]:
+    """The ids of the containers this node's containerd ran (its task directories outlive it): the cgroups
+    `cleanup` may remove. Another environment on the machine (each pytest-xdist worker starts one) may be
+    creating a container's cgroup at that moment; its parent, `k8s.io`, is shared and stays."""
+    tasks = info.dir / "node" / "containerd"
+    return {
+        entry.name
+        for where in ("state", "root")
+        if (tasks / where / "io.containerd.runtime.v2.task" / "k8s.io").is_dir()
+        for entry in (tasks / where / "io.containerd.runtime.v2.task" / "k8s.io").iterdir()
+    }
