@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowpods.core.admission import Seat, admits, places, queued
+from flowpods.core.admission import Seat, admits, places
 from flowpods.core.status import State
 
 RUNNING, QUEUED, DONE = State.RUNNING, State.QUEUED, State.SUCCESS
@@ -36,8 +36,3 @@ class TestAdmits:
 
     def test_an_execution_not_yet_in_the_view_may_take_a_free_place(self) -> None:
         assert admits("unseen", [], frozenset(), limit=1)
-
-
-class TestQueued:
-    def test_only_queued_executions_are_woken(self) -> None:
-        assert queued([Seat("a", "1", QUEUED), Seat("b", "2", None), Seat("c", "3", RUNNING)]) == ["a"]

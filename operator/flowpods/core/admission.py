@@ -45,8 +45,3 @@ def admits(name: str, seats: Iterable[Seat], holding: frozenset[str], limit: int
     waiting = sorted((seat.created, seat.name) for seat in seats if seat.state in (None, State.QUEUED))
     first = [n for _, n in waiting[:free]] if waiting else [name]
     return free > 0 and name in first
-
-
-def queued(seats: Iterable[Seat]) -> list[str]:
-    """The executions waiting in the queue: to be woken when a place frees up."""
-    return [seat.name for seat in seats if seat.state == State.QUEUED]

@@ -211,7 +211,7 @@ class Operator:
         key = (namespace, resources.flow_ref(execution))
         with self.admission:
             self.admitted[key].discard(execution["metadata"]["name"])
-        for name in admission.queued(self._seats(key)):
+        for name in self.view.queued_of(*key):
             self.poke((namespace, name))
 
     # -- the per-execution loop -------------------------------------------------------------------------

@@ -25,6 +25,9 @@ class View:
         self.deleted_pods: dict[Key, set[str]] = defaultdict(set)
         self.children: dict[Key, dict[str, Body]] = defaultdict(dict)  # by parent execution, then child name
         self.flows: dict[Key, Body] = {}
+        # executions whose state in view was QUEUED when stored (checked again when read): the ones an ending
+        # execution may have to wake, found without a walk over the whole view at each end
+        self.queued: set[Key] = set()
 
     def saw_execution(self, event_type: str | None, body: Body) -> list[Key]:
         """Record an Execution; the executions it concerns: itself and its parent."""
@@ -89,6 +92,21 @@ class View:
         which carries the managed fields too)."""
         if newer(body, self.executions.get(key)):
             self.executions[key] = without_managed_fields(body)
+            if _state(body) == State.QUEUED.value:
+                self.queued.add(key)
+            else:
+                self.queued.discard(key)
+
+    def queued_of(self, namespace: str, flow: str) -> list[str]:
+        """The executions of the Flow resource `namespace/flow` that wait in its queue (QUEUED in view)."""
+        found = []
+        for key in list(self.queued):
+            body = self.executions.get(key)
+            if body is None or _state(body) != State.QUEUED.value:
+                self.queued.discard(key)  # ended, started or gone meanwhile
+            elif key[0] == namespace and flow_ref(body) == flow:
+                found.append(key[1])
+        return found
 
     def run_states(self) -> list[tuple[str, State | None]]:
         """(flow id, state) of every Execution in view; None before its first status (CREATED). Called from the
@@ -117,6 +135,10 @@ class View:
 
 POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "ownerReferences",
                 "creationTimestamp", "deletionTimestamp")  # fmt: skip
+
+
+def _state(body: Body) -> Any:
+    return (body.get("status") or {}).get("state")
 
 
 def pod_essence(body: Body) -> Body:

@@ -36,6 +36,30 @@ class TestExecutions:
         assert ("team", "child") not in view.executions and ("team", "child") not in view.pods
         assert view.children[("team", "ex")] == {}
 
+    def test_the_queued_executions_of_a_flow_are_found_without_the_others(self) -> None:
+        view = View()
+
+        def execution(name: str, version: int, flow: str, state: str | None) -> dict[str, Any]:
+            return body(name, version, spec={"flowRef": {"name": flow}}, status={"state": state} if state else {})
+
+        view.saw_execution("ADDED", execution("q1", 1, "limited", "QUEUED"))
+        view.saw_execution("ADDED", execution("q2", 2, "limited", "QUEUED"))
+        view.saw_execution("ADDED", execution("other", 3, "elsewhere", "QUEUED"))
+        view.saw_execution("ADDED", execution("new", 4, "limited", None))  # not started: admitted by its reconcile
+        view.saw_execution("ADDED", execution("run", 5, "limited", "RUNNING"))
+        assert sorted(view.queued_of("team", "limited")) == ["q1", "q2"]
+        assert view.queued_of("elsewhere", "limited") == []  # another Kubernetes namespace
+        view.saw_execution("MODIFIED", execution("q1", 6, "limited", "RUNNING"))  # admitted meanwhile
+        view.saw_execution("DELETED", execution("q2", 7, "limited", "QUEUED"))
+        assert view.queued_of("team", "limited") == []
+        assert view.queued == {("team", "other")}  # the index keeps only what still waits
+
+    def test_an_execution_dropped_from_the_view_directly_is_not_woken(self) -> None:
+        view = View()
+        view.saw_execution("ADDED", body("q", 1, spec={"flowRef": {"name": "f"}}, status={"state": "QUEUED"}))
+        view.executions.pop(("team", "q"))  # as the operator does for an execution whose read found it gone
+        assert view.queued_of("team", "f") == [] and view.queued == set()
+
 
 class TestPods:
     def test_a_pod_concerns_the_execution_that_owns_it(self) -> None:
