@@ -475,10 +475,6 @@ def own_containers(info: EnvInfo) -> set[str]:
     """The ids of the containers this node's containerd ran (its task directories outlive it): the cgroups
     `cleanup` may remove. Another environment on the machine (each pytest-xdist worker starts one) may be
     creating a container's cgroup at that moment; its parent, `k8s.io`, is shared and stays."""
-    tasks = info.dir / "node" / "containerd"
-    return {
-        entry.name
-        for where in ("state", "root")
-        if (tasks / where / "io.containerd.runtime.v2.task" / "k8s.io").is_dir()
-        for entry in (tasks / where / "io.containerd.runtime.v2.task" / "k8s.io").iterdir()
-    }
+    containerd = info.dir / "node" / "containerd"
+    tasks = [containerd / where / "io.containerd.runtime.v2.task" / "k8s.io" for where in ("state", "root")]
+    return {entry.name for directory in tasks if directory.is_dir() for entry in directory.iterdir()}
