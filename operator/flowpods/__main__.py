@@ -1,5 +1,5 @@
 """`python -m flowpods`: the same as the `flowpods` command (the local runner starts workers this way)."""
 
-from flowpods.cli.main import main
+from flowpods.cli.main import entry
 
-raise SystemExit(main())
+raise SystemExit(entry())

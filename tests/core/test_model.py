@@ -1,5 +1,7 @@
 """The flow model: Kestra flows paste in unchanged; mistakes are named precisely."""
 
+import subprocess
+import sys
 from datetime import timedelta
 
 import pytest
@@ -339,3 +341,28 @@ def test_an_unknown_type_deep_in_flowables_names_that_task_and_its_type():
     document = flow(tasks=[{"id": "ok", "type": "AllowFailure", "tasks": [
         {"id": "seq", "type": "io.kestra.core.tasks.flows.Sequential", "tasks": [inner]}]}])  # fmt: skip
     assert problems_of(document) == ["task 'odd' (io.kestra.Nope): unknown task type 'io.kestra.Nope'"]
+
+
+def test_a_flow_builds_the_models_of_the_task_types_it_uses_only():
+    """Each task type's validator is built on its first use (a fresh interpreter: other tests built them all)."""
+    code = """
+from flowpods.core.model import Log, Sequential, Subflow, Switch, parse_flow
+parse_flow({"id": "f", "namespace": "n", "tasks": [
+    {"id": "s", "type": "Sequential", "tasks": [{"id": "t", "type": "Log", "message": "m"}]}]})
+print(Log.__pydantic_complete__, Sequential.__pydantic_complete__, Subflow.__pydantic_complete__,
+      Switch.__pydantic_complete__)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.split() == ["True", "True", "False", "False"]
+
+
+def test_a_flow_dumps_each_task_with_the_fields_of_its_own_type():
+    document = flow(tasks=[{"id": "s", "type": "Sequential", "tasks": [{"id": "t", "type": "Log", "message": "m"}]}])
+    dumped = parse_flow(document).model_dump(mode="json", by_alias=True, exclude_none=True)
+    inner = dumped["tasks"][0]["tasks"][0]
+    assert (inner["type"], inner["message"]) == ("Log", "m")
+    assert parse_flow(dumped).model_dump(mode="json", by_alias=True, exclude_none=True) == dumped
+
+
+def test_a_task_that_is_not_a_mapping_is_an_unknown_task_type():
+    assert problems_of(flow(tasks=["Log"])) == ["task #1: unknown task type 'Log'"]

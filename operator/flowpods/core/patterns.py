@@ -13,8 +13,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import re2
-
 MAX_PATTERN_LENGTH = 1000
 """Characters a validator may have."""
 
@@ -27,6 +25,8 @@ class PatternError(ValueError):
 
 
 def _options() -> Any:
+    import re2  # imported on first use: most runs never match one, and each process would pay ~5 ms at start
+
     options = re2.Options()
     options.log_errors = False  # RE2 would print every bad pattern on stderr
     options.max_mem = MAX_PROGRAM_MEMORY
@@ -38,6 +38,8 @@ def compile_pattern(pattern: str) -> Any:
     """The compiled validator; PatternError when RE2 refuses it."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise PatternError(f"the pattern is {len(pattern)} characters long; the limit is {MAX_PATTERN_LENGTH}")
+    import re2
+
     try:
         return re2.compile(pattern, _options())
     except re2.error as exc:

@@ -34,7 +34,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ENTRY = "flowpods.cli.main:main"  # what `python -m flowpods` runs; the child calls it with ["worker"]
 PRELOAD = ("flowpods.cli.main", "flowpods.worker.runner")  # what `flowpods worker` imports
@@ -136,9 +136,10 @@ def _child(request: dict[str, Any]) -> int:
         return 1
 
 
-def exit_child(code: int) -> None:
+def end_process(code: int) -> NoReturn:
     """End as an interpreter ends (non-daemon threads joined, atexit handlers run, streams flushed), without
-    tearing down the modules one by one: that finalization is most of an exit (~0.1 s) and only frees memory."""
+    tearing down the modules one by one: that finalization is most of an exit (~0.1 s) and only frees memory.
+    Each attempt's child ends so, the fork server, and `flowpods run` (`cli.main.entry`)."""
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     with contextlib.suppress(Exception):
@@ -156,7 +157,7 @@ class _Server:
         ours, theirs = socket.socketpair()
         code = (
             "import sys, json; sys.path[:] = json.loads(sys.argv[2]); "
-            "from flowpods.local.warm import serve, exit_child; exit_child(serve(int(sys.argv[1])))"
+            "from flowpods.local.warm import serve, end_process; end_process(serve(int(sys.argv[1])))"
         )
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, str(theirs.fileno()), json.dumps(sys.path)],

@@ -13,9 +13,6 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil import parser as dateutil_parser
-from dateutil.relativedelta import relativedelta
-
 __all__ = ["add", "format_date", "parse_date", "timestamp", "zone"]
 
 NAMED_FORMATS = {
@@ -198,6 +195,8 @@ def parse_date(value: Any, existing_format: str | None = None, time_zone: str | 
                 if "'GMT'" in NAMED_FORMATS.get(existing_format.lower(), existing_format):
                     result = result.replace(tzinfo=UTC)
             else:
+                from dateutil import parser as dateutil_parser  # on first use: ~9 ms of every start
+
                 result = dateutil_parser.isoparse(value)
         except (ValueError, OverflowError):
             raise DateError(
@@ -211,6 +210,8 @@ def parse_date(value: Any, existing_format: str | None = None, time_zone: str | 
 
 
 def add(value: datetime, amount: int, unit: str) -> datetime:
+    from dateutil.relativedelta import relativedelta  # on first use: ~9 ms of every start
+
     unit = unit.upper()
     try:
         if unit in CALENDAR_UNITS:

@@ -14,8 +14,6 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
-import jq as jqlib  # type: ignore[import-not-found,unused-ignore]
-import re2  # type: ignore[import-not-found,import-untyped,unused-ignore]
 import yaml
 from jinja2 import Undefined
 
@@ -69,6 +67,8 @@ def _json_input(value: Any) -> Any:
 
 def jq(value: Any, expression: str) -> list[Any]:
     """Kestra's jq filter: every result of the program, as a list."""
+    import jq as jqlib  # type: ignore[import-not-found,unused-ignore]  # on first use, as re2 and dateutil
+
     try:
         program = jqlib.compile(expression)
     except ValueError as exc:
@@ -280,6 +280,8 @@ def _regex_error(exc: Exception) -> str:
 def split(value: Any, delimiter: str, limit: int = 0) -> list[str]:
     """Java's String.split: the delimiter is a regex (RE2: linear time, no backreferences or lookaround);
     limit as Java's (0 drops trailing empty strings)."""
+    import re2  # type: ignore[import-not-found,import-untyped,unused-ignore]  # on first use: ~5 ms a start
+
     text, limit = _text(value), int(limit)
     try:
         parts: list[str] = re2.split(delimiter, text, maxsplit=max(0, limit - 1) if limit > 0 else 0)
@@ -388,6 +390,8 @@ def title(value: Any) -> str:
 
 
 def replace(value: Any, pairs: Mapping[str, Any], regexp: bool = False) -> str:
+    import re2  # type: ignore[import-not-found,import-untyped,unused-ignore]  # on first use: ~5 ms a start
+
     text = _text(value)
     for search, substitute in _defined(pairs).items():
         if regexp:
