@@ -174,14 +174,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def entry() -> int:
-    """The `flowpods` command (and `python -m flowpods`): `main`, then a `flowpods run` ends without the
-    interpreter's module-by-module teardown (`warm.end_process`: ~0.1 s of a hello-world run, that only frees
-    memory); the other commands, a long-lived operator or a worker in a pod, end as usual."""
-    code = main()
-    if sys.argv[1:2] == ["run"]:
-        from flowpods.local.warm import end_process
+    """The `flowpods` command (and `python -m flowpods`): `main`. A `flowpods run` starts the workers' fork
+    server first and ends without the interpreter's module-by-module teardown (`warm.end_process`: ~0.1 s of a
+    hello-world run, that only frees memory); the other commands, a long-lived operator or a worker in a pod,
+    end as usual."""
+    running = sys.argv[1:2] == ["run"]
+    if running:
+        from flowpods.local import warm
 
-        end_process(code)
+        warm.warm_up()  # before the parser is built (~20 ms): the workers' fork server is the longer start
+    code = main()
+    if running:
+        warm.end_process(code)
     return code
 
 
