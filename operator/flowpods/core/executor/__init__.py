@@ -77,7 +77,7 @@ def advance(
     flow: Flow, run: RunInfo, status: ExecutionStatus | None, events: Sequence[EventBase], now: datetime
 ) -> Decision:
     """Apply the events to a copy of the status, then start whatever should run next."""
-    step = Step(flow, run, (status or ExecutionStatus()).model_copy(deep=True), now)
+    step = Step(flow, run, (status or ExecutionStatus()).copied(), now)
     for event in events:
         apply(step, event)
     drive(step)
