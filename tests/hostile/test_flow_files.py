@@ -88,3 +88,29 @@ def test_escape_sequences_in_task_output_do_not_reach_the_terminal(tmp_path: Pat
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[31mRED\\x1b]0;owned\\x07\\x1b[2J" in out
+
+
+def test_a_run_that_ends_validates_only_the_flows_of_the_folder_that_have_triggers(tmp_path: Path) -> None:
+    (tmp_path / "a-plain.yaml").write_text("id: plain\nnamespace: team\ntasks:\n" + LOG)
+    (tmp_path / "b-listener.yaml").write_text(
+        "id: listener\nnamespace: team\ntasks:\n" + LOG
+        + "triggers:\n  - id: on-end\n    type: io.kestra.plugin.core.trigger.Flow\n"
+        + "    conditions:\n      - type: io.kestra.plugin.core.condition.ExecutionFlow\n"
+        + "        namespace: team\n        flowId: plain\n"
+    )  # fmt: skip
+    (tmp_path / "c-invalid.yaml").write_text("id: invalid\nnamespace: team\ntasks:\n  - id: t\n    type: Nope\n")
+    catalog = FlowCatalog(tmp_path)
+    assert [flow.id for flow in catalog.listeners()] == ["listener"]
+    assert sorted(key[1] for key in catalog._flows) == ["listener"]  # the others read, not validated
+    assert catalog.get("team", "plain") is not None
+    assert [path.name for path in catalog.unreadable] == ["c-invalid.yaml"]
+
+
+def test_of_two_files_with_the_same_flow_the_first_valid_one_is_found(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("id: same\nnamespace: team\ntasks:\n  - id: t\n    type: Nope\n")
+    (tmp_path / "b.yaml").write_text("id: same\nnamespace: team\ntasks:\n" + LOG)
+    (tmp_path / "c.yaml").write_text("id: same\nnamespace: team\ntasks:\n  - id: other\n    type: Nope\n")
+    catalog = FlowCatalog(tmp_path)
+    found = catalog.get("team", "same")
+    assert found is not None and found.tasks[0].id != "t"
+    assert sorted(path.name for path in catalog.unreadable) == ["a.yaml", "c.yaml"]

@@ -114,6 +114,11 @@ def read_documents(path: Path) -> list[Any]:
 def load_flow_file(path: str | Path) -> Flow:
     """Load one flow; a FlowError names the file and what is wrong."""
     path = Path(path)
+    return _parse_in(path, read_flow_document(path))
+
+
+def read_flow_document(path: Path) -> dict[str, Any]:
+    """The one flow document of a file, not validated yet (`parse_flow` does that); FlowError if it holds none."""
     documents = read_documents(path)
     flows = [doc for doc in documents if isinstance(doc, dict) and (doc.get("kind") == "Flow" or "tasks" in doc)]
     if not flows:
@@ -127,8 +132,12 @@ def load_flow_file(path: str | Path) -> Flow:
         raise FlowError([f"{path}: {what}"])
     if len(flows) > 1:
         raise FlowError([f"{path}: {len(flows)} flows in one file; put each flow in its own file"])
+    return flow_document(flows[0])
+
+
+def _parse_in(path: Path, document: dict[str, Any]) -> Flow:
     try:
-        return parse_flow(flow_document(flows[0]))
+        return parse_flow(document)
     except FlowError as exc:
         raise FlowError([f"{path}: {problem}" for problem in exc.problems]) from None
 
@@ -138,31 +147,47 @@ MAX_CATALOG_FILES = 2000
 
 
 class FlowCatalog:
-    """The flows a local run can reach (for subflows): every flow file in a folder and its subfolders, read lazily.
+    """The flows a local run can reach (subflows, Flow triggers): every flow file in a folder and its subfolders,
+    read when first needed and validated only when asked for: a run whose flow ends looks at the flows with
+    triggers only, and validating every flow of a folder was most of the end of a `flowpods run`.
 
     A file that cannot be read is skipped (an unrelated broken file must not stop a run) and remembered,
-    so a subflow that is not found names the files that could not be read.
+    so a subflow that is not found names the files that could not be read. Where two files hold the same flow,
+    the first valid one (in path order) is the one found.
     """
 
     def __init__(self, folder: str | Path | None = None, flows: list[Flow] | None = None):
         self.folder = Path(folder) if folder else None
         self._flows: dict[tuple[str, str], Flow] = {(f.namespace, f.id): f for f in flows or []}
         self._scanned = False
-        self.unreadable: dict[Path, str] = {}
+        self._unread: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}  # read, not validated yet
+        self._unreadable: dict[Path, str] = {}
 
     def add(self, flow: Flow) -> None:
         self._flows[(flow.namespace, flow.id)] = flow
 
     def get(self, namespace: str, flow_id: str) -> Flow | None:
-        if (namespace, flow_id) not in self._flows and not self._scanned:
+        key = (namespace, flow_id)
+        if key not in self._flows:
             self._scan()
-        return self._flows.get((namespace, flow_id))
+            self._validate(key)
+        return self._flows.get(key)
 
-    def all(self) -> list[Flow]:
-        """Every flow of the folder (and those added): the flows a Flow trigger may start."""
-        if not self._scanned:
-            self._scan()
-        return list(self._flows.values())
+    def listeners(self) -> list[Flow]:
+        """Every flow of the folder (and those added) that has triggers: the flows a Flow trigger may start."""
+        self._scan()
+        for key, found in list(self._unread.items()):
+            if any(document.get("triggers") for _, document in found):
+                self._validate(key)
+        return [flow for flow in self._flows.values() if flow.triggers]
+
+    @property
+    def unreadable(self) -> dict[Path, str]:
+        """The files that are not valid flows, and why."""
+        self._scan()
+        for key in list(self._unread):
+            self._validate(key, every=True)
+        return self._unreadable
 
     def not_found(self, namespace: str, flow_id: str) -> str:
         """Why a flow was not found: where it was looked for, and which files could not be read."""
@@ -173,7 +198,24 @@ class FlowCatalog:
             message += f" ({len(self.unreadable)} files there are not valid flows: {names})"
         return message
 
+    def _validate(self, key: tuple[str, str], every: bool = False) -> None:
+        """The first file of `key` that is a valid flow becomes the flow; the invalid ones before it (`every`: all
+        of them) are named."""
+        pending = self._unread.get(key, [])
+        while pending and (every or key not in self._flows):
+            path, document = pending.pop(0)
+            try:
+                flow = _parse_in(path, document)
+            except FlowError as exc:
+                self._unreadable[path] = "; ".join(exc.problems)
+                continue
+            self._flows.setdefault((flow.namespace, flow.id), flow)
+        if not pending:
+            self._unread.pop(key, None)
+
     def _scan(self) -> None:
+        if self._scanned:
+            return
         self._scanned = True
         if self.folder is None:
             return
@@ -183,11 +225,20 @@ class FlowCatalog:
                 continue  # hidden folders (.git, .venv) hold no flows
             read += 1
             if read > MAX_CATALOG_FILES:
-                self.unreadable[path] = f"not read: only the first {MAX_CATALOG_FILES} files are"
+                self._unreadable[path] = f"not read: only the first {MAX_CATALOG_FILES} files are"
                 break
             try:
-                flow = load_flow_file(path)
+                document = read_flow_document(path)
             except FlowError as exc:
-                self.unreadable[path] = "; ".join(exc.problems)
+                self._unreadable[path] = "; ".join(exc.problems)
                 continue
-            self._flows.setdefault((flow.namespace, flow.id), flow)
+            namespace, flow_id = document.get("namespace"), document.get("id")
+            if isinstance(namespace, str) and isinstance(flow_id, str):
+                self._unread.setdefault((namespace, flow_id), []).append((path, document))
+                continue
+            try:  # an id the model reads differently (`id: 1`), or no valid one: validated now
+                flow = _parse_in(path, document)
+            except FlowError as exc:
+                self._unreadable[path] = "; ".join(exc.problems)
+                continue
+            self._unread.setdefault((flow.namespace, flow.id), []).append((path, document))

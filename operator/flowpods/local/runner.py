@@ -166,7 +166,7 @@ class LocalRunner:
         """Start the flows of the catalog whose Flow trigger an ended execution fires, as the operator does
         in a namespace (core.flowtriggers); each ended execution fires once. The executions started."""
         started: list[str] = []
-        listeners = [(f"{f.namespace}.{f.id}", f) for f in self.catalog.all()]
+        listeners = [(f"{f.namespace}.{f.id}", f) for f in self.catalog.listeners()]
         for execution in list(self.executions.values()):
             if not execution.status.state.terminal or execution.status.triggered is not None:
                 continue
