@@ -91,6 +91,7 @@ class OperatorProcess:
                 "record",
                 "--format",
                 "raw",
+                "--gil",  # samples of the thread holding the GIL only: where the CPU goes, not who waits for it
                 "--rate",
                 "100",
                 "--output",
