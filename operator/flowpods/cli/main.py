@@ -298,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     from flowpods.core.status import Change
     from flowpods.local.loader import FlowCatalog, load_flow_file
     from flowpods.local.runner import EXPORT_TIMEOUT, LocalRunner
-    from flowpods.telemetry.otel import SpanRecordExporter, otlp_protocol, otlp_traces_endpoint
+    from flowpods.telemetry.otlp_settings import otlp_protocol, otlp_traces_endpoint
 
     width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "140"))
     out = Console(highlight=False, width=width)
@@ -324,7 +324,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     catalog = FlowCatalog(args.flows or Path(args.flow).resolve().parent, flows=[flow])
-    exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods", timeout=EXPORT_TIMEOUT)
+    exporter = None
+    if otlp_traces_endpoint(os.environ, otlp_protocol(os.environ)) is not None:  # else no SDK to import (~20 ms)
+        from flowpods.telemetry.otel import SpanRecordExporter
+
+        exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods", timeout=EXPORT_TIMEOUT)
 
     def on_change(execution: LocalExecution, change: Change) -> None:
         if args.quiet:

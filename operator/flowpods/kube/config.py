@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from flowpods.telemetry.otel import DEFAULT_PROTOCOL, TraceLevel, trace_level
+from flowpods.telemetry.otlp_settings import DEFAULT_PROTOCOL, TraceLevel, trace_level
 
 
 class PodCleanup(StrEnum):

@@ -53,7 +53,8 @@ from flowpods.kube.schedules import Scheduler
 from flowpods.kube.view import View, pod_essence, without_managed_fields
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
-from flowpods.telemetry.otel import SpanRecordExporter, TraceLevel, tracer_provider_from_env
+from flowpods.telemetry.otel import SpanRecordExporter, tracer_provider_from_env
+from flowpods.telemetry.otlp_settings import TraceLevel
 
 log = logging.getLogger("flowpods.kube.operator")
 Key = tuple[str, str]  # (Kubernetes namespace, name)

@@ -34,7 +34,7 @@ from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
 from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, secret_names
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.kube.config import OperatorConfig
-from flowpods.telemetry.otel import TraceLevel
+from flowpods.telemetry.otlp_settings import TraceLevel
 
 GROUP = "flowpods.io"
 VERSION = "v1alpha1"

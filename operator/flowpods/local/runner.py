@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowpods.core import executor, flowtriggers, ids
 from flowpods.core import export as span_export
@@ -38,7 +38,10 @@ from flowpods.core.workdir import RESULTS_ENV, WORKDIR_ENV
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.local import warm
 from flowpods.local.loader import FlowCatalog
-from flowpods.telemetry.otel import SpanRecordExporter, read_span_file
+from flowpods.telemetry.span_file import read_span_file
+
+if TYPE_CHECKING:  # the SDK is imported only where spans are exported (`flowpods run` with an endpoint)
+    from flowpods.telemetry.otel import SpanRecordExporter
 
 TIMEOUT_GRACE_SECONDS = 10.0
 EXPORT_TIMEOUT = 1.0  # seconds one export may take: a missing collector slows a local run by at most this

@@ -43,7 +43,8 @@ from prometheus_client.samples import Exemplar
 from flowpods import __version__
 from flowpods.core import metrics as facts
 from flowpods.core.metrics import Measurement
-from flowpods.telemetry.otel import otlp_protocol, service_resource
+from flowpods.telemetry.otel import service_resource
+from flowpods.telemetry.otlp_settings import otlp_protocol
 
 log = logging.getLogger(__name__)
 

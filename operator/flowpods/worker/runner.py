@@ -82,15 +82,8 @@ from flowpods.core.redaction import redact_headers, redact_url
 from flowpods.core.scripts import StderrTail, command_argv, failure_message, parse_convention_line, script_file
 from flowpods.core.truth import is_truthy
 from flowpods.core.workdir import WORKDIR_ENV
-from flowpods.telemetry.otel import (
-    CollectingProcessor,
-    SpanRecordExporter,
-    TraceLevel,
-    attached,
-    span_file_provider,
-    span_ids,
-    trace_level,
-)
+from flowpods.telemetry.otel import CollectingProcessor, SpanRecordExporter, attached, span_file_provider, span_ids
+from flowpods.telemetry.otlp_settings import TraceLevel, trace_level
 
 EXIT_SUCCESS = 0
 EXIT_FAILURE = 1

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings
-from flowpods.telemetry.otel import TraceLevel
+from flowpods.telemetry.otlp_settings import TraceLevel
 
 
 def test_defaults():

@@ -17,7 +17,7 @@ from flowpods.kube.resources import (
     run_info,
     status_body,
 )
-from flowpods.telemetry.otel import TraceLevel
+from flowpods.telemetry.otlp_settings import TraceLevel
 from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 EXECUTION = {

@@ -26,17 +26,14 @@ from flowpods.core.records import SpanEvent, SpanLink, SpanRecord
 from flowpods.telemetry.otel import (
     JsonLinesSpanExporter,
     SpanRecordExporter,
-    TraceLevel,
     exporter_from_env,
     from_readable_span,
-    otlp_traces_endpoint,
-    read_span_file,
-    resource_attributes,
     service_resource,
     to_readable_span,
-    trace_level,
     tracer_provider_from_env,
 )
+from flowpods.telemetry.otlp_settings import TraceLevel, otlp_traces_endpoint, resource_attributes, trace_level
+from flowpods.telemetry.span_file import read_span_file
 
 T0 = datetime(2026, 11, 24, 22, 0, 0, 123456, tzinfo=UTC)
 

@@ -22,7 +22,7 @@ import pytest
 
 from flowpods.core.records import SpanRecord, TaskResult
 from flowpods.core.results import parse_termination_message
-from flowpods.telemetry.otel import read_span_file
+from flowpods.telemetry.span_file import read_span_file
 from flowpods.worker import attached
 from flowpods.worker.runner import EXIT_CANCELLED, EXIT_FAILURE, EXIT_SUCCESS, EXIT_TIMEOUT
 

@@ -21,7 +21,7 @@ import pytest
 
 from flowpods.core.records import MAX_TERMINATION_MESSAGE, SpanEvent, SpanRecord, TaskResult
 from flowpods.core.results import parse_termination_message
-from flowpods.telemetry.otel import read_span_file
+from flowpods.telemetry.span_file import read_span_file
 from flowpods.worker.runner import (
     EXIT_CANCELLED,
     EXIT_FAILURE,
