@@ -12,7 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# and the package's modules compiled, as pip compiles an installed package's: an editable install's are compiled
+# when imported, but not written where PYTHONDONTWRITEBYTECODE is set, so every process compiled them again
+# (~40 ms of a `flowpods run`, docs/benchmarks.md)
 venv: $(STAMP)
+	@$(PY) -m compileall -q operator/flowpods
 
 ## run: run examples/parent.yaml with the embedded local runtime and print its trace tree
 run: venv
