@@ -324,8 +324,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
 
     catalog = FlowCatalog(args.flows or Path(args.flow).resolve().parent, flows=[flow])
+    protocol = otlp_protocol(os.environ)
+    endpoint = otlp_traces_endpoint(os.environ, protocol)
     exporter = None
-    if otlp_traces_endpoint(os.environ, otlp_protocol(os.environ)) is not None:  # else no SDK to import (~20 ms)
+    if endpoint is not None:  # else no SDK to import (~20 ms)
         from flowpods.telemetry.otel import SpanRecordExporter
 
         exporter = SpanRecordExporter.from_env(os.environ, default_service="flowpods", timeout=EXPORT_TIMEOUT)
@@ -394,8 +396,7 @@ def _run(args: argparse.Namespace) -> int:
     for notice in result.notices:
         err.print(f"[yellow]flowpods:[/] {escape(printable(notice))}")
     if exporter is not None:
-        endpoint = otlp_traces_endpoint(os.environ, otlp_protocol(os.environ))
-        out.print(f"  spans exported to {endpoint} ({otlp_protocol(os.environ)})")
+        out.print(f"  spans exported to {endpoint} ({protocol})")
     return 0 if state in ("SUCCESS", "WARNING") else 1
 
 

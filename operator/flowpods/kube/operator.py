@@ -50,7 +50,7 @@ from flowpods.kube.essence import ChangeHandledOnly, slim_event
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
-from flowpods.kube.view import View, pod_essence, without_managed_fields
+from flowpods.kube.view import View, pod_essence, state_of, without_managed_fields
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, tracer_provider_from_env
@@ -188,7 +188,7 @@ class Operator:
         for (ns, name), body in list(self.view.executions.items()):
             if (ns, resources.flow_ref(body)) != flow_key:
                 continue
-            state = (body.get("status") or {}).get("state")
+            state = state_of(body)
             seats.append(
                 admission.Seat(name, body["metadata"].get("creationTimestamp", ""), State(state) if state else None)
             )
@@ -332,7 +332,7 @@ class Operator:
             if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
                 self.kube.delete_pod(key[0], name)
         for name, child in list(self.view.children.get(key, {}).items()):
-            if (child.get("status") or {}).get("state") not in TERMINAL_STATES:
+            if state_of(child) not in TERMINAL_STATES:
                 self.kube.annotate("executions", key[0], name, {ANNOTATION_KILL: "true"})
         return outcome
 

@@ -92,7 +92,7 @@ class View:
         which carries the managed fields too)."""
         if newer(body, self.executions.get(key)):
             self.executions[key] = without_managed_fields(body)
-            if _state(body) == State.QUEUED.value:
+            if state_of(body) == State.QUEUED.value:
                 self.queued.add(key)
             else:
                 self.queued.discard(key)
@@ -102,7 +102,7 @@ class View:
         found = []
         for key in list(self.queued):
             body = self.executions.get(key)
-            if body is None or _state(body) != State.QUEUED.value:
+            if body is None or state_of(body) != State.QUEUED.value:
                 self.queued.discard(key)  # ended, started or gone meanwhile
             elif key[0] == namespace and flow_ref(body) == flow:
                 found.append(key[1])
@@ -137,7 +137,8 @@ POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "annota
                 "creationTimestamp", "deletionTimestamp")  # fmt: skip
 
 
-def _state(body: Body) -> Any:
+def state_of(body: Body) -> Any:
+    """The state an Execution's stored status names (None before its first status)."""
     return (body.get("status") or {}).get("state")
 
 
