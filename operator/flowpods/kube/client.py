@@ -2,15 +2,14 @@
 
 The reconciler runs these in a thread; kopf's own watches run in the event loop. The calls of the
 reconcile path (read and write an Execution's status, create, read and delete a pod) are plain JSON
-requests on the kubernetes client's connection pool and credentials: the body is encoded once with
-`json.dumps` and the answer decoded once with `json.loads`, without the generated client's parameter
+requests on the kubernetes client's connection pool and credentials: the body is encoded once and the
+answer decoded once (`jsoncodec`: orjson), without the generated client's parameter
 validation and its walk over every value of the body (most of the operator's CPU per task run, see
 docs/benchmarks.md). Errors are the same `ApiException`s the generated client raises.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.client.rest import RESTResponse
 
+from flowpods.kube import jsoncodec
 from flowpods.kube.resources import GROUP, VERSION
 
 JSON = dict[str, Any]
@@ -110,7 +110,7 @@ class Kube:
         if body is not None:
             headers["Content-Type"] = content_type
         url = self.api.configuration.host + path
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = None if body is None else jsoncodec.dumps(body)
         started, status = time.perf_counter(), 0
         try:
             try:
@@ -126,7 +126,7 @@ class Kube:
                 self._auth = None  # the token was rotated or revoked: read the credentials again next time
             if not 200 <= status <= 299:  # NotFoundException, ConflictException... as the generated client
                 raise ApiException.from_response(http_resp=response, body=None, data=None)
-            return cast(JSON, json.loads(data))
+            return cast(JSON, jsoncodec.loads(data))
         finally:
             if self._observe is not None:
                 self._observe(method, status, time.perf_counter() - started)

@@ -33,6 +33,7 @@ from flowpods.core.scripts import ATTACHED_DIR
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
 from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, secret_names
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
+from flowpods.kube import jsoncodec
 from flowpods.kube.config import OperatorConfig
 from flowpods.telemetry.otlp_settings import TraceLevel
 
@@ -250,7 +251,7 @@ class TooLarge(ValueError):
 
 def check_status_size(status: dict[str, Any], name: str) -> None:
     """Raise TooLarge before a status that etcd would refuse is sent."""
-    size = len(json.dumps(status, separators=(",", ":"), default=str))
+    size = len(jsoncodec.dumps(status, default=str))
     if size > MAX_STATUS_BYTES:
         raise TooLarge(f"the status of execution {name} would be {size} bytes; at most {MAX_STATUS_BYTES} are "
                        "written (etcd's object limit): run fewer task runs in one execution (a ForEach over fewer "
