@@ -21,7 +21,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -113,6 +113,12 @@ class Subject:
     def name(self) -> str:
         return str(self.execution["metadata"]["name"])
 
+    def lost(self, tr: TaskRun) -> bool:
+        """The status says it is under way, but its pod or child is not in the view."""
+        if tr.attempts:
+            return resources.pod_name(self.name, tr.id, tr.attempts[-1].number) not in self.pods
+        return tr.child is not None and tr.child not in self.children
+
 
 class Operator:
     """The in-memory view of the cluster and the per-execution reconcile loops."""
@@ -132,6 +138,8 @@ class Operator:
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.view = View()
         self.scheduler = Scheduler(self.kube)
+        # the pods a commit's decision starts, created while the status is committed (`_commit_and_create`)
+        self.creates = ThreadPoolExecutor(config.reconcile_threads, thread_name_prefix="create")
         # per execution, only while there is something to do: poked and not yet reconciled, its reconcile loop,
         # its wake-up timer (an operator runs for months: what each execution leaves here must go with it)
         self.poked: set[Key] = set()
@@ -160,6 +168,7 @@ class Operator:
             self.exports.start()
 
     def stop(self) -> None:
+        self.creates.shutdown(wait=False)
         if self.exports is not None:
             self.exports.stop(EXPORT_TIMEOUT)
 
@@ -412,9 +421,15 @@ class Operator:
             self.kube.annotate("executions", subject.namespace, subject.name, {ANNOTATION_KILL: None})
             return Outcome()
         events = [*requests, *self._observe(subject, flow, status)]
-        decision = executor.advance(flow, subject.run, status, events, now)
+        decided_before = self._decided_before(subject, flow, status, events)
+        if decided_before is None:
+            decision = executor.advance(flow, subject.run, status, events, now)
+        else:  # stored first; the requests are acted on in the next pass
+            decision, events = decided_before
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):
             outcome = self._carry_out(subject, flow, decision, events, status)
+        if decided_before is not None:
+            outcome.wake_at = now
         if subject.pending_wake is not None:  # a pod that has not started: look again at its deadline
             outcome.wake_at = min(subject.pending_wake, outcome.wake_at or subject.pending_wake)
         return outcome
@@ -456,6 +471,32 @@ class Operator:
                     events.append(finished)
         return events
 
+    def _decided_before(
+        self, subject: Subject, flow: Flow, status: ExecutionStatus, events: list[Any]
+    ) -> tuple[executor.Decision, list[Any]] | None:
+        """A decision whose pods were created while its status was being committed, and that was not stored
+        (the operator stopped in between, or the commit met a request: a Conflict), when a request (a kill, a
+        resume, a restart) has come since: decided again without the request, it asks for the same pods, and
+        if one is there, it is that decision which is stored, so that the pods that were created (and may
+        have run) are recorded; the request is acted on in the next pass, as if it came just after. Only while
+        a request waits (rare): it may read the pods from the API server, which the view may not hold yet."""
+        if status.state != State.RUNNING or not any(isinstance(event, executor.REQUESTS) for event in events):
+            return None
+        observed = [event for event in events if not isinstance(event, executor.REQUESTS)]
+        decision = executor.advance(flow, subject.run, status, observed, subject.now)
+        creates = executor.pending_actions(flow, subject.run, decision.status, subject.now, subject.lost)
+        if not executor.creates_with_commit(flow, status, decision, creates):
+            return None
+        for action in creates:
+            assert isinstance(action, executor.RunTask)  # creates_with_commit: only pods
+            name = resources.pod_name(subject.name, action.work.taskRunId, action.work.attempt)
+            if name in subject.pods or (name not in subject.deleted and
+                                        self.kube.get_pod(subject.namespace, name) is not None):  # fmt: skip
+                log.info("execution %s/%s: pod %s was created for a change not stored yet: storing that change "
+                         "before acting on the request", subject.namespace, subject.name, name)  # fmt: skip
+                return decision, observed
+        return None
+
     def _pending_limit(self, flow: Flow, task_id: str) -> timedelta:
         """How long the task's pod may wait to start: the task's pendingTimeout, else the operator's."""
         try:
@@ -474,7 +515,11 @@ class Operator:
         """Commit the decision (or only a span watermark that is due), then act on it: stop, create, clean up."""
         status = decision.status
         outcome = Outcome(wake_at=decision.wakeAt)
-        if decision.changed:
+        creates = executor.pending_actions(flow, subject.run, status, subject.now, subject.lost)
+        together = executor.creates_with_commit(flow, before, decision, creates)  # one round trip, not two
+        if together:
+            outcome.body, outcome.pods = self._commit_and_create(subject, status, before, creates)
+        elif decision.changed:
             outcome.body = self._commit(subject, status, before)
             if status.state.terminal and not before.state.terminal:
                 outcome.events.append(notices.ended(subject.run.id, status))
@@ -490,19 +535,41 @@ class Operator:
                                                                            action.attempt))  # fmt: skip
             elif isinstance(action, executor.KillSubflow):
                 self.kube.annotate("executions", subject.namespace, action.name, {ANNOTATION_KILL: "true"})
-
-        def lost(tr: TaskRun) -> bool:
-            """The status says it is under way, but its pod or child is not in the view."""
-            if tr.attempts:
-                return resources.pod_name(subject.name, tr.id, tr.attempts[-1].number) not in subject.pods
-            return tr.child is not None and tr.child not in subject.children
-
-        outcome.pods = self._create(subject, outcome.body or subject.execution,
-                                    executor.pending_actions(flow, subject.run, status, subject.now, lost))  # fmt: skip
+        if not together:
+            outcome.pods = self._create(subject, outcome.body or subject.execution, creates)
         if status.state.terminal:
             outcome.finished = True
+            self._stop_unrecorded(subject, status)
             self._cleanup(subject, status)
         return outcome
+
+    def _commit_and_create(
+        self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus, creates: Sequence[executor.Action]
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Commit the status and create the pods it starts at the same time (`executor.creates_with_commit`
+        says when that is safe): between one task's end and the next task's pod, one API round trip instead of
+        two. The creates run in another thread (in this one's context: FINE spans nest as before); whatever
+        fails, both are finished before this returns or raises. A decision committed but whose pods were not
+        all created is like a commit followed by a failed create: the next pass creates what is missing; a
+        decision whose pods were created but that was not committed is decided again the same (or, after a
+        request, by `_decided_before`), and its creates find the pods there."""
+        creating = self.creates.submit(contextvars.copy_context().run, self._create, subject, subject.execution,
+                                       creates)  # fmt: skip
+        try:
+            stored = self._commit(subject, status, before)
+        finally:
+            wait([creating])
+        return stored, creating.result()
+
+    def _stop_unrecorded(self, subject: Subject, status: ExecutionStatus) -> None:
+        """An ended execution keeps no pod running. One that no attempt of the status names was created for a
+        decision that was not stored and that the stored one replaced (docs/architecture.md): it is stopped."""
+        recorded = {resources.pod_name(subject.name, tr.id, a.number) for tr in status.taskRuns for a in tr.attempts}
+        for name, pod in list(subject.pods.items()):
+            if name not in recorded and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                log.warning("execution %s/%s ended: stopping pod %s, which no attempt of its status records",
+                            subject.namespace, subject.name, name)  # fmt: skip
+                self.kube.delete_pod(subject.namespace, name)
 
     def _start(self, execution: dict[str, Any], now: datetime) -> Outcome:
         """A new execution: start it, queue it, or end it at once with the reason it cannot start."""
@@ -696,7 +763,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             record([measures.k8s_request(method, code, seconds)])
 
     # every thread that calls the client is one of the reconcile threads (the API's handlers run there too)
-    OPERATOR = Operator(config, Kube(observe=observe, pool_size=config.reconcile_threads), exporter, fine, metrics)
+    # each reconcile thread may create pods in a second one while it commits (Operator._commit_and_create)
+    kube = Kube(observe=observe, pool_size=2 * config.reconcile_threads)
+    OPERATOR = Operator(config, kube, exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")

@@ -43,11 +43,12 @@ from flowpods.core.executor.rendering import Renderer, render_context
 from flowpods.core.executor.step import Step
 from flowpods.core.executor.transitions import apply
 from flowpods.core.executor.workdir import run_action
-from flowpods.core.model import Flow, Subflow, WorkingDirectory
+from flowpods.core.model import Dag, Each, Flow, If, Parallel, Sequential, Subflow, Switch, WorkingDirectory
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.core.workdir import inside_workdirs
 
 __all__ = [
+    "REQUESTS",
     "Action",
     "Admit",
     "AttemptFinished",
@@ -66,6 +67,7 @@ __all__ = [
     "StopTask",
     "Tick",
     "advance",
+    "creates_with_commit",
     "failed_start",
     "pending_actions",
     "render_context",
@@ -141,3 +143,37 @@ def pending_actions(
             if isinstance(start, StartSubflow):
                 actions.append(start)
     return actions
+
+
+REQUESTS = (Kill, Resume, Restart)
+"""The events a person asks for (an Execution's annotations), as opposed to what the adapter observed."""
+
+_STRUCTURAL = (Sequential, Parallel, If, Switch, Each, Dag)
+"""Flowables whose state is their children's: nothing of their own is under way."""
+
+
+def creates_with_commit(flow: Flow, before: ExecutionStatus, decision: Decision, creates: Sequence[Action]) -> bool:
+    """Whether an adapter may create the decision's pods (`creates`) while it commits its status, not after.
+
+    Safe where the same stored status and observations decide the same pods again, so that a decision acted
+    on but not stored (the adapter died, or its commit failed) is decided again and finds its pods there
+    (created under the same names: adopted). So: the execution was and stays RUNNING (no start, admission or
+    end), the decision only starts pods, and nothing else is under way whose end could change it (every task
+    run not ended is a structural flowable or one of those being created). What can still change it is a
+    request (`REQUESTS`, annotations); the adapter then decides once without them and, if that finds the
+    pods, stores it first (docs/architecture.md, "The critical path between two tasks")."""
+    if not decision.changed or before.state != State.RUNNING or decision.status.state != State.RUNNING:
+        return False
+    if not creates or not all(isinstance(action, RunTask) for action in [*decision.actions, *creates]):
+        return False
+    starting = {action.work.taskRunId for action in creates if isinstance(action, RunTask)}
+    for tr in decision.status.taskRuns:
+        if tr.state.terminal or tr.id in starting:
+            continue
+        try:
+            task = flow.task(tr.taskId)
+        except KeyError:
+            return False
+        if not isinstance(task, _STRUCTURAL):
+            return False
+    return True
