@@ -3,6 +3,8 @@ trace of their own linked to the one that triggered them (read back from Jaeger'
 
 from __future__ import annotations
 
+from kubernetes import watch
+
 from tests.e2e.harness import GROUP, VERSION, execution_yaml, wait_for_spans, wait_for_state, wait_until
 from tests.e2e.test_operator import flow_yaml
 
@@ -83,3 +85,34 @@ def test_a_success_starts_the_listening_flow_once_linked_to_its_trace_and_a_fail
     links = [r for r in run.get("references", []) if r.get("refType") != "CHILD_OF"]
     assert [(r["traceID"], r["spanID"]) for r in links] == [(upstream_trace, upstream_run_span)]
     assert not [r for r in run.get("references", []) if r.get("refType") == "CHILD_OF"], "a root, not a child"
+
+
+def test_where_no_flow_listens_the_end_is_stored_with_nothing_fired(operator, apply_yaml, custom_objects, namespace):
+    """No Flow of the namespace has a Flow trigger: the status that stores the end already says nothing
+    fired (`triggered: []`), so no marker is patched after it. Every version of the status is read from a
+    watch started before the execution: none is terminal and still `pending`."""
+    apply_yaml(flow_yaml("alone", """
+        id: alone
+        namespace: company.team
+        tasks:
+          - id: hello
+            type: io.kestra.plugin.core.log.Log
+            message: nobody listens
+    """))  # fmt: skip
+    listed = custom_objects.list_namespaced_custom_object(GROUP, VERSION, namespace, "executions")
+    seen: list[tuple[str, object]] = []
+    stream = watch.Watch()
+    apply_yaml(execution_yaml("alone-1", "alone"))
+    for event in stream.stream(custom_objects.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                               "executions", resource_version=listed["metadata"]["resourceVersion"],
+                               timeout_seconds=int(WAIT)):  # fmt: skip
+        body = event["object"]
+        if body["metadata"]["name"] != "alone-1":
+            continue
+        status = body.get("status") or {}
+        seen.append((str(status.get("state")), status.get("triggered")))
+        if status.get("state") in ("SUCCESS", "FAILED", "KILLED", "WARNING"):
+            stream.stop()
+    assert seen and seen[-1][0] == "SUCCESS", seen
+    assert [triggered for state, triggered in seen if state == "SUCCESS"] == [[]], seen
+    assert any(triggered == "pending" for _, triggered in seen), "statuses before the end wait for it"

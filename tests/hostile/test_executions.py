@@ -103,6 +103,10 @@ class FakeKube:
     def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
+    def list_objects(self, plural: str, namespace: str, label_selector: str | None = None) -> list[dict[str, Any]]:
+        kind = {"flows": "Flow", "executions": "Execution"}[plural]
+        return [copy.deepcopy(o) for (k, _), o in self.objects.items() if k == kind]
+
 
 def operator(kube: FakeKube) -> Operator:
     return Operator(OperatorConfig.from_env({}), kube, None)  # type: ignore[arg-type]

@@ -9,6 +9,9 @@ once, across restarts (see docs/architecture.md, "Flow triggers"):
    and the trigger id, so a create repeated by a restarted operator finds it there (409) and is a no-op;
 3. only when every create succeeded, `status.triggered` records their names. A status that has it is never
    fired again; one without it is fired again from the start, by this process or the next.
+
+Where no Flow of the namespace listens (`listeners` is empty), the operator commits the end with
+`status.triggered: []` and this module is not called.
 """
 
 from __future__ import annotations
@@ -39,10 +42,21 @@ def listeners(kube: Kube, namespace: str) -> list[tuple[str, Flow]]:
     """The valid Flows of the namespace that have a Flow trigger, with their resource names."""
     found = []
     for body in kube.list_objects("flows", namespace):
+        if not may_listen(body):
+            continue
         flow = resources.read_flow(body)
         if isinstance(flow, Flow) and any(isinstance(t, FlowTrigger) for t in flow.triggers):
             found.append((str(body["metadata"]["name"]), flow))
     return found
+
+
+def may_listen(body: dict[str, Any]) -> bool:
+    """Whether the Flow resource declares a trigger of type Flow (any of its names ends with "Flow"). Listing
+    the listeners runs at every execution's end: the other Flows of the namespace are not validated."""
+    triggers = (body.get("spec") or {}).get("triggers") if isinstance(body.get("spec"), dict) else None
+    return isinstance(triggers, list) and any(
+        isinstance(t, dict) and str(t.get("type", "")).rsplit(".", 1)[-1] == "Flow" for t in triggers
+    )
 
 
 def fire(kube: Kube, execution: dict[str, Any], flow: Flow, run: RunInfo, status: ExecutionStatus) -> Fired:

@@ -520,6 +520,8 @@ class Operator:
         if together:
             outcome.body, outcome.pods = self._commit_and_create(subject, status, before, creates)
         elif decision.changed:
+            if self._nothing_can_fire(subject, before, status):
+                status = status.model_copy(update={"triggered": []})
             outcome.body = self._commit(subject, status, before)
             if status.state.terminal and not before.state.terminal:
                 outcome.events.append(notices.ended(subject.run.id, status))
@@ -542,6 +544,14 @@ class Operator:
             self._stop_unrecorded(subject, status)
             self._cleanup(subject, status)
         return outcome
+
+    def _nothing_can_fire(self, subject: Subject, before: ExecutionStatus, status: ExecutionStatus) -> bool:
+        """The execution ends now and no Flow of its namespace has a Flow trigger (listed from the API server):
+        the end is committed with `triggered: []`, instead of a marker patch after it, its watch event and its
+        reconcile (docs/architecture.md, "Flow triggers")."""
+        if not status.state.terminal or before.state.terminal:
+            return False
+        return not flow_triggers.listeners(self.kube, subject.namespace)
 
     def _commit_and_create(
         self, subject: Subject, status: ExecutionStatus, before: ExecutionStatus, creates: Sequence[executor.Action]
