@@ -138,8 +138,8 @@ class Operator:
         self.kube = fine.wrap(kube) if fine is not None else kube
         self.view = View()
         self.scheduler = Scheduler(self.kube)
-        # the pods a commit's decision starts, created while the status is committed (`_commit_and_create`)
-        self.creates = ThreadPoolExecutor(config.reconcile_threads, thread_name_prefix="create")
+        # the status commits made while the reconcile's own thread creates the pods they start (`_commit_and_create`)
+        self.commits = ThreadPoolExecutor(config.reconcile_threads, thread_name_prefix="commit")
         # per execution, only while there is something to do: poked and not yet reconciled, its reconcile loop,
         # its wake-up timer (an operator runs for months: what each execution leaves here must go with it)
         self.poked: set[Key] = set()
@@ -168,7 +168,7 @@ class Operator:
             self.exports.start()
 
     def stop(self) -> None:
-        self.creates.shutdown(wait=False)
+        self.commits.shutdown(wait=False)
         if self.exports is not None:
             self.exports.stop(EXPORT_TIMEOUT)
 
@@ -558,18 +558,20 @@ class Operator:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Commit the status and create the pods it starts at the same time (`executor.creates_with_commit`
         says when that is safe): between one task's end and the next task's pod, one API round trip instead of
-        two. The creates run in another thread (in this one's context: FINE spans nest as before); whatever
-        fails, both are finished before this returns or raises. A decision committed but whose pods were not
-        all created is like a commit followed by a failed create: the next pass creates what is missing; a
-        decision whose pods were created but that was not committed is decided again the same (or, after a
-        request, by `_decided_before`), and its creates find the pods there."""
-        creating = self.creates.submit(contextvars.copy_context().run, self._create, subject, subject.execution,
-                                       creates)  # fmt: skip
+        two. The commit runs in another thread (in this one's context: FINE spans nest as before) and the pods
+        are created here, at once, since they are what the next task waits for; both are finished before this
+        returns or raises, a failed commit's error first (a Conflict: decided again). A decision committed but
+        whose pods were not all created is like a commit followed by a failed create: the next pass creates
+        what is missing; a decision whose pods were created but that was not committed is decided again the
+        same (or, after a request, by `_decided_before`), and its creates find the pods there."""
+        committing = self.commits.submit(contextvars.copy_context().run, self._commit, subject, status, before)
         try:
-            stored = self._commit(subject, status, before)
-        finally:
-            wait([creating])
-        return stored, creating.result()
+            pods = self._create(subject, subject.execution, creates)
+        except Exception:
+            wait([committing])
+            committing.result()
+            raise
+        return committing.result(), pods
 
     def _stop_unrecorded(self, subject: Subject, status: ExecutionStatus) -> None:
         """An ended execution keeps no pod running. One that no attempt of the status names was created for a
