@@ -478,8 +478,9 @@ def cleanup(info: EnvInfo, holder: int | None) -> None:
 
 def free_containerd_root(info: EnvInfo) -> None:
     """Remove what containerd stored: the image store and every container's filesystem, which the pods a test
-    keeps hold until they are deleted (27 GB after the operator-kill fault test, measured), and pytest keeps
-    the directories of its last three runs. The images are imported again at each start. Nothing is removed
+    keeps hold until they are deleted (27 GB after the operator-kill fault test, measured while images were
+    imported packed and every container unpacked its own copy; see `import_images`), and pytest keeps the
+    directories of its last three runs. The images are imported again at each start. Nothing is removed
     while anything is still mounted under it (the mounts went with the sandbox's mount namespace)."""
     root = info.dir / "node" / "containerd"
     prefix = str(root.resolve()) + "/"

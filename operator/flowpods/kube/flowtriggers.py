@@ -53,7 +53,8 @@ def listeners(kube: Kube, namespace: str) -> list[tuple[str, Flow]]:
 def may_listen(body: dict[str, Any]) -> bool:
     """Whether the Flow resource declares a trigger of type Flow (any of its names ends with "Flow"). Listing
     the listeners runs at every execution's end: the other Flows of the namespace are not validated."""
-    triggers = (body.get("spec") or {}).get("triggers") if isinstance(body.get("spec"), dict) else None
+    spec = body.get("spec")
+    triggers = spec.get("triggers") if isinstance(spec, dict) else None
     return isinstance(triggers, list) and any(
         isinstance(t, dict) and str(t.get("type", "")).rsplit(".", 1)[-1] == "Flow" for t in triggers
     )

@@ -339,7 +339,7 @@ class Operator:
         outcome = Outcome(body=self.kube.replace_status("executions", body), finished=True)
         outcome.events.append(("Warning", "Failed", body["status"]["error"]))
         for name, pod in list(self.view.pods.get(key, {}).items()):
-            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            if not resources.pod_ended(pod):
                 self.kube.delete_pod(key[0], name)
         for name, child in list(self.view.children.get(key, {}).items()):
             if state_of(child) not in TERMINAL_STATES:
@@ -578,7 +578,7 @@ class Operator:
         decision that was not stored and that the stored one replaced (docs/architecture.md): it is stopped."""
         recorded = {resources.pod_name(subject.name, tr.id, a.number) for tr in status.taskRuns for a in tr.attempts}
         for name, pod in list(subject.pods.items()):
-            if name not in recorded and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            if name not in recorded and not resources.pod_ended(pod):
                 log.warning("execution %s/%s ended: stopping pod %s, which no attempt of its status records",
                             subject.namespace, subject.name, name)  # fmt: skip
                 self.kube.delete_pod(subject.namespace, name)
@@ -775,7 +775,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             record([measures.k8s_request(method, code, seconds)])
 
     # every thread that calls the client is one of the reconcile threads (the API's handlers run there too)
-    # each reconcile thread may create pods in a second one while it commits (Operator._commit_and_create)
+    # each reconcile thread may store a status in a second one while it creates pods (Operator._commit_and_create)
     kube = Kube(observe=observe, pool_size=2 * config.reconcile_threads)
     OPERATOR = Operator(config, kube, exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"

@@ -63,6 +63,9 @@ ANNOTATION_LINK = f"{GROUP}/link"  # a W3C traceparent the RUN span links to (th
 
 WORKER_UID = 65532
 TASK_CONTAINER = "task"
+ENDED_PHASES = ("Succeeded", "Failed")
+"""The phases of a pod whose containers have all stopped for good (restartPolicy: Never)."""
+
 WORKER_CONTAINER = "worker"
 IMAGE_ERRORS = {
     "ErrImagePull",
@@ -421,6 +424,10 @@ def run_steps(
     spec["volumes"] = [*spec["volumes"], {"name": "workdir", "emptyDir": {}}]
 
 
+def pod_ended(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ENDED_PHASES
+
+
 def observe(pod: dict[str, Any], attempt: Attempt, now: datetime, steps: bool) -> list[Any]:
     """What a pod says about its attempt: a worker's pod (observe_pod), or a WorkingDirectory's (`steps`)."""
     if steps:
@@ -465,7 +472,7 @@ def observe_steps(pod: dict[str, Any], attempt: Attempt, now: datetime) -> list[
                                    pod=name, node=node, finished=finished))  # fmt: skip
         index += 1
     phase = status.get("phase")
-    if phase in ("Succeeded", "Failed"):
+    if phase in ENDED_PHASES:
         reason = None
         if status.get("reason") == "DeadlineExceeded":
             reason = f"timeout: deadline exceeded ({status.get('message') or 'activeDeadlineSeconds'})"
@@ -518,7 +525,7 @@ def observe_pod(pod: dict[str, Any], attempt: Attempt, now: datetime) -> Attempt
                                reason=pull.strip(": "), imageUnavailable=True, pod=name, node=node,
                                scheduledAt=scheduled)  # fmt: skip
 
-    if phase in ("Succeeded", "Failed"):
+    if phase in ENDED_PHASES:
         terminated = state.get("terminated") or {}
         code = terminated.get("exitCode")
         started = parse_time(terminated.get("startedAt")) or parse_time(status.get("startTime"))
