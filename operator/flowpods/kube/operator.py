@@ -87,6 +87,8 @@ class Outcome:
     events: list[notices.Notice] = field(default_factory=list)
     finished: bool = False
     pods: list[dict[str, Any]] = field(default_factory=list)  # the pods it created, as their creates answered
+    # its one write stored the span watermark alone: that write's own watch event has nothing to reconcile
+    watermark_only: bool = False
 
 
 @dataclass
@@ -145,6 +147,8 @@ class Operator:
         self.poked: set[Key] = set()
         self.loops: dict[Key, asyncio.Task[None]] = {}
         self.timers: dict[Key, asyncio.TimerHandle] = {}
+        # the resourceVersion of a write that stored only the span watermark, until its own watch event came
+        self.quiet_writes: dict[Key, str] = {}
         # flow concurrency: executions let run but perhaps not yet RUNNING in the view, per (namespace, flow)
         self.admission = threading.Lock()
         self.admitted: dict[Key, set[str]] = defaultdict(set)
@@ -178,10 +182,14 @@ class Operator:
             self.loop.call_soon_threadsafe(self.poke, cast(Key, key), context=self._fresh_context())
 
     def saw_execution(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        own = (meta["namespace"], meta["name"])
         if event_type == "DELETED":
-            self._forget((body["metadata"]["namespace"], body["metadata"]["name"]))
+            self._forget(own)
+        quiet = self.quiet_writes.pop(own, None) == meta.get("resourceVersion")
         for key in self.view.saw_execution(event_type, body):
-            self.poke(key)
+            if not (quiet and key == own):  # the echo of a watermark's write (a parent still sees its child)
+                self.poke(key)
 
     def saw_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
         for key in self.view.saw_pod(event_type, body):
@@ -250,6 +258,7 @@ class Operator:
         finds nothing in view and ends)."""
         if (timer := self.timers.pop(key, None)) is not None:
             timer.cancel()
+        self.quiet_writes.pop(key, None)
         if self.exports is not None:
             self.exports.forget(key)
 
@@ -380,6 +389,8 @@ class Operator:
             self.poked.add(key)
         if outcome.body is not None:
             self.view.remember(key, outcome.body)
+            if outcome.watermark_only and not outcome.pods:
+                self.quiet_writes[key] = outcome.body["metadata"]["resourceVersion"]
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
@@ -527,6 +538,7 @@ class Operator:
                 outcome.events.append(notices.ended(subject.run.id, status))
         else:
             outcome.body = self._store_watermark(subject, before)
+            outcome.watermark_only = outcome.body is not None
         for event in events:  # a pod that cannot pull its image would wait forever: it is done with
             gave_up = isinstance(event, executor.AttemptFinished) and (event.imageUnavailable or event.pendingTimedOut)
             if gave_up and event.pod:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from flowpods.core.clock import utcnow
 from flowpods.kube.config import OperatorConfig
-from flowpods.kube.operator import Operator
+from flowpods.kube.operator import Operator, Outcome
 
 KEY = ("ns", "e1")
 EXECUTION = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
@@ -74,3 +74,30 @@ def test_the_heap_built_at_start_up_is_out_of_the_collectors_reach() -> None:
     before, frozen, thresholds, fewer = proc.stdout.split()
     assert int(before) == 0 and int(frozen) > 10_000, proc.stdout  # the imports alone are tens of thousands
     assert (thresholds, fewer) == ("True", "True")
+
+
+def test_the_echo_of_a_write_that_stored_only_the_span_watermark_pokes_only_a_parent() -> None:
+    """Its reconcile would change nothing (a third of all reconciles with tracing on); a child's echo still tells
+    its parent about the child."""
+    op = operator()
+    poked: list[tuple[str, str]] = []
+    op.poke = poked.append  # type: ignore[method-assign]
+
+    def version(rv: str, parent: str | None = None) -> dict[str, object]:
+        owners = [{"kind": "Execution", "name": parent}] if parent else []
+        return {**EXECUTION, "metadata": {**EXECUTION["metadata"], "resourceVersion": rv, "ownerReferences": owners}}
+
+    op._after(KEY, Outcome(body=version("2"), watermark_only=True))
+    op.saw_execution("MODIFIED", version("2"))
+    assert poked == []
+    op.saw_execution("MODIFIED", version("3"))  # anything newer is news
+    assert poked == [KEY]
+    op._after(KEY, Outcome(body=version("4")))  # a commit: its echo reconciles as before
+    op.saw_execution("MODIFIED", version("4"))
+    assert poked == [KEY, KEY]
+    op._after(KEY, Outcome(body=version("5", parent="p1"), watermark_only=True))
+    op.saw_execution("MODIFIED", version("5", parent="p1"))
+    assert poked == [KEY, KEY, ("ns", "p1")]
+    op._after(KEY, Outcome(body=version("6"), watermark_only=True, pods=[{"metadata": {"name": "pod"}}]))
+    op.saw_execution("MODIFIED", version("6"))  # it also created a pod: the next pass starts its deadline
+    assert poked[-1] == KEY and op.quiet_writes == {}
