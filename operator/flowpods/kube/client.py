@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -25,6 +25,11 @@ from flowpods.kube import jsoncodec
 from flowpods.kube.resources import GROUP, VERSION
 
 JSON = dict[str, Any]
+
+LIST_PAGE = 500
+"""Objects per page of a list that a watch starts from: the API server's answer and this process's decoding stay
+bounded with thousands of pods."""
+CONNECT_TIMEOUT = 10.0
 
 
 class Conflict(Exception):
@@ -260,6 +265,58 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    # -- list and watch (kube/podwatch.py) -------------------------------------------------------------------
+
+    @staticmethod
+    def pods_path(namespace: str | None) -> str:
+        """Where the pods of one namespace are listed and watched; of every namespace when None."""
+        return "/api/v1/pods" if namespace is None else Kube._pod_path(namespace)
+
+    def list_versioned(self, path: str, label_selector: str) -> tuple[list[JSON], str]:
+        """Every object at `path` that the selector matches, page by page, and the list's resourceVersion:
+        where a watch of the same objects starts so that it misses nothing and repeats nothing."""
+        items: list[JSON] = []
+        token = ""
+        while True:
+            query = f"?labelSelector={quote(label_selector, safe='')}&limit={LIST_PAGE}"
+            if token:
+                query += f"&continue={quote(token, safe='')}"
+            page = self._request("GET", path + query)
+            items += page.get("items") or []
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch(self, path: str, label_selector: str, version: str, timeout: int) -> Iterator[JSON]:
+        """The events of a watch from `version`, decoded as they arrive (BOOKMARKs and ERRORs included), until
+        the API server ends it after `timeout` seconds. ApiException if it refuses the watch (410: the version
+        is too old, list again); urllib3's errors when the connection breaks or stays silent too long."""
+        query = (f"?watch=1&allowWatchBookmarks=true&labelSelector={quote(label_selector, safe='')}"
+                 f"&resourceVersion={quote(version, safe='')}&timeoutSeconds={timeout}")  # fmt: skip
+        headers = {**self.api.default_headers, "Accept": "application/json", **self._auth_header()}
+        raw = self.api.rest_client.pool_manager.request(
+            "GET", self.api.configuration.host + path + query, headers=headers, preload_content=False,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout + CONNECT_TIMEOUT), retries=False,
+        )  # fmt: skip
+        try:
+            if raw.status != 200:
+                if raw.status == 401:
+                    self._auth = None
+                response = RESTResponse(raw)
+                response.read()
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            pending = b""
+            for chunk in raw.stream(amt=None, decode_content=False):
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield cast(JSON, jsoncodec.loads(line))
+        finally:
+            raw.close()
+            raw.release_conn()
 
 
 def _time_requests(api: client.ApiClient, observe: RequestObserver) -> None:

@@ -1,4 +1,4 @@
-"""The kopf operator: watches Flows, Executions and worker pods, and drives executions with the executor.
+"""The kopf operator: watches Flows and Executions (the pods: kube/podwatch.py) and drives executions with the executor.
 
 A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by kopf's watch
 events, and the pods of one execution), decide (the pure executor, admission and start rules), commit
@@ -48,6 +48,7 @@ from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings, loopback_worker_endpoint
 from flowpods.kube.essence import ChangeHandledOnly, slim_event
+from flowpods.kube.podwatch import PodWatch
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
 from flowpods.kube.schedules import Scheduler
@@ -194,6 +195,11 @@ class Operator:
     def saw_pod(self, event_type: str | None, body: dict[str, Any]) -> None:
         for key in self.view.saw_pod(event_type, body):
             self.poke(key)
+
+    def saw_pod_from_thread(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """The pods' watch (kube/podwatch.py) hands on an event: seen in the event loop, in order."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.saw_pod, event_type, body)
 
     def saw_flow(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = self.view.saw_flow(event_type, body)
@@ -761,6 +767,7 @@ StartService = Callable[[OperatorConfig, Kube, Lookup], Awaitable[Service]]
 OPERATOR: Operator | None = None
 START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
 API: Service | None = None
+POD_WATCH: PodWatch | None = None
 
 
 def _operator() -> Operator:
@@ -796,7 +803,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.watching.label_selectors["v1", "pods"] = LABEL_EXECUTION
     settings.execution.max_workers = 8
     log.info("flowpods operator: %s", config.model_dump(mode="json"))
     settle_heap()
@@ -823,15 +829,23 @@ async def stop_api(**_: Any) -> None:
 
 
 @kopf.on.startup()
-async def start_exports(**_: Any) -> None:
-    """The export thread, which pokes executions in this (kopf's) event loop."""
+async def start_threads(**_: Any) -> None:
+    """The export thread and the pods' watch, which hand their news to this (kopf's) event loop."""
+    global POD_WATCH
     if OPERATOR is None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
     OPERATOR.start(asyncio.get_running_loop())
+    if POD_WATCH is None:
+        namespaces = OPERATOR.config.namespaces
+        POD_WATCH = PodWatch(Kube(pool_size=max(len(namespaces), 1)), namespaces, LABEL_EXECUTION,
+                             OPERATOR.saw_pod_from_thread)  # fmt: skip
+        POD_WATCH.start()
 
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
+    if POD_WATCH is not None:
+        POD_WATCH.stop()
     if OPERATOR is not None:
         OPERATOR.stop()
     if OPERATOR is not None and OPERATOR.exporter is not None:
@@ -847,13 +861,6 @@ async def execution_event(type: str | None, body: kopf.Body, event: kopf.RawEven
     kept = without_managed_fields(_plain(body))
     slim_event(event, kept)
     _operator().saw_execution(type, kept)
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_EXECUTION: kopf.PRESENT})
-async def pod_event(type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
-    kept = pod_essence(_plain(body))
-    slim_event(event, kept)
-    _operator().saw_pod(type, kept)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "flows")

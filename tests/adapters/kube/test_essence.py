@@ -17,7 +17,7 @@ from flowpods.kube import operator as operator_module
 from flowpods.kube.config import OperatorConfig
 from flowpods.kube.essence import ChangeHandledOnly, slim_event
 from flowpods.kube.operator import RECURSION_LIMIT, Operator
-from flowpods.kube.view import View, pod_essence, without_managed_fields
+from flowpods.kube.view import View, without_managed_fields
 
 STORAGE = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
 
@@ -52,13 +52,6 @@ def test_the_last_handled_configuration_is_read_back_for_flows_only() -> None:
         assert STORAGE.fetch(body=found) == expected
 
 
-POD = {"apiVersion": "v1", "kind": "Pod",
-       "metadata": {"name": "e1-a-1", "namespace": "ns", "uid": "u-p", "resourceVersion": "7",
-                    "labels": {"flowpods.io/execution": "e1"},
-                    "ownerReferences": [{"kind": "Execution", "name": "e1", "uid": "u-e1"}],
-                    "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]},
-       "spec": {"nodeName": "n1", "containers": [{"name": "task", "image": "w", "env": [{"name": "A"}]}]},
-       "status": {"phase": "Running"}}  # fmt: skip
 EXECUTION = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
              "metadata": {"name": "e1", "namespace": "ns", "uid": "u-e1", "resourceVersion": "5",
                           "managedFields": [{"manager": "flowpods", "fieldsV1": {"f:status": {}}}]},
@@ -81,17 +74,6 @@ def handled(handler: Any, raw: dict[str, Any]) -> tuple[dict[str, Any], View]:
     with mock.patch.object(operator_module, "OPERATOR", op), mock.patch.object(op, "_loop", not_reconciled):
         asyncio.run(run())
     return event["object"], op.view
-
-
-def test_after_a_pod_event_kopf_holds_only_what_the_view_keeps_of_the_pod() -> None:
-    held, view = handled(operator_module.pod_event, POD)
-    kept = view.pods[("ns", "e1")]["e1-a-1"]
-    assert kept == pod_essence(POD)
-    assert held == {"apiVersion": "v1", "kind": "Pod", **kept}  # no containers, no managed fields
-    assert all(held[part] is kept[part] for part in ("metadata", "spec", "status"))  # shared, not copied
-    # what kopf reads of it afterwards (its Events and log lines name the object) is all there
-    assert kopf.build_object_reference(kopf.Body(held)) == {
-        "apiVersion": "v1", "kind": "Pod", "name": "e1-a-1", "namespace": "ns", "uid": "u-p"}  # fmt: skip
 
 
 def test_after_an_execution_event_kopf_holds_it_without_managed_fields_shared_with_the_view() -> None:
