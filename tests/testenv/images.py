@@ -132,7 +132,7 @@ def apt_mirror() -> str:
 def layer_tar(rootfs: Path, out: Path) -> Path:
     """One layer: the tree under `rootfs` (numeric owners; no /dev, /proc, /sys contents)."""
     if not out.exists():
-        partial = out.with_suffix(".partial")
+        partial = out.with_suffix(f".{os.getpid()}.partial")  # two test processes may build the same one at once
         subprocess.run(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(rootfs), "--exclude=./dev/*", "--exclude=./proc/*",
              "--exclude=./sys/*", "--exclude=./.complete", "-cf", str(partial), "."],
@@ -164,7 +164,7 @@ def write_archive(layers: list[Path], out: Path, tag: str, config: dict[str, obj
         (tmp / config_name).write_bytes(raw)
         manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": [f"{d}/layer.tar" for d in diff_ids]}]
         (tmp / "manifest.json").write_text(json.dumps(manifest))
-        partial = out.with_suffix(".partial")
+        partial = out.with_suffix(f".{os.getpid()}.partial")  # two test processes may build the same one at once
         subprocess.run(
             ["tar", "-C", str(tmp), "-chf", str(partial), "manifest.json", config_name, *dict.fromkeys(diff_ids)],
             check=True,
