@@ -259,6 +259,10 @@ class Kube:
         found = self._request("GET", path)
         return cast(list[JSON], found.get("items") or [])
 
+    def create_event(self, body: dict[str, Any]) -> None:
+        namespace = quote(body["metadata"]["namespace"], safe="")
+        self._request("POST", f"/api/v1/namespaces/{namespace}/events", body)
+
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
             self._request("DELETE", self._pod_path(namespace, name))
@@ -266,12 +270,19 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    # -- list and watch (kube/podwatch.py) -------------------------------------------------------------------
+    # -- list and watch (kube/watches.py) --------------------------------------------------------------------
 
     @staticmethod
     def pods_path(namespace: str | None) -> str:
         """Where the pods of one namespace are listed and watched; of every namespace when None."""
         return "/api/v1/pods" if namespace is None else Kube._pod_path(namespace)
+
+    @staticmethod
+    def executions_path(namespace: str | None) -> str:
+        """Where the Executions of one namespace are listed and watched; of every namespace when None."""
+        if namespace is None:
+            return f"/apis/{GROUP}/{VERSION}/executions"
+        return Kube._custom_path(namespace, "executions")
 
     def list_versioned(self, path: str, label_selector: str) -> tuple[list[JSON], str]:
         """Every object at `path` that the selector matches, page by page, and the list's resourceVersion:

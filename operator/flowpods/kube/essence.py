@@ -1,4 +1,4 @@
-"""What kopf remembers of an object to detect its changes (Flows only), and what it holds of an event.
+"""What kopf remembers of an object to detect its changes: Flows only.
 
 For every watch event of every object it watches, kopf builds the object's "essence" on its event loop: a deep
 copy of the whole object (status included, dropped only after the copy) and a diff against the last one. It
@@ -6,12 +6,13 @@ uses them only for change handlers (on.create/update/resume), which only Flows h
 that is a status of 10,000 task runs, or a spec nested 10,000 levels deep, copied on the loop at each event,
 and /healthz and the API (same loop) wait meanwhile: it peaked at seconds under hostile objects. Executions and
 pods get an empty essence, so kopf sees no change to handle, as before, without the copy (it was also 9 % of the
-operator's CPU in the bench's throughput phase, docs/benchmarks.md).
+operator's CPU in the bench's throughput phase, docs/benchmarks.md). Since kopf watches only Flows
+(kube/watches.py has the Executions and pods), this is a guard for any other kind it may be given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, cast
 
 import kopf
@@ -41,25 +42,3 @@ def handled(body: Any) -> bool:
     """Whether kopf needs the object's essence: a flowpods.io object of a kind with change handlers."""
     api_version = str(body.get("apiVersion") or "")
     return api_version.startswith(f"{GROUP}/") and body.get("kind") in CHANGE_HANDLED_KINDS
-
-
-KOPF_READS = ("apiVersion", "kind")
-"""What kopf reads of an object after its event handlers ran, besides the metadata: its Events and logs name it."""
-
-
-def slim_event(event: Any, kept: Mapping[str, Any]) -> None:
-    """Reduce the watch event's object, in place, to what the operator keeps of it (`kept`: its view's copy,
-    which shares the nested parts), once the event handler has read it.
-
-    kopf holds each object's last event in the object's worker until no event came for `idle_timeout` (5 s),
-    and that decoded object is the whole pod (spec, managed fields) or Execution. With 1,000 executions
-    starting, those held objects were 15 MB of the operator's memory (docs/benchmarks.md). Nothing reads them
-    after the handler: kopf detected the event's causes (diff base, finalizers) before the handlers ran, its
-    Events and log lines name the object by apiVersion, kind and metadata, and the handlers copy what they
-    keep."""
-    obj = event.get("object") if isinstance(event, Mapping) else None
-    if not isinstance(obj, dict):
-        return
-    for key in [key for key in obj if key not in kept and key not in KOPF_READS]:
-        del obj[key]
-    obj.update(kept)

@@ -1,4 +1,4 @@
-"""The kopf operator: watches Flows and Executions (the pods: kube/podwatch.py) and drives executions with the executor.
+"""The operator, on kopf: watches Flows (kopf), Executions and pods (kube/watches.py), drives executions.
 
 A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by kopf's watch
 events, and the pods of one execution), decide (the pure executor, admission and start rules), commit
@@ -16,6 +16,7 @@ import contextvars
 import gc
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -28,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 import kopf
-from kopf._core.engines import posting as kopf_posting
 from pydantic import ValidationError
 
 from flowpods.core import admission, compaction, executor, notices, start, workdir
@@ -43,22 +43,24 @@ from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
     jsoncodec,
     resources,
+    watches,
 )
 from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings, loopback_worker_endpoint
-from flowpods.kube.essence import ChangeHandledOnly, slim_event
-from flowpods.kube.podwatch import PodWatch
+from flowpods.kube.essence import ChangeHandledOnly
 from flowpods.kube.replays import replayed
-from flowpods.kube.resources import ANNOTATION_KILL, LABEL_EXECUTION
+from flowpods.kube.resources import ANNOTATION_KILL
 from flowpods.kube.schedules import Scheduler
-from flowpods.kube.view import View, pod_essence, state_of, without_managed_fields
+from flowpods.kube.view import View, pod_essence, state_of
+from flowpods.kube.watches import Watch
 from flowpods.telemetry.fine import FineTracer
 from flowpods.telemetry.metrics import Metrics, metrics_from_env
 from flowpods.telemetry.otel import SpanRecordExporter, tracer_provider_from_env
 from flowpods.telemetry.otlp_settings import TraceLevel
 
 log = logging.getLogger("flowpods.kube.operator")
+HOST = socket.gethostname()  # the Events' reportingInstance (the pod's name in a cluster)
 Key = tuple[str, str]  # (Kubernetes namespace, name)
 RETRY_AFTER_ERROR = 5.0
 MAX_RETRY_AFTER_ERROR = 60.0
@@ -71,12 +73,6 @@ RECURSION_LIMIT = 30_000
 objects nested 10,000 deep, and at Python's default limit (1,000) one of them would stop the operator.
 30,000 leaves room for the copies made of it; the objects themselves are refused with a reason."""
 EXPORT_TIMEOUT = 5.0  # seconds one export may take, retries included; a failed one is tried again later
-# what `kopf.event` reads (kopf sets them in each watch handler's context; no public API hands them out)
-KOPF_EVENT_VARIABLES: tuple[contextvars.ContextVar[Any], ...] = (
-    kopf_posting.settings_var,
-    kopf_posting.event_queue_var,
-    kopf_posting.event_queue_loop_var,
-)
 
 
 @dataclass
@@ -143,6 +139,8 @@ class Operator:
         self.scheduler = Scheduler(self.kube)
         # the status commits made while the reconcile's own thread creates the pods they start (`_commit_and_create`)
         self.commits = ThreadPoolExecutor(config.reconcile_threads, thread_name_prefix="commit")
+        # Events are posted in a thread of their own, in order: neither the event loop nor a reconcile waits
+        self.events = ThreadPoolExecutor(1, thread_name_prefix="events")
         # per execution, only while there is something to do: poked and not yet reconciled, its reconcile loop,
         # its wake-up timer (an operator runs for months: what each execution leaves here must go with it)
         self.poked: set[Key] = set()
@@ -158,8 +156,6 @@ class Operator:
         if exporter is not None and config.traces != TraceLevel.DISABLED:
             self.exports = BackgroundExport(exporter, self._wake_from_thread, self._record)
         self.loop: asyncio.AbstractEventLoop | None = None
-        # the context the reconcile loops, their timers and the schedule tasks run in (see `_fresh_context`)
-        self.context: contextvars.Context | None = None
         # the last error handling each execution (logged once while it repeats) and how often it was retried
         self.errors: dict[Key, str] = {}
         self.error_retries: dict[Key, int] = {}
@@ -174,6 +170,7 @@ class Operator:
 
     def stop(self) -> None:
         self.commits.shutdown(wait=False)
+        self.events.shutdown(wait=False)
         if self.exports is not None:
             self.exports.stop(EXPORT_TIMEOUT)
 
@@ -196,10 +193,15 @@ class Operator:
         for key in self.view.saw_pod(event_type, body):
             self.poke(key)
 
-    def saw_pod_from_thread(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """The pods' watch (kube/podwatch.py) hands on an event: seen in the event loop, in order."""
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self.saw_pod, event_type, body)
+    def saw_from_thread(self, saw: Callable[[str | None, dict[str, Any]], None]) -> watches.Deliver:
+        """How a watch's thread (kube/watches.py) hands on its events: `saw` sees each in the event loop, in order."""
+        loop = self.loop
+        assert loop is not None, "started first"
+
+        def deliver(event_type: str | None, body: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(saw, event_type, body)
+
+        return deliver
 
     def saw_flow(self, event_type: str | None, body: dict[str, Any]) -> None:
         key = self.view.saw_flow(event_type, body)
@@ -268,23 +270,13 @@ class Operator:
         if self.exports is not None:
             self.exports.forget(key)
 
-    def _fresh_context(self) -> contextvars.Context:
-        """A copy of the context every reconcile loop, timer and schedule task runs in: kopf's variables that
-        `kopf.event` reads, taken from the first watch handler that pokes, and nothing else.
-
-        A task or a timer takes the context of the code that makes it, and a watch handler's holds its event's
-        whole object: each execution's loop and wake-up timer kept the object of the event that made it, the
-        full pod with its spec and managed fields (measured: 1,000 executions in flight held 997 such pods,
-        about 35 kB each). A loop made by a poke from the export thread had none of kopf's variables, and
-        posting an Event there failed."""
-        if self.context is None:
-            current = contextvars.copy_context()
-            if not all(var in current for var in KOPF_EVENT_VARIABLES):
-                return current  # not in a kopf handler (tests; nothing pokes before the first event)
-            self.context = contextvars.Context()
-            for var in KOPF_EVENT_VARIABLES:
-                self.context.run(var.set, current[var])
-        return self.context.copy()
+    @staticmethod
+    def _fresh_context() -> contextvars.Context:
+        """An empty context for every reconcile loop, timer and schedule task: one takes the context of the code
+        that makes it, and a kopf handler's holds its event's whole object (measured: 1,000 executions in flight
+        held 997 pods through their loops and timers, about 35 kB each). Events are posted without kopf's
+        variables (`post_event`), so nothing needs to be carried over."""
+        return contextvars.Context()
 
     async def _loop(self, key: Key) -> None:
         while key in self.poked:
@@ -400,9 +392,20 @@ class Operator:
             if outcome.finished:
                 self._release(outcome.body)
             for kind, reason, message in outcome.events:
-                kopf.event(cast(kopf.Body, outcome.body), type=kind, reason=reason, message=message)
+                self.post_event(outcome.body, kind, reason, message)
         if outcome.wake_at is not None:
             self.poke_at(key, outcome.wake_at)
+
+    def post_event(self, obj: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """An Event about an Execution, posted in the Events' thread; one the API server refuses is logged."""
+        self.events.submit(self._create_event, resources.event_body(obj, kind, reason, message, utcnow(), HOST))
+
+    def _create_event(self, event: dict[str, Any]) -> None:
+        try:
+            self.kube.create_event(event)
+        except Exception as exc:  # an Event is a notice: the status holds the facts
+            log.warning("Event %s about %s/%s not posted: %s", event["reason"], event["metadata"]["namespace"],
+                        event["involvedObject"]["name"], exc)  # fmt: skip
 
     # -- one reconcile (runs in a thread; all cluster I/O is here) --------------------------------------
 
@@ -767,7 +770,7 @@ StartService = Callable[[OperatorConfig, Kube, Lookup], Awaitable[Service]]
 OPERATOR: Operator | None = None
 START_API: StartService | None = None  # given by the CLI, which wires the API in (kube does not import it)
 API: Service | None = None
-POD_WATCH: PodWatch | None = None
+WATCHES: list[Watch] = []
 
 
 def _operator() -> Operator:
@@ -801,6 +804,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
     settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
     settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = resources.REPORTING_COMPONENT
+    settings.posting.event_name_prefix = resources.EVENT_NAME_PREFIX
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = 8
@@ -830,22 +835,23 @@ async def stop_api(**_: Any) -> None:
 
 @kopf.on.startup()
 async def start_threads(**_: Any) -> None:
-    """The export thread and the pods' watch, which hand their news to this (kopf's) event loop."""
-    global POD_WATCH
+    """The export thread and the watches of Executions and pods, which hand their news to this (kopf's) event loop."""
     if OPERATOR is None:
         raise kopf.TemporaryError("waiting for the operator to be configured", delay=0.1)
     OPERATOR.start(asyncio.get_running_loop())
-    if POD_WATCH is None:
+    if not WATCHES:
         namespaces = OPERATOR.config.namespaces
-        POD_WATCH = PodWatch(Kube(pool_size=max(len(namespaces), 1)), namespaces, LABEL_EXECUTION,
-                             OPERATOR.saw_pod_from_thread)  # fmt: skip
-        POD_WATCH.start()
+        kube = Kube(pool_size=2 * max(len(namespaces), 1))  # each watch holds a connection of its own
+        WATCHES.append(Watch(kube, watches.EXECUTIONS, namespaces, OPERATOR.saw_from_thread(OPERATOR.saw_execution)))
+        WATCHES.append(Watch(kube, watches.PODS, namespaces, OPERATOR.saw_from_thread(OPERATOR.saw_pod)))
+        for watch in WATCHES:
+            watch.start()
 
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
-    if POD_WATCH is not None:
-        POD_WATCH.stop()
+    for watch in WATCHES:
+        watch.stop()
     if OPERATOR is not None:
         OPERATOR.stop()
     if OPERATOR is not None and OPERATOR.exporter is not None:
@@ -854,13 +860,6 @@ def shutdown(**_: Any) -> None:
         OPERATOR.fine.provider.shutdown()
     if OPERATOR is not None and OPERATOR.metrics is not None:
         OPERATOR.metrics.shutdown()
-
-
-@kopf.on.event(resources.GROUP, resources.VERSION, "executions")
-async def execution_event(type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
-    kept = without_managed_fields(_plain(body))
-    slim_event(event, kept)
-    _operator().saw_execution(type, kept)
 
 
 @kopf.on.event(resources.GROUP, resources.VERSION, "flows")

@@ -229,6 +229,47 @@ def status_body(
 # --- pods ----------------------------------------------------------------------------------------------
 
 
+REPORTING_COMPONENT = "flowpods"
+"""Who reports the operator's Events (`kubectl describe`'s "From"): its own and kopf's (Flows)."""
+EVENT_NAME_PREFIX = "flowpods-event-"
+MAX_EVENT_MESSAGE = 1024
+"""An Event's message is cut in the middle beyond this (as kopf did)."""
+
+
+def event_body(
+    obj: dict[str, Any], kind: str, reason: str, message: str, now: datetime, instance: str
+) -> dict[str, Any]:
+    """A core v1 Event about `obj` (type Normal or Warning), as `kubectl describe` and `kubectl get events` show."""
+    if len(message) > MAX_EVENT_MESSAGE:
+        half = (MAX_EVENT_MESSAGE - 5) // 2
+        message = f"{message[:half]} ... {message[-half:]}"
+    meta = obj["metadata"]
+    stamp, micro = now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"namespace": meta["namespace"], "generateName": EVENT_NAME_PREFIX},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": kind,
+        "reason": reason,
+        "message": message,
+        "action": reason,
+        "source": {"component": REPORTING_COMPONENT},
+        "reportingComponent": REPORTING_COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": micro,
+        "count": 1,
+    }
+
+
 def secret_env(task: dict[str, Any]) -> list[dict[str, Any]]:
     """One variable per secret the rendered task refers to, filled by the kubelet from the Secret: the
     operator never reads it. Optional, so that a missing key is the worker's clear error, not a pod stuck

@@ -10,7 +10,6 @@ import copy
 import threading
 from typing import Any
 
-import kopf
 import pytest
 
 from flowpods.core.clock import utcnow
@@ -30,12 +29,6 @@ SEQUENTIAL = [{"id": "t1", **LOG}, {"id": "t2", **LOG}, {"id": "t3", **LOG}]
 PARALLEL = [{"id": "both", "type": "Parallel", "tasks": [
     {"id": "branches", "type": "Sequential", "tasks": [{"id": "a1", **LOG}, {"id": "a2", **LOG}]},
     {"id": "b1", **LOG}]}]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def events_posted_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`kopf.event` needs the context of kopf's own handlers, which these tests do not run in."""
-    monkeypatch.setattr(kopf, "event", lambda *_, **__: None)
 
 
 def flow(tasks: list[dict[str, Any]]) -> dict[str, Any]:

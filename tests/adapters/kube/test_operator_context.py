@@ -1,6 +1,7 @@
-"""The operator's reconcile loops, wake-up timers and schedule tasks run in a context of kopf's variables only,
-whoever starts them: not in a watch handler's context, which holds the handler's event and so its whole
-object, and not in the export thread's, which lacks the variables `kopf.event` reads."""
+"""The operator's reconcile loops, wake-up timers and schedule tasks run in an empty context, whoever starts them:
+not in a kopf handler's, which holds the handler's event and so its whole object. And the Events of a reconcile
+are posted whichever thread's poke started it (a watch's, the export thread's): `kopf.event` needed kopf's
+variables, which only its own handlers' contexts had."""
 
 from __future__ import annotations
 
@@ -8,58 +9,69 @@ import asyncio
 import contextvars
 import gc
 import threading
+import time
 import weakref
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import kopf
-from kopf._core.engines import posting
-
 from flowpods.core.clock import utcnow
+from flowpods.kube import resources
 from flowpods.kube.config import OperatorConfig
-from flowpods.kube.operator import Operator
+from flowpods.kube.operator import Operator, Outcome
 
 HANDLER_OBJECT: contextvars.ContextVar[Any] = contextvars.ContextVar("handler_object")  # kopf's cause, say
 KEY = ("ns", "e1")
 EXECUTION = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
-             "metadata": {"name": "e1", "namespace": "ns", "uid": "u-e1"}}  # fmt: skip
+             "metadata": {"name": "e1", "namespace": "ns", "uid": "u-e1", "resourceVersion": "3"}}  # fmt: skip
 
 
 class EventObject:
     """The object of a watch event (a weak reference tells whether anything still holds it)."""
 
 
-def started_operator(seen: list[tuple[str, Any]]) -> tuple[Operator, asyncio.Queue[Any]]:
-    """An operator whose reconcile loops, instead of reconciling, post an Event as `kopf.event` does (it
-    reads kopf's variables) and record what handler variable they see; and kopf's queue of Events."""
-    op = Operator(OperatorConfig.from_env({}), None, None)  # type: ignore[arg-type]  # (no request made)
+class EventsKube:
+    """The API server as far as posting Events goes."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def create_event(self, body: dict[str, Any]) -> None:
+        self.events.append(body)
+
+
+def started_operator(seen: list[tuple[str, Any]]) -> Operator:
+    """An operator whose reconcile loops, instead of reconciling, end with an outcome that has an Event to post,
+    and record what handler variable they see."""
+    op = Operator(OperatorConfig.from_env({}), EventsKube(), None)  # type: ignore[arg-type]  # (Events only)
 
     async def loop(key: tuple[str, str]) -> None:
-        try:
-            kopf.event(EXECUTION, type="Normal", reason="Reconciled", message="")  # type: ignore[arg-type]
-            seen.append(("posted", HANDLER_OBJECT.get(None)))
-        except LookupError as exc:
-            seen.append((f"kopf.event failed: {exc!r}", HANDLER_OBJECT.get(None)))
+        op._after(key, Outcome(body=EXECUTION, events=[("Normal", "Reconciled", f"{key[1]} reconciled")]))
+        seen.append(("reconciled", HANDLER_OBJECT.get(None)))
 
     op._loop = loop  # type: ignore[method-assign]
     op.start(asyncio.get_running_loop())
-    return op, asyncio.Queue()
+    return op
 
 
-def in_a_watch_handler(queue: asyncio.Queue[Any], action: Any) -> weakref.ref[EventObject]:
-    """Run `action` where kopf runs a watch handler: its context holds kopf's variables and the handler's
-    own, with the event's object, dropped afterwards."""
+def in_a_watch_handler(action: Any) -> weakref.ref[EventObject]:
+    """Run `action` where kopf runs a watch handler: its context holds the handler's own variables, with the
+    event's object, dropped afterwards."""
     event_object = EventObject()
 
     def handler() -> None:
-        posting.settings_var.set(kopf.OperatorSettings())
-        posting.event_queue_var.set(queue)
-        posting.event_queue_loop_var.set(asyncio.get_running_loop())
         HANDLER_OBJECT.set(event_object)
         action()
 
     contextvars.copy_context().run(handler)
     return weakref.ref(event_object)
+
+
+def posted(op: Operator, count: int) -> list[dict[str, Any]]:
+    events = op.kube.events  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 5
+    while len(events) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(events)
 
 
 async def settled(seen: list[Any], count: int) -> None:
@@ -72,13 +84,15 @@ async def settled(seen: list[Any], count: int) -> None:
 def test_a_loop_poked_by_a_watch_handler_neither_holds_nor_sees_its_event_and_posts_events() -> None:
     async def scenario() -> None:
         seen: list[tuple[str, Any]] = []
-        op, queue = started_operator(seen)
-        held = in_a_watch_handler(queue, lambda: op.poke(KEY))
+        op = started_operator(seen)
+        held = in_a_watch_handler(lambda: op.poke(KEY))
         gc.collect()
         assert held() is None, "the reconcile loop holds the watch event's object"
         await op.loops[KEY]
-        assert seen == [("posted", None)]
-        assert queue.get_nowait().reason == "Reconciled"
+        assert seen == [("reconciled", None)]
+        [event] = await asyncio.to_thread(posted, op, 1)
+        assert (event["reason"], event["message"], event["involvedObject"]["uid"]) == ("Reconciled", "e1 reconciled",
+                                                                                        "u-e1")  # fmt: skip
 
     asyncio.run(scenario())
 
@@ -86,28 +100,32 @@ def test_a_loop_poked_by_a_watch_handler_neither_holds_nor_sees_its_event_and_po
 def test_a_wake_up_timer_set_by_a_watch_handler_does_not_hold_its_event() -> None:
     async def scenario() -> None:
         seen: list[tuple[str, Any]] = []
-        op, queue = started_operator(seen)
-        held = in_a_watch_handler(queue, lambda: op.poke_at(KEY, utcnow() + timedelta(milliseconds=50)))
+        op = started_operator(seen)
+        held = in_a_watch_handler(lambda: op.poke_at(KEY, utcnow() + timedelta(milliseconds=50)))
         gc.collect()
         assert held() is None, "the timer holds the watch event's object"
         await settled(seen, 1)
-        assert seen == [("posted", None)]
+        assert seen == [("reconciled", None)]
 
     asyncio.run(scenario())
 
 
-def test_a_loop_poked_from_the_export_thread_posts_events() -> None:
+def test_loops_poked_from_a_watch_thread_and_from_the_export_thread_post_their_events() -> None:
     async def scenario() -> None:
         seen: list[tuple[str, Any]] = []
-        op, queue = started_operator(seen)
-        in_a_watch_handler(queue, lambda: op.poke(("ns", "first")))  # the operator's first event
+        op = started_operator(seen)
+        deliver = op.saw_from_thread(lambda _type, body: op.poke(("ns", body["metadata"]["name"])))
+        watch = threading.Thread(target=deliver, args=("MODIFIED", {"metadata": {"name": "first"}}))
+        watch.start()
+        watch.join()
         await settled(seen, 1)
-        thread = threading.Thread(target=op._wake_from_thread, args=(KEY,))
-        thread.start()
-        thread.join()
+        export = threading.Thread(target=op._wake_from_thread, args=(KEY,))
+        export.start()
+        export.join()
         await settled(seen, 2)
-        assert seen == [("posted", None), ("posted", None)]
-        assert queue.qsize() == 2
+        assert seen == [("reconciled", None), ("reconciled", None)]
+        events = await asyncio.to_thread(posted, op, 2)
+        assert [e["message"] for e in events] == ["first reconciled", "e1 reconciled"]
 
     asyncio.run(scenario())
 
@@ -119,8 +137,8 @@ def test_a_schedule_task_started_by_a_flow_event_does_not_hold_the_event() -> No
                      "triggers": [{"id": "at-midnight", "type": "Schedule", "cron": "0 0 * * *"}]}}  # fmt: skip
 
     async def scenario() -> None:
-        op, queue = started_operator([])
-        held = in_a_watch_handler(queue, lambda: op.saw_flow("ADDED", flow))
+        op = started_operator([])
+        held = in_a_watch_handler(lambda: op.saw_flow("ADDED", flow))
         gc.collect()
         assert held() is None, "the schedule task holds the watch event's object"
         generation, task = op.scheduler.tasks[("ns", "nightly")]
@@ -128,3 +146,16 @@ def test_a_schedule_task_started_by_a_flow_event_does_not_hold_the_event() -> No
         task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_an_event_names_its_execution_and_a_long_message_is_cut_in_the_middle() -> None:
+    now = datetime(2026, 11, 27, 1, 2, 3, 456789, tzinfo=UTC)
+    event = resources.event_body(EXECUTION, "Warning", "Failed", "a" * 600 + "b" * 600, now, "operator-0")
+    assert event["metadata"] == {"namespace": "ns", "generateName": "flowpods-event-"}
+    assert event["involvedObject"] == {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution", "name": "e1",
+                                       "namespace": "ns", "uid": "u-e1"}  # fmt: skip
+    assert (event["type"], event["reason"], event["reportingInstance"]) == ("Warning", "Failed", "operator-0")
+    assert (event["firstTimestamp"], event["eventTime"]) == ("2026-11-27T01:02:03Z", "2026-11-27T01:02:03.456789Z")
+    message = event["message"]
+    assert len(message) <= resources.MAX_EVENT_MESSAGE and message.startswith("aaa") and message.endswith("bbb")
+    assert " ... " in message

@@ -7,9 +7,6 @@ import asyncio
 import copy
 from typing import Any
 
-import kopf
-import pytest
-
 from flowpods.core.clock import utcnow
 from flowpods.kube.config import OperatorConfig
 from flowpods.kube.operator import Operator
@@ -23,12 +20,6 @@ EXECUTION = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
              "metadata": {"name": "e1", "namespace": "ns", "uid": "u-e1", "resourceVersion": "1",
                           "creationTimestamp": "2026-11-25T12:00:00Z"},
              "spec": {"flowRef": {"name": "greet"}}}  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def events_posted_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`kopf.event` needs the context of kopf's own handlers, which these tests do not run in."""
-    monkeypatch.setattr(kopf, "event", lambda *_, **__: None)
 
 
 class FakeKube:

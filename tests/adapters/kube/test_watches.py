@@ -1,4 +1,4 @@
-"""The pods' watch without kopf (kube/podwatch.py), against an API server of the test's own on 127.0.0.1 that
+"""The watches without kopf (kube/watches.py), against an API server of the test's own on 127.0.0.1 that
 answers lists and streams watch events as the real one does (chunked JSON lines)."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 
 from kubernetes import client
 
-from flowpods.kube import podwatch
+from flowpods.kube import watches
 from flowpods.kube.client import Kube
-from flowpods.kube.podwatch import PodWatch
 from flowpods.kube.view import pod_essence
+from flowpods.kube.watches import EXECUTIONS, PODS, Watch, Watched
 
 SELECTOR = "flowpods.io/execution"
 
@@ -47,7 +47,7 @@ class FakeApiServer:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
-                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                query = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
                 fake.requests.append((url.path, query))
                 script = fake.watches if query.get("watch") else fake.lists
                 if not script:
@@ -89,10 +89,13 @@ class FakeApiServer:
         self.server.shutdown()
 
 
-def watched(fake: FakeApiServer, until: Callable[[list[tuple[str | None, dict[str, Any]]]], bool],
-            namespaces: tuple[str, ...] = ("team",)) -> list[tuple[str | None, dict[str, Any]]]:  # fmt: skip
-    seen: list[tuple[str | None, dict[str, Any]]] = []
-    watch = PodWatch(fake.kube(), namespaces, SELECTOR, lambda kind, body: seen.append((kind, body)))
+Seen = list[tuple[str | None, dict[str, Any]]]
+
+
+def watched(fake: FakeApiServer, until: Callable[[Seen], bool], namespaces: tuple[str, ...] = ("team",),
+            kind: Watched = PODS) -> Seen:  # fmt: skip
+    seen: Seen = []
+    watch = Watch(fake.kube(), kind, namespaces, lambda kind, body: seen.append((kind, body)))
     watch.start()
     try:
         deadline = time.monotonic() + 10
@@ -146,7 +149,7 @@ def test_a_version_too_old_lists_again_and_a_pod_gone_meanwhile_is_handed_on_as_
 
 
 def test_a_refused_watch_is_retried_from_the_last_version_and_a_410_answer_lists_again(monkeypatch: Any) -> None:
-    monkeypatch.setattr(podwatch, "RETRY_FIRST", 0.01)
+    monkeypatch.setattr(watches, "RETRY_FIRST", 0.01)
     fake = FakeApiServer(
         lists=[(200, page([pod("a", "10")], "12")), (200, page([], "40"))],
         watches=[(200, [{"type": "MODIFIED", "object": pod("a", "13", "Running")}]),
@@ -168,3 +171,19 @@ def test_every_namespace_has_its_watch_and_none_means_the_cluster() -> None:
     fake = FakeApiServer(lists=[(200, page([], "1"))], watches=[])
     watched(fake, lambda _: len(fake.requests) >= 2, namespaces=())
     assert {path for path, _ in fake.requests} == {"/api/v1/pods"}
+
+
+def test_executions_are_listed_with_their_kind_and_kept_without_managed_fields() -> None:
+    listed = {"metadata": {"name": "e1", "namespace": "team", "resourceVersion": "5",
+                           "managedFields": [{"manager": "flowpods"}]}, "spec": {"flowRef": {"name": "f"}}}  # fmt: skip
+    changed = {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution", **listed,
+               "status": {"state": "RUNNING"}}  # fmt: skip
+    fake = FakeApiServer(lists=[(200, page([listed], "6"))], watches=[(200, [{"type": "MODIFIED", "object": changed}])])
+    seen = watched(fake, lambda seen: len(seen) >= 2, kind=EXECUTIONS)
+    assert [kind for kind, _ in seen] == [None, "MODIFIED"]
+    assert seen[0][1] == {"apiVersion": "flowpods.io/v1alpha1", "kind": "Execution",
+                          "metadata": {"name": "e1", "namespace": "team", "resourceVersion": "5"},
+                          "spec": {"flowRef": {"name": "f"}}}  # fmt: skip
+    assert seen[1][1]["status"] == {"state": "RUNNING"} and "managedFields" not in seen[1][1]["metadata"]
+    assert {path for path, _ in fake.requests} == {"/apis/flowpods.io/v1alpha1/namespaces/team/executions"}
+    assert all(query["labelSelector"] == "" for _, query in fake.requests)
