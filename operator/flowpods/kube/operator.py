@@ -1,7 +1,7 @@
 """The operator, on kopf: watches Flows (kopf), Executions and pods (kube/watches.py), drives executions.
 
-A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by kopf's watch
-events, and the pods of one execution), decide (the pure executor, admission and start rules), commit
+A thin shell around the core, in Tekton's order: observe (the in-memory view, filled by the watch events,
+and the pods of one execution), decide (the pure executor, admission and start rules), commit
 (the new status, with optimistic concurrency on resourceVersion), act (create pods or child executions
 under deterministic names, so a create repeated after a crash is a harmless 409). The spans of committed
 changes are sent by a background thread (kube/background_export.py), never on the path between two tasks;
