@@ -88,7 +88,7 @@ class Watch:
         path = self.watched.path(namespace)
         version: str | None = None
         delay = RETRY_FIRST
-        alive: dict[tuple[str, str], Body] = {}  # what was handed on of each object not deleted
+        alive: dict[tuple[str, str], Body] = {}  # the objects handed on and not deleted (`_stub`s)
         while not self._stopping.is_set():
             try:
                 if version is None:
@@ -105,7 +105,7 @@ class Watch:
             except Expired:
                 log.info("watch of %s: its version is too old, listing again", path)
                 version = None
-            except Exception as exc:  # the thread must go on: without it, no execution would see its pods
+            except Exception as exc:  # the thread must go on: without it, the operator would see no more of the kind
                 if path not in self._failing:
                     expected = isinstance(exc, (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError))
                     log.warning("watch of %s failed (retrying every %.1f-%.0f s): %s", path, RETRY_FIRST, RETRY_MAX,
@@ -140,7 +140,7 @@ class Watch:
         if kind == "DELETED":
             alive.pop(_key(kept), None)
         else:
-            alive[_key(kept)] = kept
+            alive[_key(kept)] = _stub(kept)
         if not self._stopping.is_set():
             self.deliver(kind, kept)
 
@@ -153,6 +153,17 @@ class Watch:
 def _key(body: Body) -> tuple[str, str]:
     meta = body.get("metadata") or {}
     return str(meta.get("namespace")), str(meta.get("name"))
+
+
+STUB_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences")
+
+
+def _stub(body: Body) -> Body:
+    """What is kept of an object to say it was deleted (its owner is poked): not its whole status, which the
+    view holds already."""
+    meta = body.get("metadata") or {}
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+            "metadata": {k: meta[k] for k in STUB_METADATA if k in meta}}  # fmt: skip
 
 
 def _brief(exc: BaseException) -> str:

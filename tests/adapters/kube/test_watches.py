@@ -144,6 +144,8 @@ def test_a_version_too_old_lists_again_and_a_pod_gone_meanwhile_is_handed_on_as_
     assert [(kind, body["metadata"]["name"]) for kind, body in seen] == [
         (None, "a"), (None, "b"), ("DELETED", "a"), (None, "b"), ("ADDED", "c"),
     ]  # fmt: skip
+    gone = seen[2][1]["metadata"]  # what is kept of it: enough for the view to poke its execution
+    assert gone["ownerReferences"] == [{"kind": "Execution", "name": "e1"}] and gone["resourceVersion"] == "10"
     watches = [q["resourceVersion"] for _, q in fake.requests if "watch" in q]
     assert watches[:2] == ["12", "31"]
 
