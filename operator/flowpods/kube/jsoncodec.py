@@ -1,17 +1,17 @@
 """JSON on the operator's hot path: orjson, with the standard library for what orjson refuses.
 
 A `py-spy --gil` profile of the throughput bench (docs/benchmarks.md, stop 11) put a tenth of the operator's
-CPU in `json.loads` of the watch streams' events (every pod and Execution change, whole objects), and more
-in encoding the status and the pods it sends. orjson decodes and encodes the same documents several times
-faster. What it refuses (integers beyond 64 bits, keys that are not text, NaN) goes to the standard library,
-so nothing that was accepted before is refused now. The API server never sends an integer beyond 64 bits
-(it decodes numbers into int64 or float64), the one place where orjson's reading (a float) would differ.
+CPU in `json.loads` of the watch streams' events (every pod and Execution change, whole objects; read by
+kube/watches.py), and more in encoding the status and the pods it sends. orjson decodes and encodes the same
+documents several times faster. What it refuses (integers beyond 64 bits, keys that are not text, NaN) goes
+to the standard library, so nothing that was accepted before is refused now. The API server never sends an
+integer beyond 64 bits (it decodes numbers into int64 or float64), the one place where orjson's reading (a
+float) would differ.
 """
 
 from __future__ import annotations
 
 import json
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -31,21 +31,3 @@ def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
         return orjson.dumps(value, default=default)
     except TypeError:  # integers beyond 64 bits, keys that are not text
         return json.dumps(value, separators=(",", ":"), default=default).encode()
-
-
-def speed_up_kopf_watches() -> bool:
-    """Make kopf decode its watch streams' lines with `loads`. kopf calls `json.loads` on each line in its
-    API module and offers no setting for it, so that module's `json` becomes a namespace whose `loads` is
-    ours (everything else the standard library's). False, and nothing changed, if kopf's module is not laid
-    out as expected (another kopf version): the watches still work, only slower."""
-    try:
-        from kopf._cogs.clients import api
-    except ImportError:
-        return False
-    current = getattr(api, "json", None)
-    if isinstance(current, types.SimpleNamespace):
-        return current.loads is loads
-    if current is not json:
-        return False
-    setattr(api, "json", types.SimpleNamespace(**{**vars(json), "loads": loads}))  # noqa: B010 - a module attribute
-    return True

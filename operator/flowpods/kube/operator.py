@@ -41,7 +41,6 @@ from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
 from flowpods.kube import flowtriggers as flow_triggers
 from flowpods.kube import (
     health,  # noqa: F401 - registers the liveness probe on /healthz
-    jsoncodec,
     resources,
     watches,
 )
@@ -928,7 +927,5 @@ def run(config: OperatorConfig | None = None, api: StartService | None = None) -
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
-    if not jsoncodec.speed_up_kopf_watches():
-        log.warning("kopf %s: its watch events are decoded by the standard library (slower)", kopf.__version__)
     asyncio.run(_operate(config))
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
@@ -51,17 +50,3 @@ def test_nesting_beyond_orjsons_limit_is_read_and_written() -> None:
         assert jsoncodec.loads(encoded) == deep
     finally:
         sys.setrecursionlimit(limit)
-
-
-def test_kopf_decodes_its_watch_lines_with_the_codec() -> None:
-    """In a fresh interpreter: kopf's API module reads watch lines through `jsoncodec.loads`, and the rest of
-    its `json` (dumps) is the standard library's. Fails if a kopf upgrade moves the call."""
-    code = (
-        "import json; from flowpods.kube import jsoncodec; from kopf._cogs.clients import api\n"
-        "assert api.json is json\n"
-        "assert jsoncodec.speed_up_kopf_watches()\n"
-        "assert jsoncodec.speed_up_kopf_watches()  # twice is harmless\n"
-        "assert api.json.loads is jsoncodec.loads and api.json.dumps is json.dumps\n"
-        "import inspect; assert 'json.loads(line' in inspect.getsource(api.stream)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
