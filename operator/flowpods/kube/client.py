@@ -127,14 +127,20 @@ class Kube:
             response = RESTResponse(raw)
             data = cast(bytes, response.read())
             status = int(response.status)
-            if status == 401:
-                self._auth = None  # the token was rotated or revoked: read the credentials again next time
-            if not 200 <= status <= 299:  # NotFoundException, ConflictException... as the generated client
-                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            self._raise_refused(response)
             return cast(JSON, jsoncodec.loads(data))
         finally:
             if self._observe is not None:
                 self._observe(method, status, time.perf_counter() - started)
+
+    def _raise_refused(self, response: RESTResponse) -> None:
+        """The answer's error, as the generated client raises it (NotFoundException, ConflictException...), if it
+        is one; after a 401 the credentials are read again next time (the token was rotated or revoked)."""
+        status = int(response.status)
+        if status == 401:
+            self._auth = None
+        if not 200 <= status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
 
     @staticmethod
     def _custom_path(namespace: str, plural: str, name: str = "", sub: str = "") -> str:
@@ -312,12 +318,10 @@ class Kube:
             timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=timeout + CONNECT_TIMEOUT), retries=False,
         )  # fmt: skip
         try:
-            if raw.status != 200:
-                if raw.status == 401:
-                    self._auth = None
+            if not 200 <= raw.status <= 299:
                 response = RESTResponse(raw)
                 response.read()
-                raise ApiException.from_response(http_resp=response, body=None, data=None)
+                self._raise_refused(response)
             pending = b""
             for chunk in raw.stream(amt=None, decode_content=False):
                 lines = (pending + chunk).split(b"\n")
