@@ -22,7 +22,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -588,8 +588,7 @@ class Operator:
         try:
             pods = self._create(subject, subject.execution, creates)
         except Exception:
-            wait([committing])
-            committing.result()
+            committing.result()  # waits for the commit; its error, if any, is raised first
             raise
         return committing.result(), pods
 
