@@ -47,7 +47,6 @@ from flowpods.kube import (
 from flowpods.kube.background_export import BackgroundExport
 from flowpods.kube.client import Conflict, Kube, load_client_config
 from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings, loopback_worker_endpoint
-from flowpods.kube.essence import ChangeHandledOnly
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL
 from flowpods.kube.schedules import Scheduler
@@ -800,7 +799,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     OPERATOR = Operator(config, kube, exporter, fine, metrics)
     settings.persistence.finalizer = "flowpods.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="flowpods.io")
-    settings.persistence.diffbase_storage = ChangeHandledOnly(prefix="flowpods.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="flowpods.io", key="last-handled-configuration"
+    )
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = resources.REPORTING_COMPONENT
     settings.posting.event_name_prefix = resources.EVENT_NAME_PREFIX
