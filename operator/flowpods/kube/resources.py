@@ -226,7 +226,7 @@ def status_body(
     return body
 
 
-# --- pods ----------------------------------------------------------------------------------------------
+# --- Events about Executions ---------------------------------------------------------------------------
 
 
 REPORTING_COMPONENT = "flowpods"
@@ -268,6 +268,9 @@ def event_body(
         "eventTime": micro,
         "count": 1,
     }
+
+
+# --- pods ----------------------------------------------------------------------------------------------
 
 
 def secret_env(task: dict[str, Any]) -> list[dict[str, Any]]:
