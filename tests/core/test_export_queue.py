@@ -13,15 +13,17 @@ import pytest
 from flowpods.core import export
 from flowpods.core.export_queue import ExportQueue, Job
 from flowpods.core.spans import derive_spans
-from flowpods.core.status import ExecutionStatus
+from flowpods.core.status import ExecutionStatus, RunInfo
 from tests.core.simulation import RUN, T0, Simulation, log, make_flow
 
 KEY = ("ns", "ex-1")
 SECOND = timedelta(seconds=1)
+LEDGER_RUN = RUN.model_copy(update={"k8sNamespace": "ns"})  # an Execution in the cluster: it has a ledger
 
 
-def flow_of_four() -> Simulation:
-    return Simulation(make_flow([{"id": "p", "type": "Parallel", "tasks": [log("a"), log("b")]}, log("c"), log("d")]))
+def flow_of_four(run: RunInfo = RUN) -> Simulation:
+    flow = make_flow([{"id": "p", "type": "Parallel", "tasks": [log("a"), log("b")]}, log("c"), log("d")])
+    return Simulation(flow, run=run)
 
 
 def stored(status: ExecutionStatus, exported: int) -> ExecutionStatus:
@@ -135,60 +137,82 @@ def test_a_deleted_execution_is_forgotten() -> None:
     assert len(queue) == 0 and queue.take(T0) is None
 
 
+@pytest.mark.parametrize("ledger", [False, True], ids=["status-writes", "ledger"])
 @pytest.mark.parametrize("seed", range(60))
-def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(seed: int) -> None:
+def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(seed: int, ledger: bool) -> None:
     """The operator's protocol over one execution, steps chosen at random: a task ends and the change is
     committed (the PUT carrying `carried`), the export thread takes a plan, the collector confirms it or
     fails it, a reconcile with nothing to commit stores the watermark when due, time passes, the process is
     killed (its memory lost, the in-flight plan received or not). The stored watermark never passes a span
     the collector did not receive; at the end every span was received, and one was received twice only
-    when a kill came between its receipt and the watermark's store."""
+    when a kill came between its receipt and the watermark's store. With the ledger, the running execution's
+    confirmed watermarks are stored in the namespace's ledger (a write that succeeds, fails, or lands without
+    its answer), which a kill keeps and the next process reads back before it plans."""
     rng = random.Random(seed)
-    sim = flow_of_four()
+    sim = flow_of_four(LEDGER_RUN if ledger else RUN)
+    run = sim.run
     received: Counter[str] = Counter()
     etcd = stored(sim.status, 0)
-    queue, in_flight, now, kills = ExportQueue(), None, T0, 0
+    book: dict[str, int] = {}  # the ledger object as the API server stores it
+    queue, in_flight, now, kills = ExportQueue(ledger=ledger), None, T0, 0
     in_flight_plan: export.ExportPlan | None = None
-    queue.committed(KEY, RUN, sim.flow, etcd)
+    queue.committed(KEY, run, sim.flow, etcd)
+
+    def take_job() -> Job | None:
+        for namespace in queue.unread_ledgers():
+            queue.ledger_loaded(namespace, dict(book), now)
+        return queue.take(now)
 
     def commit() -> None:
         nonlocal etcd
-        etcd = stored(sim.status, queue.carried(RUN.uid, sim.status))
-        queue.committed(KEY, RUN, sim.flow, etcd)
+        etcd = stored(sim.status, queue.carried(run.uid, sim.status))
+        queue.committed(KEY, run, sim.flow, etcd)
 
     def check_no_loss() -> None:
-        below = {r.span_id for n, r in derive_spans(RUN, sim.flow, etcd) if n <= etcd.exported}
+        watermark = max(etcd.exported, book.get(run.uid, 0))
+        below = {r.span_id for n, r in derive_spans(run, sim.flow, etcd) if n <= watermark}
         assert below <= set(received), "the stored watermark passed a span the collector did not receive"
 
+    def write_ledger(fate: str) -> None:
+        nonlocal book
+        for namespace, entries in queue.ledger_to_write(now).items():
+            if fate in ("ok", "lost-answer"):
+                book = dict(entries)
+            queue.ledger_written(namespace, entries, fate == "ok", now)
+
     for _ in range(200):
-        step = rng.choice(["task", "take", "answer", "answer", "reconcile", "time", "kill"])
+        step = rng.choice(["task", "take", "answer", "answer", "reconcile", "time", "kill", "ledger"])
         if step == "task" and sim.running():
             sim.finish(rng.choice(sim.running()))
             commit()
         elif step == "take" and in_flight is None:
-            in_flight = queue.take(now)
+            in_flight = take_job()
             in_flight_plan = in_flight.plan() if in_flight is not None else None
+        elif step == "ledger":
+            write_ledger(rng.choice(["ok", "ok", "failed", "lost-answer"]))
         elif step == "answer" and in_flight is not None:
             ok = rng.random() < 0.7
             if ok and in_flight_plan is not None:
                 received.update(r.span_id for r in in_flight_plan.spans)
             queue.finished(in_flight, in_flight_plan.upto if in_flight_plan else None, ok, now)
             in_flight = in_flight_plan = None
+            if rng.random() < 0.7:  # the export thread writes the ledger right after the answer
+                write_ledger("ok")
         elif step == "reconcile":
-            target = queue.store_alone(RUN.uid, etcd, now)
+            target = queue.store_alone(run.uid, etcd, now)
             if target is not None:  # the patch: test the watermark read, replace it
                 etcd = stored(etcd, target)
-                queue.committed(KEY, RUN, sim.flow, etcd)
+                queue.committed(KEY, run, sim.flow, etcd)
             else:
-                queue.committed(KEY, RUN, sim.flow, etcd)
+                queue.committed(KEY, run, sim.flow, etcd)
         elif step == "time":
             now += timedelta(seconds=rng.choice([0.2, 1, 6, 12]))
         elif step == "kill":
             kills += 1
             if in_flight_plan is not None and rng.random() < 0.5:  # the collector got it, no answer came
                 received.update(r.span_id for r in in_flight_plan.spans)
-            queue, in_flight, in_flight_plan = ExportQueue(), None, None
-            queue.committed(KEY, RUN, sim.flow, etcd)  # the next process reads the stored status
+            queue, in_flight, in_flight_plan = ExportQueue(ledger=ledger), None, None
+            queue.committed(KEY, run, sim.flow, etcd)  # the next process reads the stored status
         check_no_loss()
 
     # no more kills: the execution runs to its end, exports succeed, the watermark is stored
@@ -199,16 +223,17 @@ def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(se
         commit()
     for _ in range(100):
         now += timedelta(seconds=12)
-        job = queue.take(now)
+        job = take_job()
         if job is not None:
             plan = job.plan()
             if plan is not None:
                 received.update(r.span_id for r in plan.spans)
             queue.finished(job, plan.upto if plan else None, True, now)
-        target = queue.store_alone(RUN.uid, etcd, now)
+        write_ledger("ok")
+        target = queue.store_alone(run.uid, etcd, now)
         if target is not None:
             etcd = stored(etcd, target)
-        queue.committed(KEY, RUN, sim.flow, etcd)
+        queue.committed(KEY, run, sim.flow, etcd)
         check_no_loss()
         if etcd.exported == sim.status.last_change and len(queue) == 0:
             break
@@ -239,3 +264,84 @@ def test_a_running_execution_whose_spans_are_all_sent_is_held_without_its_status
     queue.committed(KEY, RUN, sim.flow, stored(sim.status, plan.upto))
     again = take(queue).plan()
     assert again is not None and (again.since, again.upto) == (plan.upto, sim.status.last_change)
+
+
+def ledger_runs(count: int) -> list[Simulation]:
+    flow = flow_of_four().flow
+    return [Simulation(flow, run=LEDGER_RUN.model_copy(update={"id": f"ex-{i}", "uid": f"uid-{i}"}))
+            for i in range(count)]  # fmt: skip
+
+
+def test_the_ledger_stores_the_watermarks_of_running_executions_in_one_write_and_a_restart_reads_them() -> None:
+    sims, queue = ledger_runs(2), ExportQueue(ledger=True)
+    for sim in sims:
+        queue.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
+    assert queue.unread_ledgers() == {"ns"} and queue.take(T0) is None, "nothing is planned before it is read"
+    queue.ledger_loaded("ns", {}, T0)
+    jobs = [take(queue), take(queue)]
+    for job in jobs:
+        plan = job.plan()
+        assert plan is not None
+        queue.finished(job, plan.upto, True, T0)
+    assert queue.due(T0) == [] and queue.next_moment() is None, "no status write of their own"
+    assert all(queue.store_alone(sim.run.uid, stored(sim.status, 0), T0 + 60 * SECOND) is None for sim in sims)
+    writes = queue.ledger_to_write(T0)
+    assert writes == {"ns": {"uid-0": 1, "uid-1": 1}}, "one write for both"
+    queue.ledger_written("ns", writes["ns"], True, T0)
+    assert queue.ledger_to_write(T0) == {}, "written once"
+
+    # the next commit of ex-0 carries its watermark: its entry goes (with the ledger's next write)
+    first, second = sims
+    first.finish("a")
+    queue.committed(("ns", "ex-0"), first.run, first.flow, stored(first.status, queue.carried("uid-0", first.status)))
+    second.finish("a")
+    queue.committed(("ns", "ex-1"), second.run, second.flow, stored(second.status, 0))  # a commit without it
+    assert queue._ledger["ns"] == {"uid-1": 1} and queue.ledger_to_write(T0) == {}, "no write for a removal"
+    for job in (take(queue), take(queue)):
+        plan = job.plan()
+        assert plan is not None and (plan.since, plan.upto) == (1, 2), "nothing the ledger holds is sent again"
+        queue.finished(job, plan.upto, True, T0)
+    assert queue.ledger_to_write(T0) == {"ns": {"uid-0": 2, "uid-1": 2}}
+
+    # a restart: the new process reads the ledger before it plans, and sends nothing the ledger holds
+    restarted = ExportQueue(ledger=True)
+    restarted.committed(("ns", "ex-1"), second.run, second.flow, stored(second.status, 0))
+    restarted.ledger_loaded("ns", {"uid-1": 1, "uid-gone": 3}, T0)
+    again = take(restarted).plan()
+    assert again is not None and (again.since, again.upto) == (1, 2), "change 1's spans are not sent again"
+    assert restarted.carried("uid-1", stored(second.status, 0)) == 1, "the next commit carries what it read"
+    restarted._ledger_dirty["ns"] = None
+    assert restarted.ledger_to_write(T0 + 60 * SECOND)["ns"] == {"uid-1": 1, "uid-gone": 3}, "kept a while"
+    restarted._ledger_dirty["ns"] = None
+    assert restarted.ledger_to_write(T0 + 11 * 60 * SECOND)["ns"] == {"uid-1": 1}, "an entry never claimed goes"
+
+
+def test_without_a_usable_ledger_a_watermark_is_written_alone() -> None:
+    """A finished execution (no commit will carry it), a failed ledger write and a namespace whose ledger
+    cannot be read each fall back to the status write of its own."""
+    sims, queue = ledger_runs(3), ExportQueue(ledger=True)
+    done, failing, _ = sims
+    for task in ("a", "b", "c", "d"):
+        done.finish(task)
+    for sim in sims:
+        queue.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
+    queue.ledger_loaded("ns", {}, T0)
+    for _ in sims:
+        job = take(queue)
+        plan = job.plan()
+        assert plan is not None
+        queue.finished(job, plan.upto, True, T0)
+    assert queue.due(T0) == [("ns", "ex-0")], "the finished one at once"
+    writes = queue.ledger_to_write(T0)["ns"]
+    assert set(writes) == {"uid-1", "uid-2"}
+    queue.ledger_written("ns", {"uid-1": writes["uid-1"]}, False, T0)
+    assert queue.due(T0) == [("ns", "ex-1")], "a failed ledger write: written alone"
+    assert queue.store_alone("uid-1", stored(failing.status, 0), T0) == 1
+
+    other = ExportQueue(ledger=True)
+    sim = ledger_runs(1)[0]
+    other.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
+    other.ledger_loaded("ns", None, T0)  # forbidden: no ledger in this namespace
+    job = take(other)
+    other.finished(job, 1, True, T0)
+    assert other.ledger_to_write(T0) == {} and other.due(T0) == [("ns", "ex-0")]

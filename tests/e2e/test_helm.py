@@ -156,8 +156,12 @@ def test_default_render_operator_deployment_and_least_privilege(helm):
     granted = rules_by_resource(one(docs, "ClusterRole", "flowpods"))
     assert granted["pods"] == {"get", "list", "watch", "create", "delete"}
     assert granted["executions.flowpods.io"] == {"get", "list", "watch", "create", "delete", "patch"}
-    assert not {"secrets", "configmaps", "namespaces", "nodes", "serviceaccounts"} & set(granted)
+    assert not {"secrets", "namespaces", "nodes", "serviceaccounts"} & set(granted)
     assert all("*" not in verbs for verbs in granted.values())
+    config_maps = [r for r in one(docs, "ClusterRole", "flowpods")["rules"] if "configmaps" in r["resources"]]
+    assert sorted((r["verbs"], r.get("resourceNames")) for r in config_maps) == [
+        (["create"], None), (["get", "update"], ["flowpods-span-watermarks"])
+    ], "the span watermark ledger alone"  # fmt: skip
     assert one(docs, "Service", "flowpods-api")["spec"]["ports"][0]["targetPort"] == "http-api"
 
     with_jaeger = helm.template("flowpods-system", "--set", "jaeger.enabled=true")
@@ -356,6 +360,8 @@ def test_helm_install_runs_flows_as_its_service_account_and_uninstall_leaves_onl
     as_operator = f"--as=system:serviceaccount:{namespace}:{operator_sa}"
     for question, allowed in [
         ("get secrets", False), ("list configmaps", False), ("create deployments.apps", False),
+        ("get configmaps/flowpods-span-watermarks", True), ("update configmaps/flowpods-span-watermarks", True),
+        ("get configmaps/kube-root-ca.crt", False), ("update configmaps/flowpods-dashboard", False),
         ("create pods", True), ("delete pods", True), ("update pods", False), ("create pods --subresource=exec", False),
         ("create executions.flowpods.io", True), ("update executions.flowpods.io --subresource=status", True),
         ("patch flows.flowpods.io --subresource=status", True), ("delete flows.flowpods.io", False),

@@ -110,6 +110,15 @@ automountServiceAccountToken: false on every worker pod). */}}
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
+# The span watermark ledger: one ConfigMap of this name per namespace (docs/tracing.md); no other ConfigMap can
+# be read or changed. `create` cannot be limited to a name (RBAC knows no name before the object exists).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  resourceNames: ["flowpods-span-watermarks"]
+  verbs: ["get", "update"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* Cluster-scoped permissions, needed in both modes: the API's TokenReview and SubjectAccessReview,

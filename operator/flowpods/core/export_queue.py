@@ -7,9 +7,13 @@ This queue is what keeps that exactly once within one process:
   in flight, planned from the newest committed status it was given (`committed`) and the watermark this
   process saw confirmed (`confirmed`), so no two plans of one execution ever hold the same change;
 - **the confirmed watermark is remembered until it is stored**: a status PUT under way carries it
-  (`carried`); else a write of its own (`store_alone`) right after the confirmation (`linger`, 0 by default:
-  a kill between the collector's answer and the stored watermark resends those spans, so that window is
-  kept as short as a write);
+  (`carried`); else, with a **ledger** (`ledger=True`), the watermarks confirmed by one export request are
+  stored together in one object per namespace (`ledger_to_write`, `ledger_written`; read back after a restart
+  by `ledger_loaded`), one write for the many executions of the request instead of one status write per
+  change; a finished execution's (no commit will carry it) and, without a ledger, every one, with a status
+  write of its own (`store_alone`) right after the confirmation (`linger`, 0 by default: a kill between the
+  collector's answer and the stored watermark resends those spans, so that window is kept as short as a
+  write);
 - **a failed export is retried with a back-off**, per execution, and never blocks a commit.
 
 Not thread-safe: the shell holds one lock around every call. Time is passed in.
@@ -60,6 +64,7 @@ class _Track:
     in_flight: bool = False
     failures: int = 0  # failed exports in a row
     asked: bool = False  # a write of the watermark was asked for (`due`) and not seen stored yet
+    ledgered: int = 0  # the watermark stored for it in the ledger (0: none)
 
     @classmethod
     def of(cls, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> _Track:
@@ -84,6 +89,10 @@ class _Track:
         return self.confirmed > self.stored
 
     @property
+    def namespace(self) -> str | None:
+        return self.run.k8sNamespace
+
+    @property
     def settled(self) -> bool:
         """Finished, and every span stored as exported: nothing more to send or store."""
         return self.terminal and not self.in_flight and self.stored >= self.last_change
@@ -105,6 +114,14 @@ class ExportQueue:
     # these, not at every execution (at 10,000 in flight a scan of all of them per export was quadratic)
     _unasked: dict[str, None] = field(default_factory=dict)
     _by_key: dict[Hashable, set[str]] = field(default_factory=dict)  # for `forget`, which gets a key
+    ledger: bool = False  # store the confirmed watermarks of running executions in a ledger per namespace
+    ledger_max: int = 10_000  # entries per namespace's ledger (a ConfigMap holds 1 MiB); beyond, a write each
+    foreign_ttl: timedelta = timedelta(minutes=10)  # how long an entry read back waits for its execution
+    # namespace -> uid -> the confirmed watermark the ledger should hold (what the status does not hold yet)
+    _ledger: dict[str, dict[str, int]] = field(default_factory=dict)
+    _ledger_dirty: dict[str, None] = field(default_factory=dict)  # namespaces with entries not written yet
+    _no_ledger: set[str] = field(default_factory=set)  # namespaces whose ledger cannot be read or written
+    _foreign: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # uid -> (namespace, when read)
 
     def committed(self, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> None:
         """`status` is stored (a commit, or a status read back): plan from it if it is the newest one seen."""
@@ -116,8 +133,12 @@ class ExportQueue:
             self._settled.pop(run.uid, None)
             track = self._tracks[run.uid] = _Track.of(key, run, flow, status)
             self._by_key.setdefault(key, set()).add(run.uid)
+            foreign = self._foreign.pop(run.uid, None)
+            if foreign is not None:  # read back from the ledger after a restart
+                self._read_back(track, run.uid, self._ledger_entries(track).get(run.uid, 0), foreign[1])
         elif (status.last_change, status.exported) >= (track.last_change, track.stored):
             track.hold(run, flow, status)
+        self._ledger_caught_up(track, run.uid)
         if not track.unstored:
             track.confirmed_at, track.asked = None, False
             self._unasked.pop(run.uid, None)
@@ -134,16 +155,23 @@ class ExportQueue:
             if at <= now:
                 del self._waiting[uid]
                 self._ready[uid] = None
-        while self._ready:
-            uid = next(iter(self._ready))
-            del self._ready[uid]
-            track = self._tracks.get(uid)
-            if track is None or track.in_flight or not track.pending:
-                continue
-            assert track.status is not None  # held while pending
-            track.in_flight = True
-            return Job(uid, track.key, track.run, track.flow, track.status, track.confirmed)
-        return None
+        unread: list[str] = []  # planned once their namespace's ledger was read (what it holds is not sent again)
+        try:
+            while self._ready:
+                uid = next(iter(self._ready))
+                del self._ready[uid]
+                track = self._tracks.get(uid)
+                if track is None or track.in_flight or not track.pending:
+                    continue
+                if not self._ledger_read(track):
+                    unread.append(uid)
+                    continue
+                assert track.status is not None  # held while pending
+                track.in_flight = True
+                return Job(uid, track.key, track.run, track.flow, track.status, track.confirmed)
+            return None
+        finally:
+            self._ready.update(dict.fromkeys(unread))
 
     def finished(self, job: Job, upto: int | None, ok: bool, now: datetime) -> int:
         """The job's export ended: confirmed up to change `upto` (None: there was nothing to send), or failed.
@@ -160,7 +188,7 @@ class ExportQueue:
         track.failures = 0
         if upto is not None and upto > track.confirmed:
             track.confirmed = upto
-        if track.unstored and track.confirmed_at is None:
+        if track.unstored and track.confirmed_at is None and not self._to_ledger(track, job.uid):
             track.confirmed_at = now
             self._unasked[job.uid] = None
         if track.pending:
@@ -217,9 +245,103 @@ class ExportQueue:
     def ready(self) -> bool:
         return bool(self._ready)
 
+    # -- the ledger: one object per namespace storing the confirmed watermarks of many executions ---------------
+
+    def _ledger_entries(self, track: _Track) -> dict[str, int]:
+        return self._ledger.get(track.namespace or "", {})
+
+    def _ledger_read(self, track: _Track) -> bool:
+        """Whether the track may be planned: no ledger, or its namespace's ledger was read (or cannot be)."""
+        ns = track.namespace
+        return not self.ledger or ns is None or ns in self._ledger or ns in self._no_ledger
+
+    def _to_ledger(self, track: _Track, uid: str) -> bool:
+        """Put a running execution's confirmed watermark in its namespace's ledger (False: it is written
+        alone: a finished execution, no ledger, or a full one)."""
+        ns = track.namespace
+        if not self.ledger or track.terminal or ns is None or ns in self._no_ledger or ns not in self._ledger:
+            return False
+        entries = self._ledger[ns]
+        if uid not in entries and len(entries) >= self.ledger_max:
+            return False
+        entries[uid] = track.confirmed
+        self._ledger_dirty[ns] = None
+        return True
+
+    def _ledger_caught_up(self, track: _Track, uid: str) -> None:
+        """The status stores at least what the ledger holds: the entry goes (with the ledger's next write)."""
+        entries = self._ledger_entries(track)
+        if uid in entries and track.stored >= entries[uid]:
+            del entries[uid]
+
+    def _ledger_drop(self, uid: str, track: _Track | None) -> None:
+        self._foreign.pop(uid, None)
+        if track is not None:
+            self._ledger_entries(track).pop(uid, None)
+
+    def unread_ledgers(self) -> set[str]:
+        """The namespaces whose ledger must be read before their executions' spans are planned."""
+        if not self.ledger:
+            return set()
+        tracks = (self._tracks.get(uid) for uid in self._ready)
+        return {t.namespace for t in tracks if t is not None and t.namespace is not None and not self._ledger_read(t)}
+
+    def ledger_loaded(self, namespace: str, entries: dict[str, int] | None, now: datetime) -> None:
+        """The namespace's ledger as read (None: it cannot be read, so none is kept there). What it holds was
+        confirmed by an earlier process: not sent again, and carried by the next commit of each execution."""
+        if entries is None:
+            self._no_ledger.add(namespace)
+            self._ledger_dirty.pop(namespace, None)
+            for uid, track in self._tracks.items():  # confirmed meanwhile: written alone
+                if track.namespace == namespace and track.unstored and track.confirmed_at is None:
+                    track.confirmed_at = now
+                    self._unasked[uid] = None
+            return
+        held = self._ledger.setdefault(namespace, {})
+        for uid, watermark in entries.items():
+            found = self._tracks.get(uid)
+            if found is None:
+                held[uid] = max(held.get(uid, 0), watermark)
+                self._foreign[uid] = (namespace, now)
+            elif watermark > found.stored and not found.in_flight:
+                held[uid] = max(held.get(uid, 0), found.confirmed, watermark)
+                self._read_back(found, uid, watermark, now)
+
+    def _read_back(self, track: _Track, uid: str, watermark: int, now: datetime) -> None:
+        """A watermark an earlier process stored in the ledger: confirmed. A finished execution stores it in
+        its status (no commit will carry it there), as if it had just been confirmed."""
+        track.confirmed = max(track.confirmed, watermark)
+        track.ledgered = max(track.ledgered, watermark)
+        if track.terminal and track.unstored and track.confirmed_at is None:
+            track.confirmed_at = now
+            self._unasked[uid] = None
+
+    def ledger_to_write(self, now: datetime) -> dict[str, dict[str, int]]:
+        """The ledgers with entries not written yet, whole (entries whose execution never came are dropped)."""
+        for uid, (ns, read) in list(self._foreign.items()):
+            if now >= read + self.foreign_ttl:
+                del self._foreign[uid]
+                self._ledger.get(ns, {}).pop(uid, None)
+        writes = {ns: dict(self._ledger.get(ns, {})) for ns in self._ledger_dirty}
+        self._ledger_dirty.clear()
+        return writes
+
+    def ledger_written(self, namespace: str, entries: dict[str, int], ok: bool, now: datetime) -> None:
+        """A ledger write's outcome: its watermarks are stored; or (a failure) each is written alone."""
+        for uid, watermark in entries.items():
+            track = self._tracks.get(uid)
+            if track is None:
+                continue
+            if ok:
+                track.ledgered = max(track.ledgered, watermark)
+            elif track.unstored and track.confirmed_at is None:
+                track.confirmed_at = now
+                self._unasked[uid] = None
+
     def _settle(self, uid: str) -> None:
         """Keep only the last change of a settled execution (its status is the view's to hold)."""
         track = self._tracks.pop(uid)
+        self._ledger_drop(uid, track)
         self._ready.pop(uid, None)
         self._waiting.pop(uid, None)
         self._unasked.pop(uid, None)
@@ -228,7 +350,7 @@ class ExportQueue:
     def forget(self, key: Hashable) -> None:
         """The execution is gone (deleted): nothing of it is kept."""
         for uid in self._by_key.pop(key, set()):
-            self._tracks.pop(uid, None)
+            self._ledger_drop(uid, self._tracks.pop(uid, None))
             self._ready.pop(uid, None)
             self._waiting.pop(uid, None)
             self._unasked.pop(uid, None)

@@ -3,9 +3,12 @@
 A reconcile commits and hands the stored status over (`committed`); it never waits for the collector. This
 thread takes one execution at a time from `core.export_queue` (never two plans of one execution at once),
 derives and sends its spans, and records what the exporter confirmed. Storing the watermark is the
-reconcile's: a status PUT made meanwhile carries it (`carried`), else a write of its own that `wake` asks for
-right after the confirmation (`linger` 0; the execution's loop is poked; no write here, so no write of this
-thread ever races a commit). A collector away costs retries with a back-off here, nothing on the path.
+reconcile's: a status PUT made meanwhile carries it (`carried`). With a `ledger` (kube/span_ledger.py) this
+thread stores the watermarks of the running executions of each confirmed request in one write of the
+namespace's ledger, never an Execution (so no write of this thread ever races a commit), and reads a ledger back
+before it plans the namespace's spans. A finished execution's watermark (and, without a ledger, every one) is
+stored by a write of its own that `wake` asks for right after the confirmation (`linger` 0; the execution's loop
+is poked). A collector away costs retries with a back-off here, nothing on the path.
 
 The plans of up to BATCH executions ready together go in one export request: each request has a cost of its
 own (OTLP/HTTP: a `requests` call in this process, under the GIL the reconciles need), and under load many
@@ -28,6 +31,7 @@ from flowpods.core.export_queue import ExportQueue, Job
 from flowpods.core.model import Flow
 from flowpods.core.records import SpanRecord
 from flowpods.core.status import ExecutionStatus, RunInfo
+from flowpods.kube.span_ledger import ConfigMapLedger, LedgerForbidden
 from flowpods.telemetry.otel import SpanRecordExporter
 
 log = logging.getLogger("flowpods.kube.export")
@@ -38,6 +42,8 @@ a request; a change is a few spans)."""
 GATHER = 0.1
 """Seconds the thread waits after a first ready plan for others to join its request: spans reach the collector
 that much later, and the reconciles pay for a tenth as many requests under load."""
+LEDGER_RETRY = 1.0
+"""Seconds before a ledger that could not be read is read again (its namespace's spans wait for it)."""
 
 
 class BackgroundExport:
@@ -49,9 +55,10 @@ class BackgroundExport:
         wake: Callable[[Hashable], None],
         record: Callable[[Sequence[measures.Measurement]], None],
         queue: ExportQueue | None = None,
+        ledger: ConfigMapLedger | None = None,
     ):
-        self.exporter, self.wake, self.record = exporter, wake, record
-        self.queue = queue or ExportQueue()
+        self.exporter, self.wake, self.record, self.ledger = exporter, wake, record, ledger
+        self.queue = queue or ExportQueue(ledger=ledger is not None)
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -98,8 +105,9 @@ class BackgroundExport:
                     if self._stopping:
                         return
                     now = utcnow()
+                    unread = self.queue.unread_ledgers()
                     due, jobs = self.queue.due(now), self._take(now)
-                    if due or jobs:
+                    if due or jobs or unread:
                         break
                     moment = self.queue.next_moment()
                     self._cond.wait(None if moment is None else max((moment - now).total_seconds(), 0.001))
@@ -111,6 +119,49 @@ class BackgroundExport:
                     jobs += self._take(utcnow(), BATCH - len(jobs))
             if jobs:
                 self._send(jobs)
+                self._write_ledgers()
+            if unread:
+                self._read_ledgers(unread)
+
+    def _read_ledgers(self, namespaces: set[str]) -> None:
+        assert self.ledger is not None  # a queue without one has none to read
+        for namespace in sorted(namespaces):
+            watermarks: dict[str, int] | None
+            try:
+                watermarks = self.ledger.read(namespace)
+            except LedgerForbidden:
+                log.warning("the span watermark ledger of namespace %s is forbidden: each watermark is stored in its "
+                            "Execution's status by a write of its own", namespace)  # fmt: skip
+                watermarks = None
+            except Exception as exc:
+                log.warning("reading the span watermark ledger of namespace %s failed (%s); again in %.0f s",
+                            namespace, exc, LEDGER_RETRY)  # fmt: skip
+                time.sleep(LEDGER_RETRY)
+                continue
+            with self._cond:
+                self.queue.ledger_loaded(namespace, watermarks, utcnow())
+
+    def _write_ledgers(self) -> None:
+        """Store the watermarks the request confirmed, one write per namespace; a write that fails leaves each
+        of its executions to store its own (the loops are poked by `due`)."""
+        if self.ledger is None:
+            return
+        with self._cond:
+            writes = self.queue.ledger_to_write(utcnow())
+        for namespace, watermarks in writes.items():
+            ok = False
+            try:
+                self.ledger.write(namespace, watermarks)
+                ok = True
+            except LedgerForbidden:
+                log.warning("writing the span watermark ledger of namespace %s is forbidden: each watermark is "
+                            "stored in its Execution's status by a write of its own", namespace)  # fmt: skip
+                with self._cond:
+                    self.queue.ledger_loaded(namespace, None, utcnow())
+            except Exception as exc:
+                log.warning("writing the span watermark ledger of namespace %s failed (%s)", namespace, exc)
+            with self._cond:
+                self.queue.ledger_written(namespace, watermarks, ok, utcnow())
 
     def _take(self, now: datetime, most: int = BATCH) -> list[Job]:
         jobs: list[Job] = []

@@ -276,6 +276,28 @@ class Kube:
             if exc.status != 404:
                 raise
 
+    # -- config maps (the span watermark ledger) ----------------------------------------------------------------
+
+    def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._request(
+                "GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps/{quote(name, safe='')}"
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def put_config_map(self, body: dict[str, Any]) -> None:
+        """Replace the config map whole (created when missing): its one writer needs no resourceVersion."""
+        namespace, name = quote(body["metadata"]["namespace"], safe=""), quote(body["metadata"]["name"], safe="")
+        try:
+            self._request("PUT", f"/api/v1/namespaces/{namespace}/configmaps/{name}", body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
+
     # -- list and watch (kube/watches.py) --------------------------------------------------------------------
 
     @staticmethod

@@ -5,8 +5,9 @@ and the pods of one execution), decide (the pure executor, admission and start r
 (the new status, with optimistic concurrency on resourceVersion), act (create pods or child executions
 under deterministic names, so a create repeated after a crash is a harmless 409). The spans of committed
 changes are sent by a background thread (kube/background_export.py), never on the path between two tasks;
-their watermark is stored right after the collector's answer, by the execution's own reconcile (or by a commit
-made meanwhile). One reconcile at a time per execution.
+their watermark is stored right after the collector's answer: a running execution's in its namespace's ledger
+by that thread, until its next commit carries it; a finished one's by its own reconcile. One reconcile at a time
+per execution.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from flowpods.kube.config import OperatorConfig, PodCleanup, invalid_settings, l
 from flowpods.kube.replays import replayed
 from flowpods.kube.resources import ANNOTATION_KILL
 from flowpods.kube.schedules import Scheduler
+from flowpods.kube.span_ledger import ConfigMapLedger
 from flowpods.kube.view import View, pod_essence, state_of
 from flowpods.kube.watches import Watch
 from flowpods.telemetry.fine import FineTracer
@@ -152,7 +154,8 @@ class Operator:
         # the spans of committed changes, sent by a background thread (None: tracing off, or nowhere to send)
         self.exports: BackgroundExport | None = None
         if exporter is not None and config.traces != TraceLevel.DISABLED:
-            self.exports = BackgroundExport(exporter, self._wake_from_thread, self._record)
+            ledger = ConfigMapLedger(kube)  # the export thread's own writes are not the executions' fine spans
+            self.exports = BackgroundExport(exporter, self._wake_from_thread, self._record, ledger=ledger)
         self.loop: asyncio.AbstractEventLoop | None = None
         # the last error handling each execution (logged once while it repeats) and how often it was retried
         self.errors: dict[Key, str] = {}

@@ -270,6 +270,36 @@ def event_body(
     }
 
 
+# --- the span watermark ledger (kube/background_export.py) ----------------------------------------------
+
+LEDGER_NAME = "flowpods-span-watermarks"
+"""The ConfigMap, one per namespace, storing the confirmed span watermarks of its running Executions."""
+
+
+def ledger_body(namespace: str, watermarks: dict[str, int]) -> dict[str, Any]:
+    """The ledger as stored: each Execution's uid, and the last change whose spans the collector confirmed."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": LEDGER_NAME,
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: "flowpods"},
+            "annotations": {
+                f"{GROUP}/about": "Execution uid: the last status change whose spans the collector confirmed, "
+                "until the Execution's status.exported holds it (docs/tracing.md). Deleting it re-sends spans."
+            },
+        },
+        "data": {uid: str(watermark) for uid, watermark in sorted(watermarks.items())},
+    }
+
+
+def ledger_watermarks(body: dict[str, Any]) -> dict[str, int]:
+    """The watermarks a ledger holds (what is not a whole number, e.g. edited by hand, is left out)."""
+    data = body.get("data") or {}
+    return {uid: int(value) for uid, value in data.items() if isinstance(value, str) and value.isdigit()}
+
+
 # --- pods ----------------------------------------------------------------------------------------------
 
 

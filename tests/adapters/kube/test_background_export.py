@@ -11,6 +11,7 @@ from flowpods.core import ids
 from flowpods.core.records import SpanRecord
 from flowpods.core.status import ExecutionStatus, RunInfo
 from flowpods.kube.background_export import BackgroundExport
+from flowpods.kube.span_ledger import LedgerForbidden
 from tests.core.simulation import T0, Simulation, log, make_flow
 
 FLOW = make_flow([log("a"), log("b")])
@@ -72,3 +73,77 @@ def test_one_execution_whose_spans_cannot_be_sent_holds_back_no_other() -> None:
     assert export.queue.confirmed(runs[0][0].uid) == runs[0][1].last_change
     assert export.queue.confirmed(runs[2][0].uid) == runs[2][1].last_change
     assert export.queue.confirmed(runs[1][0].uid) == 0  # retried later, with a back-off
+
+
+class Ledger:
+    """The namespace's ledger as the API server would keep it; `forbidden` answers as RBAC without the grant."""
+
+    def __init__(self, held: dict[str, int] | None = None, forbidden: bool = False):
+        self.held = dict(held or {})
+        self.forbidden = forbidden
+        self.reads: list[str] = []
+        self.writes: list[dict[str, int]] = []
+
+    def read(self, namespace: str) -> dict[str, int]:
+        self.reads.append(namespace)
+        if self.forbidden:
+            raise LedgerForbidden(namespace)
+        return dict(self.held)
+
+    def write(self, namespace: str, watermarks: dict[str, int]) -> None:
+        if self.forbidden:
+            raise LedgerForbidden(namespace)
+        self.writes.append(dict(watermarks))
+        self.held = dict(watermarks)
+
+
+def running(count: int) -> list[tuple[RunInfo, ExecutionStatus]]:
+    """Executions in the cluster's namespace `ns`, each with its first change committed (still running)."""
+    return [(run.model_copy(update={"k8sNamespace": "ns"}), status) for run, status in executions(count)]
+
+
+def exported_with(ledger: Ledger, runs: list[tuple[RunInfo, ExecutionStatus]]) -> tuple[BackgroundExport, list[object]]:
+    woken: list[object] = []
+    export = BackgroundExport(Collector(), woken.append, lambda m: None, ledger=ledger)  # type: ignore[arg-type]
+    for run, status in runs:
+        export.committed(("ns", run.id), run, FLOW, status)
+    export.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (ledger.writes or woken):
+        time.sleep(0.01)
+    time.sleep(0.2)
+    export.stop(5)
+    return export, woken
+
+
+def test_the_watermarks_one_request_confirmed_are_stored_in_one_ledger_write_read_first() -> None:
+    runs = running(4)
+    ledger = Ledger({"uid-gone": 7})
+    export, woken = exported_with(ledger, runs)
+    assert ledger.reads == ["ns"], "read once, before anything of the namespace was planned"
+    assert ledger.writes == [{**{run.uid: status.last_change for run, status in runs}, "uid-gone": 7}]
+    assert woken == [], "no execution writes its own status for it"
+    assert all(export.store_alone(run.uid, status) is None for run, status in runs)
+
+
+def test_a_watermark_the_ledger_holds_is_not_sent_again_after_a_restart() -> None:
+    ((run, status),) = running(1)
+    ledger = Ledger({run.uid: status.last_change})
+    collector = Collector()
+    export = BackgroundExport(collector, lambda key: None, lambda m: None, ledger=ledger)  # type: ignore[arg-type]
+    export.committed(("ns", run.id), run, FLOW, status)
+    export.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not ledger.reads:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    export.stop(5)
+    assert collector.requests == [] and export.queue.confirmed(run.uid) == status.last_change
+    assert export.queue.carried(run.uid, status) == status.last_change, "the next commit stores it"
+
+
+def test_a_forbidden_ledger_leaves_each_execution_to_store_its_own_watermark() -> None:
+    runs = running(2)
+    ledger = Ledger(forbidden=True)
+    _, woken = exported_with(ledger, runs)
+    assert ledger.writes == [] and sorted(woken) == sorted(("ns", run.id) for run, _ in runs)  # type: ignore[type-var]
