@@ -137,7 +137,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
         ("flowpods.result",),
         "Duration of one reconcile of one execution, by result (ok, conflict, error)",
     ),
-    Instrument(IN_FLIGHT, "updowncounter", "{reconcile}", (), "Reconciles running now (work in flight)"),
+    Instrument(IN_FLIGHT, "updowncounter", "{reconcile}", (), "Reconciles running now (work in flight)", observed=True),
     Instrument(
         K8S_REQUEST_DURATION,
         "histogram",
@@ -363,8 +363,12 @@ def initial() -> list[Measurement]:
     """Counters of known attributes start at 0, so a query of them has a series before the first error."""
     return [
         Measurement(SYSTEM_ERRORS, 0, {"cicd.system.component": "span_exporter", "error.type": "export_failed"}),
-        Measurement(IN_FLIGHT, 0),
     ]
+
+
+def reconciling(count: int) -> list[Measurement]:
+    """flowpods.reconcile.in_flight, observed (a count the operator keeps, not two SDK calls per reconcile)."""
+    return [Measurement(IN_FLIGHT, count)]
 
 
 # --- the operator's own work -----------------------------------------------------------------------------

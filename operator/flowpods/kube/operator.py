@@ -131,6 +131,7 @@ class Operator:
         metrics: Metrics | None = None,
     ):
         self.config, self.exporter, self.fine, self.metrics = config, exporter, fine, metrics
+        self.reconciling = 0  # reconciles running now (a metric, observed)
         if metrics is not None:
             metrics.observe(self.gauges)
             metrics.record(measures.initial())
@@ -356,7 +357,7 @@ class Operator:
 
     async def _timed(self, key: Key, body: dict[str, Any]) -> Outcome:
         """One reconcile in a thread, measured: its duration by result, in flight while it runs."""
-        self._record([measures.Measurement(measures.IN_FLIGHT, 1)])
+        self.reconciling += 1
         started = time.perf_counter()
         try:
             outcome = await asyncio.to_thread(self.reconcile, key, body)
@@ -367,7 +368,7 @@ class Operator:
             self._record(measures.reconciled(time.perf_counter() - started, "error", type(exc).__name__))
             raise
         finally:
-            self._record([measures.Measurement(measures.IN_FLIGHT, -1)])
+            self.reconciling -= 1
         self._record(measures.reconciled(time.perf_counter() - started, "ok"))
         return outcome
 
@@ -377,7 +378,11 @@ class Operator:
 
     def gauges(self) -> list[measures.Measurement]:
         """The observed metrics, from the view (which the watches rebuild after a restart)."""
-        return [*measures.runs(self.view.run_states()), *measures.workers(self.view.pod_phases())]
+        return [
+            *measures.runs(self.view.run_states()),
+            *measures.workers(self.view.pod_phases()),
+            *measures.reconciling(self.reconciling),
+        ]
 
     def _after(self, key: Key, outcome: Outcome) -> None:
         for pod in outcome.pods:
