@@ -345,3 +345,17 @@ def test_without_a_usable_ledger_a_watermark_is_written_alone() -> None:
     job = take(other)
     other.finished(job, 1, True, T0)
     assert other.ledger_to_write(T0) == {} and other.due(T0) == [("ns", "ex-0")]
+
+
+def test_a_full_ledger_leaves_the_next_execution_to_write_its_own_watermark() -> None:
+    """The ledger is written whole with each request, so it is kept small: beyond `ledger_max` entries, an
+    execution stores its watermark as without a ledger."""
+    sims, queue = ledger_runs(3), ExportQueue(ledger=True, ledger_max=2)
+    for sim in sims:
+        queue.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
+    queue.ledger_loaded("ns", {}, T0)
+    for _ in sims:
+        job = take(queue)
+        queue.finished(job, 1, True, T0)
+    assert queue.ledger_to_write(T0) == {"ns": {"uid-0": 1, "uid-1": 1}}
+    assert queue.due(T0) == [("ns", "ex-2")]

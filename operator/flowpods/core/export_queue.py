@@ -115,7 +115,8 @@ class ExportQueue:
     _unasked: dict[str, None] = field(default_factory=dict)
     _by_key: dict[Hashable, set[str]] = field(default_factory=dict)  # for `forget`, which gets a key
     ledger: bool = False  # store the confirmed watermarks of running executions in a ledger per namespace
-    ledger_max: int = 10_000  # entries per namespace's ledger (a ConfigMap holds 1 MiB); beyond, a write each
+    # entries per namespace's ledger, which is written whole (1,000: about 50 kB); beyond, a status write each
+    ledger_max: int = 1_000
     foreign_ttl: timedelta = timedelta(minutes=10)  # how long an entry read back waits for its execution
     # namespace -> uid -> the confirmed watermark the ledger should hold (what the status does not hold yet)
     _ledger: dict[str, dict[str, int]] = field(default_factory=dict)
