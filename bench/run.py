@@ -393,10 +393,12 @@ class Bench:
         """The same watch-and-create loop with all chains at once: the control plane's own task-run rate."""
         ns = self.namespace("bench-floor-tput")
         pods = self.watch(ns)
+        env0 = self.env_cpu()
         t0 = time.monotonic()
         self.run_floor(ns, chains, length, "f", "--concurrent")
         pods.wait(lambda seen: sum(1 for s in seen.values() if s.terminated) == chains * length, 60, "the floor's pods")
         wall = time.monotonic() - t0
+        env1 = self.env_cpu()
         finished = [s.terminated for s in pods.seen.values() if s.terminated is not None]
         pods.stop()
         self.clean_pods(ns)
@@ -405,6 +407,7 @@ class Bench:
             "wall_s": wall,
             "pods_per_s": chains * length / wall,
             "pods_per_s_sustained": stats.sustained_rate(finished),
+            "env_cpu_ms_per_pod": {k: (env1[k] - env0[k]) / (chains * length) * 1000 for k in env1 if k in env0},
             "load_after": os.getloadavg()[0],
         }
 
