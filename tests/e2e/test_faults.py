@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
 from flowpods.core.spans import derive_spans
 from flowpods.kube import resources
@@ -143,13 +144,26 @@ class Accounting:
     duplicates: Counter[str] = field(default_factory=Counter)  # span id -> extra copies received
     # span id -> (execution, the change whose export carried it)
     owner: dict[str, tuple[str, int]] = field(default_factory=dict)
+    ledger: dict[str, int] | None = None  # the namespace's span watermark ledger, None if never written
 
     def summary(self, fault: str, **extra: Any) -> str:
         parts = [f"FAULTS {fault}:", f"executions={self.executions}", *(f"{k}={v}" for k, v in extra.items()),
                  f"pods expected/found={self.pods_expected}/{self.pods_found}",
                  f"spans expected/found={self.spans_expected}/{self.spans_found}",
-                 f"duplicates={sum(self.duplicates.values())}", f"lost={len(self.lost)}"]  # fmt: skip
+                 f"duplicates={sum(self.duplicates.values())}", f"lost={len(self.lost)}",
+                 f"ledger entries={'none' if self.ledger is None else len(self.ledger)}"]  # fmt: skip
         return " ".join(parts)
+
+
+def ledger(core_v1, namespace: str) -> dict[str, int] | None:
+    """What the namespace's span watermark ledger holds; None when the operator never wrote it."""
+    try:
+        found = core_v1.read_namespaced_config_map(resources.LEDGER_NAME, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return resources.ledger_watermarks({"data": found.data})
 
 
 def account(custom_objects, core_v1, collector: Collector, namespace: str, parents: int) -> Accounting:
@@ -158,6 +172,7 @@ def account(custom_objects, core_v1, collector: Collector, namespace: str, paren
     assert len(items) == 2 * parents, [e["metadata"]["name"] for e in items]
     result = Accounting(executions=len(items))
     expected: dict[str, str] = {}  # span id -> trace id
+    exported: dict[str, int] = {}  # Execution uid -> its stored watermark
     attempt_pods: list[str] = []
     for body in items:
         name, status_body = body["metadata"]["name"], body["status"]
@@ -181,6 +196,12 @@ def account(custom_objects, core_v1, collector: Collector, namespace: str, paren
             expected[record.span_id] = record.trace_id
             result.owner[record.span_id] = (name, closed_in)
         assert status.exported == status.changes[-1].n, f"{name}: watermark {status.exported} not at the last change"
+        exported[body["metadata"]["uid"]] = status.exported
+    # the span watermark ledger (docs/tracing.md) never claims more than an execution's status now holds: every
+    # entry it still has was written after a confirmation, and each execution's status carried it since
+    result.ledger = ledger(core_v1, namespace)
+    for uid, watermark in (result.ledger or {}).items():
+        assert uid in exported and watermark <= exported[uid], (uid, watermark, exported.get(uid))
 
     pods = core_v1.list_namespaced_pod(namespace).items
     found_pods = [p.metadata.name for p in pods]
@@ -263,6 +284,7 @@ def test_operator_sigkilled_at_random_moments(faulty, custom_objects, core_v1, c
     print(result.summary("operator SIGKILL", kills=kills, kills_mid_run=mid_run))
     assert kills == 6 and mid_run >= 5, (kills, mid_run)
     assert faulty.starts == kills + 1
+    assert result.ledger is not None, "the running executions' watermarks went to the namespace's ledger"
     assert_exact(result, kills=kills)
 
 
