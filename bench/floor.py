@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
 
-def pod(name: str, chain: int, index: int) -> dict:
+def pod(name: str, chain: int, index: int, template: dict | None = None) -> dict:
+    """A bare pod; or `template` (a worker pod of the operator's) under this name, with the floor's labels."""
+    if template is not None:
+        body = json.loads(json.dumps(template))
+        body["metadata"]["name"] = name
+        body["metadata"]["labels"] = {
+            **body["metadata"].get("labels", {}),
+            **pod(name, chain, index)["metadata"]["labels"],
+        }
+        return body
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -43,7 +53,9 @@ def main() -> int:
     p.add_argument("--length", type=int, required=True)
     p.add_argument("--prefix", default="floor")
     p.add_argument("--concurrent", action="store_true", help="run all chains at once (throughput floor)")
+    p.add_argument("--template", help="a pod's JSON to create instead of the bare pod (renamed, relabelled)")
     args = p.parse_args()
+    template = json.loads(Path(args.template).read_text()) if args.template else None
     core = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     ns = args.namespace
     rv = json.loads(core.list_namespaced_pod(ns, _preload_content=False).data)["metadata"]["resourceVersion"]
@@ -57,7 +69,7 @@ def main() -> int:
     # all chains at once (the control plane's throughput floor) or one after the other (the latency floor)
     current = dict.fromkeys(range(args.chains), 0) if args.concurrent else {0: 0}
     for chain, index in list(current.items()):
-        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index, template), _preload_content=False)
     by_name = {name(c, i): c for c, i in current.items()}
     for line in iter_resp_lines(response):
         if not line:
@@ -80,7 +92,7 @@ def main() -> int:
             chain, index = chain + 1, 0
         current[chain] = index
         by_name[name(chain, index)] = chain
-        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index), _preload_content=False)
+        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index, template), _preload_content=False)
     response.close()
     return 0
 
