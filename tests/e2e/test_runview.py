@@ -5,7 +5,8 @@ an execution of examples/parent.yaml (bars against the stored status's times, th
 trace link whose trace Jaeger has, the task's log from its pod, a comparison with a second run), a 403
 for a user without rights and a read-only view for one who may only get and list, and an execution of
 2,000 task runs (its open time printed, not asserted). The CLI's list, get and logs on the same runs.
-Screenshots go to docs/run-view/.
+Screenshots go to .testenv/run-view/; `FLOWPODS_RUNVIEW_SHOTS=docs/run-view` makes them the docs' pictures
+(a test run leaves the repository as it found it).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from flowpods.cli.main import main
 from tests import testenv
 from tests.e2e.harness import GROUP, REPO, VERSION
 
-SHOTS = REPO / "docs" / "run-view"
+SHOTS = REPO / os.environ.get("FLOWPODS_RUNVIEW_SHOTS", ".testenv/run-view")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--window-size=1400,1000"]  # fmt: skip
