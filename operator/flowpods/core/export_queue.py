@@ -64,7 +64,6 @@ class _Track:
     in_flight: bool = False
     failures: int = 0  # failed exports in a row
     asked: bool = False  # a write of the watermark was asked for (`due`) and not seen stored yet
-    ledgered: int = 0  # the watermark stored for it in the ledger (0: none)
 
     @classmethod
     def of(cls, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> _Track:
@@ -312,7 +311,6 @@ class ExportQueue:
         """A watermark an earlier process stored in the ledger: confirmed. A finished execution stores it in
         its status (no commit will carry it there), as if it had just been confirmed."""
         track.confirmed = max(track.confirmed, watermark)
-        track.ledgered = max(track.ledgered, watermark)
         if track.terminal and track.unstored and track.confirmed_at is None:
             track.confirmed_at = now
             self._unasked[uid] = None
@@ -328,14 +326,12 @@ class ExportQueue:
         return writes
 
     def ledger_written(self, namespace: str, entries: dict[str, int], ok: bool, now: datetime) -> None:
-        """A ledger write's outcome: its watermarks are stored; or (a failure) each is written alone."""
-        for uid, watermark in entries.items():
+        """A ledger write's outcome: stored, nothing more is owed; failed, each of its executions stores its own."""
+        if ok:
+            return
+        for uid in entries:
             track = self._tracks.get(uid)
-            if track is None:
-                continue
-            if ok:
-                track.ledgered = max(track.ledgered, watermark)
-            elif track.unstored and track.confirmed_at is None:
+            if track is not None and track.unstored and track.confirmed_at is None:
                 track.confirmed_at = now
                 self._unasked[uid] = None
 
