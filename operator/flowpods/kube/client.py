@@ -150,9 +150,14 @@ class Kube:
         return path + ("/" + sub if sub else "")
 
     @staticmethod
-    def _pod_path(namespace: str, name: str = "") -> str:
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+    def _core_path(namespace: str, plural: str, name: str = "") -> str:
+        """The path of a core/v1 kind (pods, events, configmaps) in a namespace, or of one object of it."""
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
         return path + ("/" + quote(name, safe="") if name else "")
+
+    @staticmethod
+    def _pod_path(namespace: str, name: str = "") -> str:
+        return Kube._core_path(namespace, "pods", name)
 
     # -- executions and flows -------------------------------------------------------------------------
 
@@ -261,13 +266,12 @@ class Kube:
     def pod_events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """The Events about one pod (scheduling, image pulls, ...), oldest first as the API server lists them."""
         selector = f"involvedObject.kind=Pod,involvedObject.name={name}"
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/events?fieldSelector={quote(selector, safe='')}"
+        path = self._core_path(namespace, "events") + "?fieldSelector=" + quote(selector, safe="")
         found = self._request("GET", path)
         return cast(list[JSON], found.get("items") or [])
 
     def create_event(self, body: dict[str, Any]) -> None:
-        namespace = quote(body["metadata"]["namespace"], safe="")
-        self._request("POST", f"/api/v1/namespaces/{namespace}/events", body)
+        self._request("POST", self._core_path(body["metadata"]["namespace"], "events"), body)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         try:
@@ -280,9 +284,7 @@ class Kube:
 
     def get_config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._request(
-                "GET", f"/api/v1/namespaces/{quote(namespace, safe='')}/configmaps/{quote(name, safe='')}"
-            )
+            return self._request("GET", self._core_path(namespace, "configmaps", name))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -290,13 +292,13 @@ class Kube:
 
     def put_config_map(self, body: dict[str, Any]) -> None:
         """Replace the config map whole (created when missing): its one writer needs no resourceVersion."""
-        namespace, name = quote(body["metadata"]["namespace"], safe=""), quote(body["metadata"]["name"], safe="")
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
-            self._request("PUT", f"/api/v1/namespaces/{namespace}/configmaps/{name}", body)
+            self._request("PUT", self._core_path(namespace, "configmaps", name), body)
         except ApiException as exc:
             if exc.status != 404:
                 raise
-            self._request("POST", f"/api/v1/namespaces/{namespace}/configmaps", body)
+            self._request("POST", self._core_path(namespace, "configmaps"), body)
 
     # -- list and watch (kube/watches.py) --------------------------------------------------------------------
 
