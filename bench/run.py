@@ -369,7 +369,7 @@ class Bench:
             "cpu_s": cpu1 - cpu0,
             "cpu_ms_per_task_run": (cpu1 - cpu0) / task_runs * 1000,
             # where the rest of the machine's CPU went meanwhile (the API server, etcd, Jaeger, ...)
-            "env_cpu_ms_per_task_run": {k: (env1[k] - env0[k]) / task_runs * 1000 for k in env1 if k in env0},
+            "env_cpu_ms_per_task_run": per_unit_ms(env0, env1, task_runs),
             "rss_mb_after": rss.get("VmRSS", 0) / 1024,
             "api_writes_measured": writes,
             "api_writes_per_task_run": sum(writes.values()) / task_runs,
@@ -416,7 +416,7 @@ class Bench:
             "wall_s": wall,
             "pods_per_s": chains * length / wall,
             "pods_per_s_sustained": stats.sustained_rate(finished),
-            "env_cpu_ms_per_pod": {k: (env1[k] - env0[k]) / (chains * length) * 1000 for k in env1 if k in env0},
+            "env_cpu_ms_per_pod": per_unit_ms(env0, env1, chains * length),
             "load_after": os.getloadavg()[0],
         }
 
@@ -578,6 +578,11 @@ class HealthSampler(threading.Thread):
             "max_s": ordered[-1] if ordered else None,
             "over_1s": sum(1 for t in ordered if t > 1.0),
         }
+
+
+def per_unit_ms(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
+    """Each environment process's CPU between two `env_cpu` readings, in ms per unit (task run, pod)."""
+    return {name: (after[name] - before[name]) / units * 1000 for name in after if name in before}
 
 
 def worker_pod_template(core: Any, ns: str) -> dict[str, Any] | None:
