@@ -14,6 +14,8 @@ from pathlib import Path
 from kubernetes import client, config
 from kubernetes.watch.watch import iter_resp_lines
 
+ENDED = ("Succeeded", "Failed")
+
 
 def pod(name: str, chain: int, index: int, template: dict | None = None) -> dict:
     """A bare pod; or `template` (a worker pod of the operator's) under this name, with the floor's labels."""
@@ -58,42 +60,59 @@ def main() -> int:
     template = json.loads(Path(args.template).read_text()) if args.template else None
     core = client.CoreV1Api(config.new_client_from_config(config_file=args.kubeconfig))
     ns = args.namespace
-    rv = json.loads(core.list_namespaced_pod(ns, _preload_content=False).data)["metadata"]["resourceVersion"]
-    response = core.list_namespaced_pod(
-        ns, watch=True, resource_version=rv, timeout_seconds=900, _preload_content=False
-    )
 
     def name(chain: int, index: int) -> str:
         return f"{args.prefix}-{chain}-{index:03d}"
 
-    # all chains at once (the control plane's throughput floor) or one after the other (the latency floor)
-    current = dict.fromkeys(range(args.chains), 0) if args.concurrent else {0: 0}
-    for chain, index in list(current.items()):
+    def create(chain: int, index: int) -> None:
+        by_name[name(chain, index)] = chain
         core.create_namespaced_pod(ns, pod(name(chain, index), chain, index, template), _preload_content=False)
-    by_name = {name(c, i): c for c, i in current.items()}
-    for line in iter_resp_lines(response):
-        if not line:
-            continue
-        event = json.loads(line)
-        obj = event["object"]
-        chain = by_name.get(obj["metadata"]["name"])
-        if event["type"] != "MODIFIED" or chain is None:
-            continue
-        if (obj.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
-            continue
-        del by_name[obj["metadata"]["name"]]
+
+    def ended(pod_name: str) -> None:
+        """The pod ended: the next of its chain, or the next chain (one after the other)."""
+        chain = by_name.pop(pod_name)
         index = current[chain] + 1
         if index == args.length:
             del current[chain]
             if args.concurrent or chain + 1 == args.chains:
-                if not current:
-                    break
-                continue
+                return
             chain, index = chain + 1, 0
         current[chain] = index
-        by_name[name(chain, index)] = chain
-        core.create_namespaced_pod(ns, pod(name(chain, index), chain, index, template), _preload_content=False)
-    response.close()
+        create(chain, index)
+
+    def listed() -> str:
+        """The pods as they are now: any of ours that ended while no watch was open counts as seen ending."""
+        pods = json.loads(core.list_namespaced_pod(ns, _preload_content=False).data)
+        for obj in pods["items"]:
+            if obj["metadata"]["name"] in by_name and (obj.get("status") or {}).get("phase") in ENDED:
+                ended(obj["metadata"]["name"])
+        return str(pods["metadata"]["resourceVersion"])
+
+    # all chains at once (the control plane's throughput floor) or one after the other (the latency floor)
+    current = dict.fromkeys(range(args.chains), 0) if args.concurrent else {0: 0}
+    by_name: dict[str, int] = {}
+    rv = listed()
+    for chain, index in list(current.items()):
+        create(chain, index)
+    while current:
+        # the API server closes a watch whose reader falls behind ("unresponsive"), or at its timeout: open it
+        # again from a fresh list, or the loop would end with chains unfinished
+        response = core.list_namespaced_pod(
+            ns, watch=True, resource_version=rv, timeout_seconds=900, _preload_content=False
+        )
+        for line in iter_resp_lines(response):
+            if not line:
+                continue
+            event = json.loads(line)
+            obj = event["object"]
+            ours = event["type"] == "MODIFIED" and obj["metadata"]["name"] in by_name
+            if ours and (obj.get("status") or {}).get("phase") in ENDED:
+                ended(obj["metadata"]["name"])
+                if not current:
+                    break
+        response.close()
+        if current:
+            rv = listed()
     return 0
 
 
