@@ -7,6 +7,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -166,3 +167,23 @@ def _frame_name(frame: str) -> str:
     else:
         path = path.rsplit("/", 1)[-1]
     return f"{name} ({path})" if path else name
+
+
+def write_deltas(before: dict[Any, float], after: dict[Any, float]) -> dict[str, float]:
+    """The API server's write requests between two reads of its metrics, by verb/group/resource/subresource;
+    without the leases and the node's heartbeat, which run at their own pace whatever the load."""
+    heartbeat = {"leases", "nodes"}
+    return {
+        "/".join(k): after[k] - before.get(k, 0)
+        for k in sorted(after)
+        if k[0] in ("POST", "PUT", "PATCH", "DELETE", "APPLY") and k[2] not in heartbeat and after[k] > before.get(k, 0)
+    }
+
+
+def tracing_alternations(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Each DEFAULT run against the mean of the DISABLED runs just before and after it (wall time and CPU)."""
+    out = []
+    for before, on, after in zip(runs, runs[1:], runs[2:], strict=False):
+        if on["traces"] == "DEFAULT" and before["traces"] == after["traces"] == "DISABLED":
+            out.append({key: on[f"{key}_s"] * 2 / (before[f"{key}_s"] + after[f"{key}_s"]) for key in ("wall", "cpu")})
+    return out

@@ -62,3 +62,40 @@ def test_collapsed_profile_shares_self_and_total_per_function():
     assert dict(profile["total"])["work (lib/a.py)"] == pytest.approx(0.8)
     assert dict(profile["total"])["main (run.py)"] == pytest.approx(1.0)
     assert "idle (flowpods/operator.py)" in dict(profile["self"])
+
+
+def test_write_deltas_counts_the_writes_made_between_two_reads_without_the_heartbeat():
+    before = {
+        ("POST", "", "pods", ""): 10.0,
+        ("GET", "", "pods", ""): 5.0,
+        ("PUT", "coordination.k8s.io", "leases", ""): 3.0,
+    }
+    after = {
+        ("POST", "", "pods", ""): 13.0,
+        ("POST", "", "pods", "binding"): 3.0,
+        ("GET", "", "pods", ""): 50.0,
+        ("PUT", "coordination.k8s.io", "leases", ""): 9.0,
+        ("PATCH", "", "nodes", "status"): 2.0,
+        ("PATCH", "", "pods", "status"): 6.0,
+    }
+    assert stats.write_deltas(before, after) == {
+        "POST//pods/": 3.0,
+        "POST//pods/binding": 3.0,
+        "PATCH//pods/status": 6.0,
+    }
+
+
+def test_tracing_alternations_sets_each_default_run_against_the_disabled_runs_around_it():
+    def run(traces: str, wall: float, cpu: float) -> dict:
+        return {"traces": traces, "wall_s": wall, "cpu_s": cpu}
+
+    runs = [run("DISABLED", 10, 4), run("DEFAULT", 11, 5), run("DISABLED", 12, 6), run("DEFAULT", 12, 6),
+            run("DISABLED", 12, 6)]  # fmt: skip
+    assert stats.tracing_alternations(runs) == [
+        {"wall": pytest.approx(1.0), "cpu": pytest.approx(1.0)},
+        {"wall": pytest.approx(1.0), "cpu": pytest.approx(1.0)},
+    ]
+    runs[3] = run("DEFAULT", 13.2, 6.6)
+    assert stats.tracing_alternations(runs)[1] == {"wall": pytest.approx(1.1), "cpu": pytest.approx(1.1)}
+    # a DEFAULT run without a DISABLED one on each side is no alternation
+    assert stats.tracing_alternations([run("DEFAULT", 1, 1), run("DISABLED", 1, 1), run("DEFAULT", 1, 1)]) == []
