@@ -6,6 +6,8 @@ applied to a cluster runs the same way locally.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +84,8 @@ def _yaml_where(exc: yaml.YAMLError) -> str:
     return f"{where}: {' '.join(str(problem).split())}"
 
 
-def read_documents(path: Path) -> list[Any]:
-    """The YAML documents of a file; FlowError names the file and what is wrong, never a traceback."""
+def read_text(path: Path) -> str:
+    """A flow file's text; FlowError if it cannot be read, is too large or is not UTF-8."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -91,9 +93,16 @@ def read_documents(path: Path) -> list[Any]:
     if len(raw) > MAX_FILE_BYTES:
         raise FlowError([f"{path}: the file is {len(raw)} bytes; a flow file may have at most {MAX_FILE_BYTES}"])
     try:
-        text = raw.decode("utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FlowError([f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"]) from None
+
+
+def read_documents(path: Path, text: str | None = None) -> list[Any]:
+    """The YAML documents of a file (`text`: already read); FlowError names the file and what is wrong, never a
+    traceback."""
+    if text is None:
+        text = read_text(path)
     try:
         try:
             documents = parse_yaml(text)
@@ -117,9 +126,9 @@ def load_flow_file(path: str | Path) -> Flow:
     return _parse_in(path, read_flow_document(path))
 
 
-def read_flow_document(path: Path) -> dict[str, Any]:
+def read_flow_document(path: Path, text: str | None = None) -> dict[str, Any]:
     """The one flow document of a file, not validated yet (`parse_flow` does that); FlowError if it holds none."""
-    documents = read_documents(path)
+    documents = read_documents(path, text)
     flows = [doc for doc in documents if isinstance(doc, dict) and (doc.get("kind") == "Flow" or "tasks" in doc)]
     if not flows:
         mappings = [doc for doc in documents if isinstance(doc, dict)]
@@ -147,9 +156,10 @@ MAX_CATALOG_FILES = 2000
 
 
 class FlowCatalog:
-    """The flows a local run can reach (subflows, Flow triggers): every flow file in a folder and its subfolders,
-    read when first needed and validated only when asked for: a run whose flow ends looks at the flows with
-    triggers only, and validating every flow of a folder was most of the end of a `flowpods run`.
+    """The flows a local run can reach (subflows, Flow triggers): every flow file in a folder and its subfolders
+    (not hidden ones), read when first needed and parsed only when its text can hold what is looked for: a run
+    whose flow ends looks for flows with triggers, and parsing every YAML file of a folder such as a project's
+    (manifests, CI files) took seconds. A flow's file contains its id and, to start on a flow's end, `triggers`.
 
     A file that cannot be read is skipped (an unrelated broken file must not stop a run) and remembered,
     so a subflow that is not found names the files that could not be read. Where two files hold the same flow,
@@ -160,7 +170,8 @@ class FlowCatalog:
         self.folder = Path(folder) if folder else None
         self._flows: dict[tuple[str, str], Flow] = {(f.namespace, f.id): f for f in flows or []}
         self._scanned = False
-        self._unread: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}  # read, not validated yet
+        self._texts: list[tuple[Path, str]] = []  # read, not parsed yet
+        self._unread: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}  # parsed, not validated yet
         self._unreadable: dict[Path, str] = {}
 
     def add(self, flow: Flow) -> None:
@@ -170,21 +181,29 @@ class FlowCatalog:
         key = (namespace, flow_id)
         if key not in self._flows:
             self._scan()
+            self._parse(lambda text: flow_id in text)
+            self._validate(key)
+        if key not in self._flows and self._texts:  # an id its file spells otherwise (`id: "\x61"`)
+            self._parse(lambda _: True)
             self._validate(key)
         return self._flows.get(key)
 
     def listeners(self) -> list[Flow]:
         """Every flow of the folder (and those added) that has triggers: the flows a Flow trigger may start."""
         self._scan()
-        for key, found in list(self._unread.items()):
-            if any(document.get("triggers") for _, document in found):
-                self._validate(key)
+        self._parse(lambda text: "triggers" in text)
+        listening = [key for key, found in self._unread.items() if any(doc.get("triggers") for _, doc in found)]
+        if listening:  # the files of the same flows, which come first if valid
+            self._parse(lambda text: any(flow_id in text for _, flow_id in listening))
+        for key in listening:
+            self._validate(key)
         return [flow for flow in self._flows.values() if flow.triggers]
 
     @property
     def unreadable(self) -> dict[Path, str]:
         """The files that are not valid flows, and why."""
         self._scan()
+        self._parse(lambda _: True)
         for key in list(self._unread):
             self._validate(key, every=True)
         return self._unreadable
@@ -214,31 +233,52 @@ class FlowCatalog:
             self._unread.pop(key, None)
 
     def _scan(self) -> None:
+        """Read the folder's flow files (their text only)."""
         if self._scanned:
             return
         self._scanned = True
         if self.folder is None:
             return
-        read = 0
-        for path in sorted([*self.folder.rglob("*.yaml"), *self.folder.rglob("*.yml")]):
-            if not path.is_file() or any(part.startswith(".") for part in path.relative_to(self.folder).parts):
-                continue  # hidden folders (.git, .venv) hold no flows
-            read += 1
-            if read > MAX_CATALOG_FILES:
+        for n, path in enumerate(flow_files(self.folder)):
+            if n == MAX_CATALOG_FILES:
                 self._unreadable[path] = f"not read: only the first {MAX_CATALOG_FILES} files are"
                 break
             try:
-                document = read_flow_document(path)
+                self._texts.append((path, read_text(path)))
+            except FlowError as exc:
+                self._unreadable[path] = "; ".join(exc.problems)
+
+    def _parse(self, wanted: Callable[[str], bool]) -> None:
+        """Parse the files read whose text `wanted` accepts; each flow's files stay in path order."""
+        keep = []
+        for path, text in self._texts:
+            if not wanted(text):
+                keep.append((path, text))
+                continue
+            try:
+                document = read_flow_document(path, text)
             except FlowError as exc:
                 self._unreadable[path] = "; ".join(exc.problems)
                 continue
             namespace, flow_id = document.get("namespace"), document.get("id")
-            if isinstance(namespace, str) and isinstance(flow_id, str):
-                self._unread.setdefault((namespace, flow_id), []).append((path, document))
-                continue
-            try:  # an id the model reads differently (`id: 1`), or no valid one: validated now
-                flow = _parse_in(path, document)
-            except FlowError as exc:
-                self._unreadable[path] = "; ".join(exc.problems)
-                continue
-            self._unread.setdefault((flow.namespace, flow.id), []).append((path, document))
+            if not (isinstance(namespace, str) and isinstance(flow_id, str)):
+                try:  # an id the model reads differently (`id: 1`), or no valid one: validated now
+                    flow = _parse_in(path, document)
+                except FlowError as exc:
+                    self._unreadable[path] = "; ".join(exc.problems)
+                    continue
+                namespace, flow_id = flow.namespace, flow.id
+            found = self._unread.setdefault((namespace, flow_id), [])
+            found.append((path, document))
+            found.sort(key=lambda item: item[0])
+        self._texts = keep
+
+
+def flow_files(folder: Path) -> list[Path]:
+    """The YAML files of a folder and its subfolders, in path order; hidden folders (.git, .venv) are not
+    entered, as they hold no flows and may hold many files."""
+    found = []
+    for top, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [Path(top, name) for name in files if name.endswith((".yaml", ".yml")) and not name.startswith(".")]
+    return sorted(found)
