@@ -116,14 +116,17 @@ def test_of_two_files_with_the_same_flow_the_first_valid_one_is_found(tmp_path: 
     assert sorted(path.name for path in catalog.unreadable) == ["a.yaml", "c.yaml"]
 
 
+def with_trigger(flow_id: str) -> str:
+    """A flow that starts when a flow ends (a Flow trigger)."""
+    return (f"id: {flow_id}\nnamespace: team\ntasks:\n" + LOG
+            + "triggers:\n  - id: on-end\n    type: io.kestra.plugin.core.trigger.Flow\n")  # fmt: skip
+
+
 def test_a_run_that_ends_parses_no_file_that_cannot_hold_a_trigger(tmp_path: Path) -> None:
     for n in range(30):  # a project's folder: manifests and CI files beside the flows
         (tmp_path / f"manifest-{n:02d}.yaml").write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m{n}\n")
     (tmp_path / "plain.yaml").write_text("id: plain\nnamespace: team\ntasks:\n" + LOG)
-    (tmp_path / "listener.yaml").write_text(
-        "id: listener\nnamespace: team\ntasks:\n" + LOG
-        + "triggers:\n  - id: on-end\n    type: io.kestra.plugin.core.trigger.Flow\n"
-    )  # fmt: skip
+    (tmp_path / "listener.yaml").write_text(with_trigger("listener"))
     catalog = FlowCatalog(tmp_path)
     assert [flow.id for flow in catalog.listeners()] == ["listener"]
     assert len(catalog._texts) == 31  # read, not parsed: the manifests and the flow without triggers
@@ -140,10 +143,7 @@ def test_a_flow_whose_id_its_file_spells_with_an_escape_is_still_found(tmp_path:
 
 def test_a_flow_with_triggers_in_a_later_file_than_a_valid_copy_without_is_not_a_listener(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text("id: same\nnamespace: team\ntasks:\n" + LOG)
-    (tmp_path / "b.yaml").write_text(
-        "id: same\nnamespace: team\ntasks:\n" + LOG
-        + "triggers:\n  - id: on-end\n    type: io.kestra.plugin.core.trigger.Flow\n"
-    )  # fmt: skip
+    (tmp_path / "b.yaml").write_text(with_trigger("same"))
     catalog = FlowCatalog(tmp_path)
     assert catalog.listeners() == []  # the first valid file (a.yaml) is the flow, as a lookup finds it
     found = catalog.get("team", "same")
