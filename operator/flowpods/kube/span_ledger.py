@@ -8,6 +8,9 @@ it plans a namespace's spans, so nothing it holds is sent again.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from kubernetes.client.exceptions import ApiException
 
 from flowpods.kube import resources
@@ -24,18 +27,20 @@ class ConfigMapLedger:
 
     def read(self, namespace: str) -> dict[str, int]:
         """What the namespace's ledger holds ({} when there is none yet)."""
-        try:
+        with _forbidden_as_ledger_forbidden(namespace):
             body = self.kube.get_config_map(namespace, resources.LEDGER_NAME)
-        except ApiException as exc:
-            if exc.status == 403:
-                raise LedgerForbidden(namespace) from None
-            raise
         return {} if body is None else resources.ledger_watermarks(body)
 
     def write(self, namespace: str, watermarks: dict[str, int]) -> None:
-        try:
+        with _forbidden_as_ledger_forbidden(namespace):
             self.kube.put_config_map(resources.ledger_body(namespace, watermarks))
-        except ApiException as exc:
-            if exc.status == 403:
-                raise LedgerForbidden(namespace) from None
-            raise
+
+
+@contextmanager
+def _forbidden_as_ledger_forbidden(namespace: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status == 403:
+            raise LedgerForbidden(namespace) from None
+        raise
