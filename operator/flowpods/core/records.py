@@ -17,6 +17,12 @@ TASKRUN_ENV = "FLOWPODS_TASKRUN"
 TASKRUN_FILE_ENV = "FLOWPODS_TASKRUN_FILE"
 OUTPUTS_ENV = "FLOWPODS_OUTPUTS"
 SPAN_FILE_ENV = "FLOWPODS_SPAN_FILE"
+STEP_ENV = "FLOWPODS_STEP"
+"""The environment variable holding one step (JSON) in a WorkingDirectory's pod."""
+WORKDIR_ENV = "FLOWPODS_WORKDIR"
+"""The shared working directory: script tasks and LocalFiles use it instead of a directory of their own."""
+RESULTS_ENV = "FLOWPODS_STEP_RESULTS"
+"""Where each step leaves its outputs for the steps after it (one `<index>.json` per step)."""
 MAX_TERMINATION_MESSAGE = 4096
 WORKER_SERVICE = "flowpods-worker"  # service.name of every worker
 

@@ -14,8 +14,9 @@ from jinja2 import Template, TemplateError
 
 from flowpods.core.expressions import limits
 from flowpods.core.expressions.environment import KestraEnvironment, environment, render_template
-from flowpods.core.expressions.functions import ERROR_LOGS_KEY, NOW_KEY, SECRET_MARKER, secret_marker
+from flowpods.core.expressions.functions import ERROR_LOGS_KEY, NOW_KEY
 from flowpods.core.expressions.operators import KestraError
+from flowpods.core.secrets import SECRET_MARKER, secret_marker
 from flowpods.core.truth import is_truthy
 
 __all__ = [

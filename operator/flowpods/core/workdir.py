@@ -20,13 +20,6 @@ from flowpods.core.model import Flow, TaskBase, WorkingDirectory
 from flowpods.core.records import WorkItem
 from flowpods.core.templating import NOW_KEY, render
 
-STEP_ENV = "FLOWPODS_STEP"
-"""The environment variable holding one step (JSON) in a WorkingDirectory's pod."""
-WORKDIR_ENV = "FLOWPODS_WORKDIR"
-"""The shared working directory: script tasks and LocalFiles use it instead of a directory of their own."""
-RESULTS_ENV = "FLOWPODS_STEP_RESULTS"
-"""Where each step leaves its outputs for the steps after it (one `<index>.json` per step)."""
-
 _JSON: TypeAdapter[Any] = TypeAdapter(Any)
 _DATES = (("execution", "startDate"), ("taskrun", "startDate"), ("workerTaskrun", "startDate"))
 _SECRET_CALL = re.compile(r"""secret\(\s*['"]([A-Za-z0-9_.-]+)['"]""")

@@ -27,11 +27,11 @@ from flowpods.core.executor import (
     StepReported,
 )
 from flowpods.core.model import Flow, FlowError, Schedule, flow_document, parse_flow
-from flowpods.core.records import TASKRUN_ENV
+from flowpods.core.records import RESULTS_ENV, STEP_ENV, TASKRUN_ENV, WORKDIR_ENV
 from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.scripts import ATTACHED_DIR
 from flowpods.core.status import Attempt, ExecutionStatus, RunInfo, State
-from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, secret_names
+from flowpods.core.workdir import secret_names
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.kube import jsoncodec
 from flowpods.kube.config import OperatorConfig

@@ -24,17 +24,18 @@ from flowpods.core import export as span_export
 from flowpods.core.clock import utcnow
 from flowpods.core.model import Flow
 from flowpods.core.records import (
+    RESULTS_ENV,
     SPAN_FILE_ENV,
     TASKRUN_ENV,
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
+    WORKDIR_ENV,
     SpanRecord,
 )
 from flowpods.core.results import attempt_finished, parse_termination_message
 from flowpods.core.spans import derive_spans
 from flowpods.core.start import CannotStart, Refusal, start_check
 from flowpods.core.status import Change, ExecutionStatus, RunInfo, State
-from flowpods.core.workdir import RESULTS_ENV, WORKDIR_ENV
 from flowpods.core.workerenv import TRACE_VARIABLES, worker_environment
 from flowpods.local import warm
 from flowpods.local.loader import FlowCatalog

@@ -73,6 +73,7 @@ from flowpods.core.records import (
     TASKRUN_ENV,
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
+    WORKDIR_ENV,
     WORKER_SERVICE,
     SpanRecord,
     TaskResult,
@@ -81,7 +82,6 @@ from flowpods.core.records import (
 from flowpods.core.redaction import redact_headers, redact_url
 from flowpods.core.scripts import StderrTail, command_argv, failure_message, parse_convention_line, script_file
 from flowpods.core.truth import is_truthy
-from flowpods.core.workdir import WORKDIR_ENV
 from flowpods.telemetry.otel import CollectingProcessor, SpanRecordExporter, attached, span_file_provider, span_ids
 from flowpods.telemetry.otlp_settings import TraceLevel, trace_level
 

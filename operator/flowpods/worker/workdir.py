@@ -20,13 +20,16 @@ from pydantic import ValidationError
 
 from flowpods.core.records import (
     DEFAULT_TERMINATION_LOG,
+    RESULTS_ENV,
+    STEP_ENV,
     TASKRUN_FILE_ENV,
     TERMINATION_LOG_ENV,
+    WORKDIR_ENV,
     SpanRecord,
     TaskResult,
 )
 from flowpods.core.templating import RenderError
-from flowpods.core.workdir import RESULTS_ENV, STEP_ENV, WORKDIR_ENV, Step, render_step
+from flowpods.core.workdir import Step, render_step
 from flowpods.worker import runner
 
 RESULTS_DIR = ".flowpods-steps"  # under the working directory when FLOWPODS_STEP_RESULTS is not set

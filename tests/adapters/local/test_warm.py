@@ -65,3 +65,18 @@ def test_a_killed_attempt_reports_the_signal_as_subprocess_does(tmp_path: Path) 
     while any(p.poll() is None for p in waiting):
         warm.wait_any(waiting, 60)
     assert [p.returncode for p in waiting] == [0, 0, 0]
+
+
+def test_the_fork_server_imports_no_expression_language(tmp_path: Path) -> None:
+    """Its imports are the critical path of a one-task `flowpods run`: a worker replaces secret markers and
+    runs tasks already rendered, so jinja2 and YAML (~36 ms) are not among them (only a WorkingDirectory's
+    step, rendered in its pod, needs them)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, importlib; [importlib.import_module(m) for m in sys.argv[3:]]; "
+             "getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(); "
+             "print(sorted(m for m in ('jinja2', 'yaml') if m in sys.modules))")  # fmt: skip
+    argv = [sys.executable, "-c", probe, *warm.WARM_UP, *warm.PRELOAD]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

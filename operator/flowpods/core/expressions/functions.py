@@ -24,23 +24,18 @@ from flowpods.core.expressions import dates
 from flowpods.core.expressions.filters import _defined, _text, jq
 from flowpods.core.expressions.operators import KestraError, inclusive_range
 from flowpods.core.expressions.printing import ZonedDateTime, to_json
+from flowpods.core.secrets import secret_marker
 
-__all__ = ["ERROR_LOGS_KEY", "FUNCTIONS", "NOW_KEY", "SECRET_MARKER", "Unsupported", "secret_marker"]
+__all__ = ["ERROR_LOGS_KEY", "FUNCTIONS", "NOW_KEY", "Unsupported"]
 
 NOW_KEY = "_kx_now"  # the context key holding the render time (a datetime)
 ERROR_LOGS_KEY = "_kx_error_logs"  # the context key of errorLogs()'s entries (the failed task runs' errors), or of
 # a function that returns them
-SECRET_MARKER = re.compile(r"\[\[flowpods-secret:([A-Za-z0-9_.\-]{1,253})\]\]")
 SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,253}")
 
 
 class Unsupported(KestraError):
     """A Kestra function that needs a service flowpods does not have."""
-
-
-def secret_marker(name: str) -> str:
-    """What `secret('NAME')` renders to: a reference the worker replaces with the value from its environment."""
-    return f"[[flowpods-secret:{name}]]"
 
 
 def from_json(value: Any) -> Any:
