@@ -720,8 +720,8 @@ def table(results: dict[str, Any]) -> str:
     if tp and tf and "api_writes_per_pod" in tf:
         writes = [r["all_api_writes_per_task_run"] for r in tp if "all_api_writes_per_task_run" in r]
         if writes:
-            # with CPU to spare, the floor and the operator both run at the scheduler's binding rate (its client's
-            # 50 QPS); where the machine's CPU is the limit, throughput goes about as the inverse of the writes
+            # the floor runs at the scheduler's binding rate (its client's 50 QPS); the operator, CPU-bound here,
+            # at the machine's CPU over what a task run costs everywhere, which goes about as the writes
             rows.append(("all API writes per task run / the floor's per pod",
                          f"{min(writes):.2f}-{max(writes):.2f} / {tf['api_writes_per_pod']:.2f}",
                          "", f"ratio {tf['api_writes_per_pod'] / min(writes):.2f}x"))  # fmt: skip
