@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -47,3 +48,21 @@ def test_rbac_refusing_the_ledger_is_ledger_forbidden_and_other_errors_pass_thro
     with pytest.raises(ApiException) as raised:
         broken.write("team", {"uid-1": 1})
     assert raised.value.status == 500
+
+
+def test_the_ledger_keeps_its_entries_under_one_key_and_reads_the_one_key_per_uid_layout_too():
+    body = resources.ledger_body("team", {"uid-b": 7, "uid-a": 3})
+    assert list(body["data"]) == [resources.LEDGER_KEY]  # one managed field, however many executions
+    assert json.loads(body["data"][resources.LEDGER_KEY]) == {"uid-a": 3, "uid-b": 7}
+    assert resources.ledger_watermarks(body) == {"uid-a": 3, "uid-b": 7}
+    # a ledger written with one key per uid (before stop 14) is read as it was meant
+    assert resources.ledger_watermarks({"data": {"uid-a": "3", "uid-b": "7"}}) == {"uid-a": 3, "uid-b": 7}
+
+
+def test_what_is_not_a_watermark_in_a_ledger_edited_by_hand_is_left_out():
+    key = resources.LEDGER_KEY
+    assert resources.ledger_watermarks({"data": {key: "not json"}}) == {}
+    assert resources.ledger_watermarks({"data": {key: "[1, 2]"}}) == {}
+    held = {"ok": 4, "negative": -1, "text": "5", "word": "five", "flag": True, "float": 1.5}
+    assert resources.ledger_watermarks({"data": {key: json.dumps(held)}}) == {"ok": 4, "text": 5}
+    assert resources.ledger_watermarks({}) == {}
