@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,16 @@ def test_a_flow_with_triggers_in_a_later_file_than_a_valid_copy_without_is_not_a
     assert catalog.listeners() == []  # the first valid file (a.yaml) is the flow, as a lookup finds it
     found = catalog.get("team", "same")
     assert found is not None and not found.triggers
+
+
+def test_a_fifo_or_a_broken_link_in_the_flows_folder_is_not_read(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text("id: child\nnamespace: team\ntasks:\n" + LOG)
+    os.mkfifo(tmp_path / "pipe.yaml")  # opening it to read would wait for a writer forever
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    catalog = FlowCatalog(tmp_path)
+    done = threading.Thread(target=lambda: catalog.unreadable, daemon=True)
+    done.start()
+    done.join(30)
+    assert not done.is_alive(), "the catalog blocked reading a FIFO"
+    assert catalog.get("team", "child") is not None
+    assert catalog.unreadable == {}

@@ -276,9 +276,13 @@ class FlowCatalog:
 
 def flow_files(folder: Path) -> list[Path]:
     """The YAML files of a folder and its subfolders, in path order; hidden folders (.git, .venv) are not
-    entered, as they hold no flows and may hold many files."""
+    entered, as they hold no flows and may hold many files. Regular files only: reading a FIFO would block,
+    and a broken link is no flow."""
     found = []
     for top, folders, files in os.walk(folder):
         folders[:] = [name for name in folders if not name.startswith(".")]
-        found += [Path(top, name) for name in files if name.endswith((".yaml", ".yml")) and not name.startswith(".")]
+        for name in files:
+            path = Path(top, name)
+            if name.endswith((".yaml", ".yml")) and not name.startswith(".") and path.is_file():
+                found.append(path)
     return sorted(found)
