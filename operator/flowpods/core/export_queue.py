@@ -188,9 +188,8 @@ class ExportQueue:
         track.failures = 0
         if upto is not None and upto > track.confirmed:
             track.confirmed = upto
-        if track.unstored and track.confirmed_at is None and not self._to_ledger(track, job.uid):
-            track.confirmed_at = now
-            self._unasked[job.uid] = None
+        if self._owes(track) and not self._to_ledger(track, job.uid):
+            self._owe_own_write(job.uid, track, now)
         if track.pending:
             self._ready[job.uid] = None
         elif track.settled and not track.unstored:
@@ -293,9 +292,8 @@ class ExportQueue:
             self._no_ledger.add(namespace)
             self._ledger_dirty.pop(namespace, None)
             for uid, track in self._tracks.items():  # confirmed meanwhile: written alone
-                if track.namespace == namespace and track.unstored and track.confirmed_at is None:
-                    track.confirmed_at = now
-                    self._unasked[uid] = None
+                if track.namespace == namespace:
+                    self._owe_own_write(uid, track, now)
             return
         held = self._ledger.setdefault(namespace, {})
         for uid, watermark in entries.items():
@@ -311,9 +309,8 @@ class ExportQueue:
         """A watermark an earlier process stored in the ledger: confirmed. A finished execution stores it in
         its status (no commit will carry it there), as if it had just been confirmed."""
         track.confirmed = max(track.confirmed, watermark)
-        if track.terminal and track.unstored and track.confirmed_at is None:
-            track.confirmed_at = now
-            self._unasked[uid] = None
+        if track.terminal:
+            self._owe_own_write(uid, track, now)
 
     def ledger_to_write(self, now: datetime) -> dict[str, dict[str, int]]:
         """The ledgers with entries not written yet, whole (entries whose execution never came are dropped)."""
@@ -331,9 +328,20 @@ class ExportQueue:
             return
         for uid in entries:
             track = self._tracks.get(uid)
-            if track is not None and track.unstored and track.confirmed_at is None:
-                track.confirmed_at = now
-                self._unasked[uid] = None
+            if track is not None:
+                self._owe_own_write(uid, track, now)
+
+    @staticmethod
+    def _owes(track: _Track) -> bool:
+        """A confirmed watermark not stored yet, and no write of its own asked for it yet."""
+        return track.unstored and track.confirmed_at is None
+
+    def _owe_own_write(self, uid: str, track: _Track, now: datetime) -> None:
+        """If it `_owes`, the confirmed watermark is stored by a status write of its own (`store_alone`), asked
+        for from now."""
+        if self._owes(track):
+            track.confirmed_at = now
+            self._unasked[uid] = None
 
     def _settle(self, uid: str) -> None:
         """Keep only the last change of a settled execution (its status is the view's to hold)."""
