@@ -126,13 +126,11 @@ class BackgroundExport:
     def _read_ledgers(self, namespaces: set[str]) -> None:
         assert self.ledger is not None  # a queue without one has none to read
         for namespace in sorted(namespaces):
-            watermarks: dict[str, int] | None
             try:
                 watermarks = self.ledger.read(namespace)
             except LedgerForbidden:
-                log.warning("the span watermark ledger of namespace %s is forbidden: each watermark is stored in its "
-                            "Execution's status by a write of its own", namespace)  # fmt: skip
-                watermarks = None
+                self._forbidden(namespace, "reading")
+                continue
             except Exception as exc:
                 log.warning("reading the span watermark ledger of namespace %s failed (%s); again in %.0f s",
                             namespace, exc, LEDGER_RETRY)  # fmt: skip
@@ -154,14 +152,18 @@ class BackgroundExport:
                 self.ledger.write(namespace, watermarks)
                 ok = True
             except LedgerForbidden:
-                log.warning("writing the span watermark ledger of namespace %s is forbidden: each watermark is "
-                            "stored in its Execution's status by a write of its own", namespace)  # fmt: skip
-                with self._cond:
-                    self.queue.ledger_loaded(namespace, None, utcnow())
+                self._forbidden(namespace, "writing")
             except Exception as exc:
                 log.warning("writing the span watermark ledger of namespace %s failed (%s)", namespace, exc)
             with self._cond:
                 self.queue.ledger_written(namespace, watermarks, ok, utcnow())
+
+    def _forbidden(self, namespace: str, doing: str) -> None:
+        """RBAC refuses the namespace's ledger: none is kept there."""
+        log.warning("%s the span watermark ledger of namespace %s is forbidden: each watermark is stored in its "
+                    "Execution's status by a write of its own", doing.capitalize(), namespace)  # fmt: skip
+        with self._cond:
+            self.queue.ledger_loaded(namespace, None, utcnow())
 
     def _take(self, now: datetime, most: int = BATCH) -> list[Job]:
         jobs: list[Job] = []
