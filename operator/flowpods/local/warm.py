@@ -38,7 +38,8 @@ from typing import Any, NoReturn
 
 ENTRY = "flowpods.cli.main:main"  # what `python -m flowpods` runs; the child calls it with ["worker"]
 PRELOAD = ("flowpods.cli.main", "flowpods.worker.runner")  # what `flowpods worker` imports
-WARM_UP = ("flowpods.worker.runner", "prepare")  # then this, once: what each attempt would build again
+# then these, once: what each attempt would build again (the task validators, the command line parser)
+WARM_UP = ("flowpods.worker.runner:prepare", "flowpods.cli.main:build_parser")
 _HEADER = struct.Struct("!Q")
 
 
@@ -59,7 +60,9 @@ def serve(fd: int) -> int:
     """The server's loop; returns only in a forked child, with the attempt's exit code (or 0 at the end)."""
     for name in PRELOAD:
         importlib.import_module(name)
-    getattr(importlib.import_module(WARM_UP[0]), WARM_UP[1])()
+    for target in WARM_UP:
+        module, _, function = target.partition(":")
+        getattr(importlib.import_module(module), function)()
     control = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's (and the attempts') to handle
     wake_r, wake_w = os.pipe()

@@ -74,9 +74,10 @@ def test_the_fork_server_imports_no_expression_language(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    probe = ("import sys, importlib; [importlib.import_module(m) for m in sys.argv[3:]]; "
-             "getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(); "
+    probe = ("import sys, importlib, json; [importlib.import_module(m) for m in json.loads(sys.argv[1])]; "
+             "[getattr(importlib.import_module(t.partition(':')[0]), t.partition(':')[2])() "
+             " for t in json.loads(sys.argv[2])]; "
              "print(sorted(m for m in ('jinja2', 'yaml') if m in sys.modules))")  # fmt: skip
-    argv = [sys.executable, "-c", probe, *warm.WARM_UP, *warm.PRELOAD]
+    argv = [sys.executable, "-c", probe, json.dumps(warm.PRELOAD), json.dumps(warm.WARM_UP)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
