@@ -159,7 +159,7 @@ def test_random_interleavings_send_every_span_and_only_a_kill_sends_one_again(se
     queue.committed(KEY, run, sim.flow, etcd)
 
     def take_job() -> Job | None:
-        for namespace in queue.unread_ledgers():
+        for namespace in queue.unread_ledgers(now):
             queue.ledger_loaded(namespace, dict(book), now)
         return queue.take(now)
 
@@ -276,7 +276,7 @@ def test_the_ledger_stores_the_watermarks_of_running_executions_in_one_write_and
     sims, queue = ledger_runs(2), ExportQueue(ledger=True)
     for sim in sims:
         queue.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
-    assert queue.unread_ledgers() == {"ns"} and queue.take(T0) is None, "nothing is planned before it is read"
+    assert queue.unread_ledgers(T0) == {"ns"} and queue.take(T0) is None, "nothing is planned before it is read"
     queue.ledger_loaded("ns", {}, T0)
     jobs = [take(queue), take(queue)]
     for job in jobs:
@@ -359,3 +359,18 @@ def test_a_full_ledger_leaves_the_next_execution_to_write_its_own_watermark() ->
         queue.finished(job, 1, True, T0)
     assert queue.ledger_to_write(T0) == {"ns": {"uid-0": 1, "uid-1": 1}}
     assert queue.due(T0) == [("ns", "ex-2")]
+
+
+def test_a_ledger_that_cannot_be_read_is_read_again_after_a_back_off_doubling_to_its_limit() -> None:
+    (sim,), queue = ledger_runs(1), ExportQueue(ledger=True)
+    queue.committed(("ns", sim.run.id), sim.run, sim.flow, stored(sim.status, 0))
+    now = T0
+    for expected in (0.5, 1, 2, 4, 8, 10, 10):
+        assert queue.unread_ledgers(now) == {"ns"}
+        assert queue.ledger_unreadable("ns", now) == expected * SECOND
+        assert queue.unread_ledgers(now) == set() and queue.take(now) is None, "its spans wait, no read before then"
+        assert queue.next_moment() == now + expected * SECOND, "the export thread wakes for it"
+        now += expected * SECOND
+    queue.ledger_loaded("ns", {}, now)
+    assert queue.next_moment() is None and take(queue) is not None, "read: planned, and no read is due any more"
+    assert queue.ledger_unreadable("ns", now) == 0.5 * SECOND, "a later outage starts its back-off again"

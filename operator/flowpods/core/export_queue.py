@@ -122,6 +122,8 @@ class ExportQueue:
     _ledger_dirty: dict[str, None] = field(default_factory=dict)  # namespaces with entries not written yet
     _no_ledger: set[str] = field(default_factory=set)  # namespaces whose ledger cannot be read or written
     _foreign: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # uid -> (namespace, when read)
+    _ledger_failures: dict[str, int] = field(default_factory=dict)  # namespace -> failed reads of its ledger in a row
+    _ledger_retry_at: dict[str, datetime] = field(default_factory=dict)  # namespace -> when it is read again
 
     def committed(self, key: Hashable, run: RunInfo, flow: Flow | None, status: ExecutionStatus) -> None:
         """`status` is stored (a commit, or a status read back): plan from it if it is the newest one seen."""
@@ -182,8 +184,7 @@ class ExportQueue:
         track.in_flight = False
         if not ok:
             track.failures += 1
-            delay = min(self.retry * 2 ** (track.failures - 1), self.max_retry)
-            self._waiting[job.uid] = now + delay
+            self._waiting[job.uid] = now + self._back_off(track.failures)
             return track.failures
         track.failures = 0
         if upto is not None and upto > track.confirmed:
@@ -233,7 +234,7 @@ class ExportQueue:
 
     def next_moment(self) -> datetime | None:
         """When `take` or `due` may have something that they have not now (a retry, a watermark waiting)."""
-        moments = list(self._waiting.values())
+        moments = list(self._waiting.values()) + list(self._ledger_retry_at.values())
         moments += [
             t.confirmed_at + self.linger
             for t in map(self._tracks.get, self._unasked)
@@ -278,16 +279,35 @@ class ExportQueue:
         if track is not None:
             self._ledger_entries(track).pop(uid, None)
 
-    def unread_ledgers(self) -> set[str]:
-        """The namespaces whose ledger must be read before their executions' spans are planned."""
+    def unread_ledgers(self, now: datetime) -> set[str]:
+        """The namespaces whose ledger must be read now, before their executions' spans are planned (not those
+        waiting to be read again after a failed read)."""
         if not self.ledger:
             return set()
+        for ns, at in list(self._ledger_retry_at.items()):
+            if at <= now:
+                del self._ledger_retry_at[ns]
         tracks = (self._tracks.get(uid) for uid in self._ready)
-        return {t.namespace for t in tracks if t is not None and t.namespace is not None and not self._ledger_read(t)}
+        unread = {t.namespace for t in tracks if t is not None and t.namespace is not None and not self._ledger_read(t)}
+        return unread - self._ledger_retry_at.keys()
+
+    def ledger_unreadable(self, namespace: str, now: datetime) -> timedelta:
+        """Reading the namespace's ledger failed (the API server away...): its executions' spans wait, and it is
+        read again after a back-off, as a failed export is tried again. The back-off."""
+        failures = self._ledger_failures[namespace] = self._ledger_failures.get(namespace, 0) + 1
+        delay = self._back_off(failures)
+        self._ledger_retry_at[namespace] = now + delay
+        return delay
+
+    def _back_off(self, failures: int) -> timedelta:
+        """How long to wait after `failures` failures in a row: `retry`, doubled after each one, at most `max_retry`."""
+        return min(self.retry * (1 << (failures - 1)), self.max_retry)
 
     def ledger_loaded(self, namespace: str, entries: dict[str, int] | None, now: datetime) -> None:
         """The namespace's ledger as read (None: it cannot be read, so none is kept there). What it holds was
         confirmed by an earlier process: not sent again, and carried by the next commit of each execution."""
+        self._ledger_failures.pop(namespace, None)
+        self._ledger_retry_at.pop(namespace, None)
         if entries is None:
             self._no_ledger.add(namespace)
             self._ledger_dirty.pop(namespace, None)

@@ -42,8 +42,6 @@ a request; a change is a few spans)."""
 GATHER = 0.1
 """Seconds the thread waits after a first ready plan for others to join its request: spans reach the collector
 that much later, and the reconciles pay for a tenth as many requests under load."""
-LEDGER_RETRY = 1.0
-"""Seconds before a ledger that could not be read is read again (its namespace's spans wait for it)."""
 
 
 class BackgroundExport:
@@ -105,7 +103,7 @@ class BackgroundExport:
                     if self._stopping:
                         return
                     now = utcnow()
-                    unread = self.queue.unread_ledgers()
+                    unread = self.queue.unread_ledgers(now)
                     due, jobs = self.queue.due(now), self._take(now)
                     if due or jobs or unread:
                         break
@@ -132,9 +130,10 @@ class BackgroundExport:
                 self._forbidden(namespace, "reading")
                 continue
             except Exception as exc:
-                log.warning("reading the span watermark ledger of namespace %s failed (%s); again in %.0f s",
-                            namespace, exc, LEDGER_RETRY)  # fmt: skip
-                time.sleep(LEDGER_RETRY)
+                with self._cond:
+                    delay = self.queue.ledger_unreadable(namespace, utcnow())
+                log.warning("reading the span watermark ledger of namespace %s failed (%s); its spans wait, read "
+                            "again in %.1f s", namespace, exc, delay.total_seconds())  # fmt: skip
                 continue
             with self._cond:
                 self.queue.ledger_loaded(namespace, watermarks, utcnow())

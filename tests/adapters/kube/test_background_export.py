@@ -78,9 +78,11 @@ def test_one_execution_whose_spans_cannot_be_sent_holds_back_no_other() -> None:
 class Ledger:
     """The namespace's ledger as the API server would keep it; `forbidden` answers as RBAC without the grant."""
 
-    def __init__(self, held: dict[str, int] | None = None, forbidden: bool = False):
+    def __init__(self, held: dict[str, int] | None = None, forbidden: bool = False, unreadable: int = 0):
         self.held = dict(held or {})
         self.forbidden = forbidden
+        self.unreadable = unreadable  # reads of namespace `ns` that fail first (its API server away)
+        self.failed_at: list[float] = []
         self.reads: list[str] = []
         self.writes: list[dict[str, int]] = []
 
@@ -88,13 +90,17 @@ class Ledger:
         self.reads.append(namespace)
         if self.forbidden:
             raise LedgerForbidden(namespace)
-        return dict(self.held)
+        if namespace == "ns" and len(self.failed_at) < self.unreadable:
+            self.failed_at.append(time.monotonic())
+            raise ConnectionError("the API server is away")
+        return dict(self.held) if namespace == "ns" else {}  # what it holds is namespace `ns`'s
 
     def write(self, namespace: str, watermarks: dict[str, int]) -> None:
         if self.forbidden:
             raise LedgerForbidden(namespace)
         self.writes.append(dict(watermarks))
-        self.held = dict(watermarks)
+        if namespace == "ns":
+            self.held = dict(watermarks)
 
 
 def running(count: int) -> list[tuple[RunInfo, ExecutionStatus]]:
@@ -147,3 +153,30 @@ def test_a_forbidden_ledger_leaves_each_execution_to_store_its_own_watermark() -
     ledger = Ledger(forbidden=True)
     _, woken = exported_with(ledger, runs)
     assert ledger.writes == [] and sorted(woken) == sorted(("ns", run.id) for run, _ in runs)  # type: ignore[type-var]
+
+
+def test_a_ledger_that_cannot_be_read_is_read_again_after_a_back_off_and_its_spans_wait() -> None:
+    """The API server away: the namespace's spans are not planned before its ledger is read (they might be in
+    it), the thread does not wait for it meanwhile (another namespace's spans go on: the thread slept 1 s on
+    each failed read before), and each read comes after a longer wait."""
+    (run, status), (other, other_status) = running(2)
+    other = other.model_copy(update={"k8sNamespace": "other"})
+    ledger, collector = Ledger({run.uid: 1}, unreadable=2), Collector()
+    export = BackgroundExport(collector, lambda key: None, lambda m: None, ledger=ledger)  # type: ignore[arg-type]
+    export.committed(("ns", run.id), run, FLOW, status)
+    export.committed(("other", other.id), other, FLOW, other_status)
+    export.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and export.queue.confirmed(other.uid) == 0:
+        time.sleep(0.01)
+    other_sent = time.monotonic()
+    while time.monotonic() < deadline and ledger.reads.count("ns") < 3:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    export.stop(5)
+    assert ledger.reads.count("ns") == 3, "read again until it could be, then not any more"
+    first, second = ledger.failed_at
+    assert other_sent - first < 0.9, "the other namespace's spans did not wait for the failed read"
+    assert second - first >= 0.45, "read again after 0.5 s, then 1 s"
+    assert [{span.trace_id for span in request} for request in collector.requests] == [{ids.trace_id(other)}]
+    assert export.queue.confirmed(run.uid) == 1, "what the ledger held is not sent again"
