@@ -374,3 +374,17 @@ def test_a_ledger_that_cannot_be_read_is_read_again_after_a_back_off_doubling_to
     queue.ledger_loaded("ns", {}, now)
     assert queue.next_moment() is None and take(queue) is not None, "read: planned, and no read is due any more"
     assert queue.ledger_unreadable("ns", now) == 0.5 * SECOND, "a later outage starts its back-off again"
+
+
+def test_a_collector_away_for_long_is_still_tried_again_every_max_retry() -> None:
+    """100 failed exports in a row (a collector away for ~16 min): the back-off stays at its limit (the 49th
+    used to overflow a timedelta, in the export thread)."""
+    sim, queue = flow_of_four(), ExportQueue()
+    queue.committed(KEY, sim.run, sim.flow, stored(sim.status, 0))
+    now = T0
+    for failures in range(1, 101):
+        job = take(queue, now)
+        assert queue.finished(job, None, False, now) == failures
+        moment = queue.next_moment()
+        assert queue.take(now) is None and moment == now + min(0.5 * 2 ** (failures - 1), 10) * SECOND
+        now = moment

@@ -12,6 +12,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def back_off(first: float, failures: int, most: float) -> float:
+    """Seconds to wait after `failures` failures in a row: `first`, doubled after each one, at most `most`.
+    The doublings are bounded, so no count of failures overflows (a timedelta doubled 48 times did, in the
+    span export thread after ~8 min of a collector away)."""
+    return min(first * (1 << min(max(failures - 1, 0), 30)), most)
+
+
 def format_duration(seconds: float) -> str:
     """A duration as people read it: 850ms, 12.34s, 3m07.5s, 2h05m07s."""
     if seconds < 1:

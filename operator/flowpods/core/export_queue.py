@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flowpods.core import export
+from flowpods.core.clock import back_off
 from flowpods.core.model import Flow
 from flowpods.core.status import ExecutionStatus, RunInfo
 
@@ -300,8 +301,7 @@ class ExportQueue:
         return delay
 
     def _back_off(self, failures: int) -> timedelta:
-        """How long to wait after `failures` failures in a row: `retry`, doubled after each one, at most `max_retry`."""
-        return min(self.retry * (1 << (failures - 1)), self.max_retry)
+        return timedelta(seconds=back_off(self.retry.total_seconds(), failures, self.max_retry.total_seconds()))
 
     def ledger_loaded(self, namespace: str, entries: dict[str, int] | None, now: datetime) -> None:
         """The namespace's ledger as read (None: it cannot be read, so none is kept there). What it holds was

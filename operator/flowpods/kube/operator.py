@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from flowpods.core import admission, compaction, executor, notices, start, workdir
 from flowpods.core import export as span_export
 from flowpods.core import metrics as measures
-from flowpods.core.clock import utcnow
+from flowpods.core.clock import back_off, utcnow
 from flowpods.core.model import Flow, build_validators
 from flowpods.core.snapshot import flow_snapshot
 from flowpods.core.status import ExecutionStatus, RunInfo, State, TaskRun
@@ -314,7 +314,7 @@ class Operator:
         self.errors[key] = reason
         if resources.is_transient(exc):
             self.error_retries[key] = retries = self.error_retries.get(key, 0) + 1
-            delay = min(RETRY_AFTER_ERROR * 2 ** (retries - 1), MAX_RETRY_AFTER_ERROR)
+            delay = back_off(RETRY_AFTER_ERROR, retries, MAX_RETRY_AFTER_ERROR)
             if first:
                 log.warning("reconciling execution %s/%s: %s; retrying (every %ss at most)", *key, reason,
                             MAX_RETRY_AFTER_ERROR)  # fmt: skip
