@@ -39,6 +39,8 @@ log = logging.getLogger("flowpods.kube.export")
 BATCH = 64
 """Executions whose plans share one export request, at most (OpenTelemetry's batch processor sends 512 spans
 a request; a change is a few spans)."""
+AFTER_A_BUG = 1.0
+"""Seconds the thread waits after an unexpected error before it goes on."""
 GATHER = 0.1
 """Seconds the thread waits after a first ready plan for others to join its request: spans reach the collector
 that much later, and the reconciles pay for a tenth as many requests under load."""
@@ -98,28 +100,39 @@ class BackgroundExport:
 
     def _run(self) -> None:
         while True:
+            try:
+                if not self._pass():
+                    return
+            except Exception:  # a bug: the thread must go on, without it no span would be sent until a restart
+                log.exception("the span export thread failed; going on in %.0f s", AFTER_A_BUG)
+                with self._cond:  # the executions of the pass that failed may stay in flight: their spans are
+                    self._cond.wait(AFTER_A_BUG)  # sent by the next process (their watermark was not stored)
+
+    def _pass(self) -> bool:
+        """One pass: wait for something to do, do it. False once stopping."""
+        with self._cond:
+            while True:
+                if self._stopping:
+                    return False
+                now = utcnow()
+                unread = self.queue.unread_ledgers(now)
+                due, jobs = self.queue.due(now), self._take(now)
+                if due or jobs or unread:
+                    break
+                moment = self.queue.next_moment()
+                self._cond.wait(None if moment is None else max((moment - now).total_seconds(), 0.001))
+        for key in due:
+            self.wake(key)
+        if jobs and len(jobs) < BATCH:
+            time.sleep(GATHER)  # let the executions that change meanwhile share the request
             with self._cond:
-                while True:
-                    if self._stopping:
-                        return
-                    now = utcnow()
-                    unread = self.queue.unread_ledgers(now)
-                    due, jobs = self.queue.due(now), self._take(now)
-                    if due or jobs or unread:
-                        break
-                    moment = self.queue.next_moment()
-                    self._cond.wait(None if moment is None else max((moment - now).total_seconds(), 0.001))
-            for key in due:
-                self.wake(key)
-            if jobs and len(jobs) < BATCH:
-                time.sleep(GATHER)  # let the executions that change meanwhile share the request
-                with self._cond:
-                    jobs += self._take(utcnow(), BATCH - len(jobs))
-            if jobs:
-                self._send(jobs)
-                self._write_ledgers()
-            if unread:
-                self._read_ledgers(unread)
+                jobs += self._take(utcnow(), BATCH - len(jobs))
+        if jobs:
+            self._send(jobs)
+            self._write_ledgers()
+        if unread:
+            self._read_ledgers(unread)
+        return True
 
     def _read_ledgers(self, namespaces: set[str]) -> None:
         assert self.ledger is not None  # a queue without one has none to read

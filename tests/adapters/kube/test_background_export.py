@@ -180,3 +180,29 @@ def test_a_ledger_that_cannot_be_read_is_read_again_after_a_back_off_and_its_spa
     assert second - first >= 0.45, "read again after 0.5 s, then 1 s"
     assert [{span.trace_id for span in request} for request in collector.requests] == [{ids.trace_id(other)}]
     assert export.queue.confirmed(run.uid) == 1, "what the ledger held is not sent again"
+
+
+def test_the_thread_goes_on_after_a_bug_in_one_pass() -> None:
+    """An error nothing expected (here the metrics' callback raising once) is logged and the thread goes on:
+    the executions committed later are still sent (the thread used to end, and nothing more was sent)."""
+    calls: list[object] = []
+
+    def record(measurements: object) -> None:
+        calls.append(measurements)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+
+    first, second = executions(2)
+    collector = Collector()
+    export = BackgroundExport(collector, lambda key: None, record)  # type: ignore[arg-type]
+    export.committed(("ns", first[0].id), first[0], FLOW, first[1])
+    export.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not calls:
+        time.sleep(0.01)
+    export.committed(("ns", second[0].id), second[0], FLOW, second[1])
+    while time.monotonic() < deadline and export.queue.confirmed(second[0].uid) == 0:
+        time.sleep(0.01)
+    export.stop(5)
+    assert export.queue.confirmed(second[0].uid) == second[1].last_change
+    assert len(collector.requests) == 2 and export._thread is not None and not export._thread.is_alive()
