@@ -294,7 +294,7 @@ class ExportQueue:
 
     def ledger_unreadable(self, namespace: str, now: datetime) -> timedelta:
         """Reading the namespace's ledger failed (the API server away...): its executions' spans wait, and it is
-        read again after a back-off, as a failed export is tried again. The back-off."""
+        read again after a back-off, as a failed export is tried again. Returns that back-off."""
         failures = self._ledger_failures[namespace] = self._ledger_failures.get(namespace, 0) + 1
         delay = self._back_off(failures)
         self._ledger_retry_at[namespace] = now + delay
