@@ -371,7 +371,7 @@ class Bench:
             "cpu_s": cpu1 - cpu0,
             "cpu_ms_per_task_run": (cpu1 - cpu0) / task_runs * 1000,
             # where the rest of the machine's CPU went meanwhile (the API server, etcd, Jaeger, ...)
-            "env_cpu_ms_per_task_run": per_unit_ms(env0, env1, task_runs),
+            "env_cpu_ms_per_task_run": stats.per_unit_ms(env0, env1, task_runs),
             "rss_mb_after": rss.get("VmRSS", 0) / 1024,
             "api_writes_measured": writes,
             "api_writes_per_task_run": sum(writes.values()) / task_runs,
@@ -424,7 +424,7 @@ class Bench:
             "wall_s": wall,
             "pods_per_s": chains * length / wall,
             "pods_per_s_sustained": stats.sustained_rate(finished),
-            "env_cpu_ms_per_pod": per_unit_ms(env0, env1, chains * length),
+            "env_cpu_ms_per_pod": stats.per_unit_ms(env0, env1, chains * length),
             "load_after": os.getloadavg()[0],
         }
 
@@ -588,11 +588,6 @@ class HealthSampler(threading.Thread):
         }
 
 
-def per_unit_ms(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
-    """Each environment process's CPU between two `env_cpu` readings, in ms per unit (task run, pod)."""
-    return {name: (after[name] - before[name]) / units * 1000 for name in after if name in before}
-
-
 def worker_pod_template(core: Any, ns: str) -> dict[str, Any] | None:
     """One of the operator's worker pods in `ns` as a body to create again elsewhere: without what the API
     server, the scheduler and the node set (status, uid, node) and without its owner (an Execution of `ns`)."""
@@ -708,13 +703,7 @@ def table(results: dict[str, Any]) -> str:
                 _ok(r["cpu_ms_per_task_run"] <= 8),
             )
         )
-    # all the CPU per task run, the operator's and the environment's: in CPU-bound runs the rate is the machine's
-    # cores over it. In brackets the node agent's, which does the same work in every run: how fast the machine was
-    spent = [
-        (r["cpu_ms_per_task_run"] + sum(env.values()), env.get("nodeagent", 0.0))
-        for r in tp
-        if (env := r.get("env_cpu_ms_per_task_run"))
-    ]
+    spent = stats.cpu_spent(tp)
     if spent:
         each = ", ".join(f"{total:.0f} ({agent:.1f})" for total, agent in spent)
         rows.append(("all CPU per task run, each run (ms; node agent)", each, "", ""))

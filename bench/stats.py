@@ -187,3 +187,19 @@ def tracing_alternations(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
         if on["traces"] == "DEFAULT" and before["traces"] == after["traces"] == "DISABLED":
             out.append({key: on[f"{key}_s"] * 2 / (before[f"{key}_s"] + after[f"{key}_s"]) for key in ("wall", "cpu")})
     return out
+
+
+def per_unit_ms(before: dict[str, float], after: dict[str, float], units: int) -> dict[str, float]:
+    """Each environment process's CPU between two `env_cpu` readings, in ms per unit (task run, pod)."""
+    return {name: (after[name] - before[name]) / units * 1000 for name in after if name in before}
+
+
+def cpu_spent(runs: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Per throughput run: all the CPU per task run, the operator's and the environment's (a CPU-bound run's
+    rate is the machine's cores over it), and the node agent's part, which is the same work in every run:
+    how fast the machine itself was."""
+    return [
+        (run["cpu_ms_per_task_run"] + sum(env.values()), env.get("nodeagent", 0.0))
+        for run in runs
+        if (env := run.get("env_cpu_ms_per_task_run"))
+    ]

@@ -99,3 +99,17 @@ def test_tracing_alternations_sets_each_default_run_against_the_disabled_runs_ar
     assert stats.tracing_alternations(runs)[1] == {"wall": pytest.approx(1.1), "cpu": pytest.approx(1.1)}
     # a DEFAULT run without a DISABLED one on each side is no alternation
     assert stats.tracing_alternations([run("DEFAULT", 1, 1), run("DISABLED", 1, 1), run("DEFAULT", 1, 1)]) == []
+
+
+def test_per_unit_ms_is_each_process_cpu_between_two_readings_per_unit():
+    before = {"etcd": 1.0, "kube-apiserver": 10.0, "gone": 3.0}
+    after = {"etcd": 1.5, "kube-apiserver": 12.0, "new": 1.0}
+    assert stats.per_unit_ms(before, after, 100) == {"etcd": 5.0, "kube-apiserver": 20.0}
+
+
+def test_cpu_spent_adds_the_operator_to_the_environment_and_keeps_the_node_agent_apart():
+    runs = [
+        {"cpu_ms_per_task_run": 6.0, "env_cpu_ms_per_task_run": {"kube-apiserver": 25.0, "nodeagent": 5.5}},
+        {"cpu_ms_per_task_run": 8.0, "env_cpu_ms_per_task_run": {}},  # a run measured without the environment
+    ]
+    assert stats.cpu_spent(runs) == [(36.5, 5.5)]
