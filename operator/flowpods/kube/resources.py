@@ -308,7 +308,7 @@ def ledger_watermarks(body: dict[str, Any]) -> dict[str, int]:
     entries: dict[str, Any] = {uid: value for uid, value in data.items() if uid != LEDGER_KEY}
     if LEDGER_KEY in data:
         try:
-            held = json.loads(data[LEDGER_KEY])
+            held = jsoncodec.loads(data[LEDGER_KEY])
         except ValueError:
             held = None
         entries.update(held if isinstance(held, dict) else {})
