@@ -130,6 +130,22 @@ def test_a_failed_export_is_retried_with_a_back_off_and_sends_the_same_spans() -
     assert queue.finished(last, plan.upto, True, T0 + 6 * SECOND) == 0 and queue.confirmed(RUN.uid) == 2
 
 
+def test_an_abandoned_job_is_tried_again_after_the_back_off_and_a_finished_one_is_left_alone() -> None:
+    sim, queue = flow_of_four(), ExportQueue(retry=timedelta(seconds=1))
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    job = take(queue)
+    queue.abandoned(job, T0)
+    assert queue.take(T0) is None and queue.next_moment() == T0 + SECOND, "as a failed export"
+    again = take(queue, T0 + SECOND)
+    plan = again.plan()
+    assert plan is not None and queue.finished(again, plan.upto, True, T0 + SECOND) == 0
+    queue.abandoned(again, T0 + SECOND)  # its outcome was recorded: nothing more
+    assert queue.confirmed(RUN.uid) == plan.upto
+    sim.finish("a")
+    queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))
+    assert queue.take(T0 + SECOND) is not None, "no back-off: the abandoned job had succeeded"
+
+
 def test_a_deleted_execution_is_forgotten() -> None:
     sim, queue = flow_of_four(), ExportQueue()
     queue.committed(KEY, RUN, sim.flow, stored(sim.status, 0))

@@ -200,6 +200,14 @@ class ExportQueue:
             track.lighten()
         return 0
 
+    def abandoned(self, job: Job, now: datetime) -> None:
+        """The job's export ended without an outcome (an error nothing expected, in the shell): tried again
+        after a back-off, as a failed export, rather than left in flight until a restart. Its spans may have
+        reached the collector: they are sent again (same ids), never lost."""
+        track = self._tracks.get(job.uid)
+        if track is not None and track.in_flight:
+            self.finished(job, None, False, now)
+
     def confirmed(self, uid: str) -> int:
         track = self._tracks.get(uid)
         return track.confirmed if track is not None else 0

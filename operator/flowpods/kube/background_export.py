@@ -105,8 +105,8 @@ class BackgroundExport:
                     return
             except Exception:  # a bug: the thread must go on, without it no span would be sent until a restart
                 log.exception("the span export thread failed; going on in %.0f s", AFTER_A_BUG)
-                with self._cond:  # the executions of the pass that failed may stay in flight: their spans are
-                    self._cond.wait(AFTER_A_BUG)  # sent by the next process (their watermark was not stored)
+                with self._cond:
+                    self._cond.wait(AFTER_A_BUG)
 
     def _pass(self) -> bool:
         """One pass: wait for something to do, do it. False once stopping."""
@@ -128,7 +128,14 @@ class BackgroundExport:
             with self._cond:
                 jobs += self._take(utcnow(), BATCH - len(jobs))
         if jobs:
-            self._send(jobs)
+            try:
+                self._send(jobs)
+            except BaseException:  # the jobs without an outcome are tried again, not left in flight
+                with self._cond:
+                    now = utcnow()
+                    for job in jobs:
+                        self.queue.abandoned(job, now)
+                raise
             self._write_ledgers()
         if unread:
             self._read_ledgers(unread)

@@ -182,9 +182,11 @@ def test_a_ledger_that_cannot_be_read_is_read_again_after_a_back_off_and_its_spa
     assert export.queue.confirmed(run.uid) == 1, "what the ledger held is not sent again"
 
 
-def test_the_thread_goes_on_after_a_bug_in_one_pass() -> None:
+def test_the_thread_goes_on_after_a_bug_in_one_pass_and_tries_that_pass_again() -> None:
     """An error nothing expected (here the metrics' callback raising once) is logged and the thread goes on:
-    the executions committed later are still sent (the thread used to end, and nothing more was sent)."""
+    the executions committed later are still sent (the thread used to end, and nothing more was sent), and the
+    execution of the pass that failed is tried again after the back-off (it stayed in flight until a restart):
+    its spans reach the collector twice, never not at all."""
     calls: list[object] = []
 
     def record(measurements: object) -> None:
@@ -201,8 +203,11 @@ def test_the_thread_goes_on_after_a_bug_in_one_pass() -> None:
     while time.monotonic() < deadline and not calls:
         time.sleep(0.01)
     export.committed(("ns", second[0].id), second[0], FLOW, second[1])
-    while time.monotonic() < deadline and export.queue.confirmed(second[0].uid) == 0:
+    while time.monotonic() < deadline and 0 in (export.queue.confirmed(r.uid) for r in (first[0], second[0])):
         time.sleep(0.01)
     export.stop(5)
     assert export.queue.confirmed(second[0].uid) == second[1].last_change
-    assert len(collector.requests) == 2 and export._thread is not None and not export._thread.is_alive()
+    assert export.queue.confirmed(first[0].uid) == first[1].last_change, "the failed pass's execution is sent"
+    sent = [{span.trace_id for span in request} for request in collector.requests]
+    assert sent.count({ids.trace_id(first[0])}) == 2 and {ids.trace_id(second[0])} in sent
+    assert export._thread is not None and not export._thread.is_alive()
