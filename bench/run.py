@@ -36,7 +36,7 @@ from tests.e2e.harness import apply_crds, free_port, operator_environ
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-FLOWPODS = str(BIN / "flowpods")
+FLOWPODS = str(BIN / "flowpods")  # the flowpods benched: this venv's, or another checkout's (`--source`)
 INSTANT_MESSAGE = json.dumps({"outputs": {}, "error": None})
 
 
@@ -794,6 +794,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+def launcher(source: Path, work: Path) -> str:
+    """A `flowpods` command running the checkout at `source` (its operator/ folder) on this venv's packages, so
+    that another build (the first one: docs/benchmarks.md's before and after) is benched by this bench, on the
+    same machine, within the same hour. Its children (a local run's fork server, its workers) inherit the path."""
+    code = (source / "operator").resolve()
+    if not (code / "flowpods" / "cli" / "main.py").is_file():
+        raise SystemExit(f"--source {source}: no operator/flowpods/cli/main.py there (a flowpods checkout?)")
+    script = work / "flowpods"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        f"CODE = {str(code)!r}\n"
+        'os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [CODE, os.environ.get("PYTHONPATH")]))\n'
+        "sys.path.insert(0, CODE)\n"
+        "# the harness's endpoint is the collector's HTTP port, today's default; the first builds defaulted to grpc\n"
+        'if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):\n'
+        '    os.environ.setdefault("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")\n'
+        "from flowpods.cli import main as cli\n"
+        'sys.exit((getattr(cli, "entry", None) or cli.main)())\n'
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, to check the bench itself")
@@ -805,6 +829,12 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated phases; `foreach` (one ForEach of --foreach-values values, ~1 h) only on request",
     )
     p.add_argument("--out", help="results JSON (default bench/results/<date>.json)")
+    p.add_argument(
+        "--source",
+        type=Path,
+        help="bench the flowpods of another checkout (its operator/ folder, run on this venv's packages), e.g. "
+        "a `git worktree` of an older commit; the environment and the bench stay this checkout's",
+    )
     p.add_argument("--foreach-values", type=int, default=10_000, help="phase foreach: values of the ForEach")
     p.add_argument("--foreach-concurrency", type=int, default=100, help="phase foreach: its concurrencyLimit")
     p.add_argument("--memory-executions", type=int, default=1000, help="phase memory: executions held in flight")
@@ -833,6 +863,16 @@ def main(argv: list[str] | None = None) -> int:
     sampler = LoadSampler()
     sampler.start()
     work = Path(tempfile.mkdtemp(prefix="flowpods-bench-"))
+    if args.source is not None:
+        global FLOWPODS
+        FLOWPODS = launcher(args.source, work)
+        results["source"] = {
+            "path": str(args.source.resolve()),
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=args.source, capture_output=True, text=True
+            ).stdout.strip(),
+        }
+        log(f"benching the flowpods of {args.source} ({results['source']['commit'] or 'not a git checkout'})")
     try:
         if "local" in phases:
             log("local runner")
