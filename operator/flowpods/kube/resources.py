@@ -194,7 +194,15 @@ def stored_flow(execution: dict[str, Any]) -> tuple[Flow, int | None] | None:
     status = execution.get("status") or {}
     if not status.get("flow"):
         return None
-    return parsed_snapshot(jsoncodec.dumps(status["flow"])), status.get("flowRevision")
+    document = jsoncodec.dumps(status["flow"])
+    if len(document) > SNAPSHOT_KEPT_BYTES:
+        return parse_flow(status["flow"]), status.get("flowRevision")
+    return parsed_snapshot(document), status.get("flowRevision")
+
+
+SNAPSHOT_KEPT_BYTES = 64 * 1024
+"""The largest flow snapshot `parsed_snapshot` keeps (a flow of a few hundred tasks): larger ones are parsed at
+each reconcile as before, so that 32 kept snapshots hold a few MB, whatever the Flows of a cluster are."""
 
 
 @functools.lru_cache(maxsize=32)

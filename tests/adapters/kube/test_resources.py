@@ -303,7 +303,7 @@ def test_the_view_keeps_of_a_pod_what_observing_it_reads():
 
 def test_a_flow_snapshot_is_parsed_once_for_every_execution_that_holds_it() -> None:
     from flowpods.core.model import FlowError
-    from flowpods.kube.resources import stored_flow
+    from flowpods.kube.resources import SNAPSHOT_KEPT_BYTES, stored_flow
 
     snapshot = {"id": "f", "namespace": "team", "tasks": [{"id": "a", "type": "Log", "message": "x"}]}
     one = stored_flow({**EXECUTION, "status": {"flow": snapshot, "flowRevision": 2}})
@@ -313,6 +313,9 @@ def test_a_flow_snapshot_is_parsed_once_for_every_execution_that_holds_it() -> N
     edited = {**snapshot, "tasks": [{"id": "b", "type": "Log", "message": "x"}]}
     again = stored_flow({**EXECUTION, "status": {"flow": edited}})
     assert again is not None and [t.id for t in again[0].tasks] == ["b"], "an edited snapshot is parsed anew"
+    large = {**snapshot, "description": "x" * SNAPSHOT_KEPT_BYTES}
+    first, second = (stored_flow({**EXECUTION, "status": {"flow": large}}) for _ in range(2))
+    assert first is not None and second is not None and first[0] is not second[0], "a large snapshot is not kept"
     broken = {**EXECUTION, "status": {"flow": {"id": "f", "namespace": "team", "tasks": [{"id": "a"}]}}}
     for _ in range(2):  # refused each time: a snapshot that does not parse is not kept
         with pytest.raises(FlowError):
