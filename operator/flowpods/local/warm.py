@@ -56,13 +56,19 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 # --- the server (its own process) ------------------------------------------------------------------------
 
 
+def _resolve(target: str) -> Any:
+    """The function a "module:function" names (the standard library's `pkgutil.resolve_name`, without importing
+    pkgutil into the runner's start)."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
 def serve(fd: int) -> int:
     """The server's loop; returns only in a forked child, with the attempt's exit code (or 0 at the end)."""
     for name in PRELOAD:
         importlib.import_module(name)
     for target in WARM_UP:
-        module, _, function = target.partition(":")
-        getattr(importlib.import_module(module), function)()
+        _resolve(target)()
     control = socket.socket(fileno=fd)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the runner's (and the attempts') to handle
     wake_r, wake_w = os.pipe()
@@ -129,9 +135,8 @@ def _child(request: dict[str, Any]) -> int:
     os.close(log_fd)
     os.close(null_fd)
     sys.argv = ["flowpods", *request["argv"]]
-    module, _, function = ENTRY.partition(":")
     try:
-        return int(getattr(importlib.import_module(module), function)(request["argv"]) or 0)
+        return int(_resolve(ENTRY)(request["argv"]) or 0)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
