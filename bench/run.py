@@ -794,6 +794,12 @@ def machine() -> dict[str, Any]:
     }
 
 
+def short_commit(checkout: Path) -> str:
+    """The checkout's HEAD, abbreviated ("" when it is not a git checkout)."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
 def launcher(source: Path, work: Path) -> str:
     """A `flowpods` command running the checkout at `source` (its operator/ folder) on this venv's packages, so
     that another build (the first one: docs/benchmarks.md's before and after) is benched by this bench, on the
@@ -856,9 +862,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "uptime_start": uptime(),
         "quick": q,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": short_commit(REPO),
     }
     sampler = LoadSampler()
     sampler.start()
@@ -866,12 +870,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.source is not None:
         global FLOWPODS
         FLOWPODS = launcher(args.source, work)
-        results["source"] = {
-            "path": str(args.source.resolve()),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=args.source, capture_output=True, text=True
-            ).stdout.strip(),
-        }
+        results["source"] = {"path": str(args.source.resolve()), "commit": short_commit(args.source)}
         log(f"benching the flowpods of {args.source} ({results['source']['commit'] or 'not a git checkout'})")
     try:
         if "local" in phases:
